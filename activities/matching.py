@@ -1,0 +1,179 @@
+"""Matching: find the nearest available drivers by H3 cell and reserve one atomically.
+
+Drivers are indexed by their resolution-8 cell (``drivers.h3_cell``, kept from their
+location pings). The search widens in k-rings around the pickup and ranks what it finds
+by straight-line distance. A driver is reserved with a conditional update
+(``status = 'available'`` → ``'reserved'``), which is atomic on SQLite (the transaction
+holds the write lock) and on PostgreSQL (the row lock makes a second update see the
+first's result and match nothing), so two rides can never hold one driver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+import h3
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+from temporalio import activity
+
+from activities.facts import fact
+from events.catalog import DriverAssigned, DriverOffered, DriverReleased, OfferExpired
+from events.envelope import CloudEvent
+from events.outbox import Outbox
+from ridehail.db import Database
+from ridehail.geo import Point, driver_cell, haversine_m
+from ridehail.money import to_decimal
+from ridehail.tables import Driver, Offer, utcnow
+from workflows.types import A, OfferMade, OfferRef, ReleaseRequest, ReserveRequest
+
+# k-rings of resolution-8 cells searched in turn: ~0.5, 1.5, 3, 5 and 8 km around pickup.
+SEARCH_RINGS = (1, 3, 6, 10, 16)
+CANDIDATES_PER_RING = 20
+
+
+def rank_candidates(pickup: Point, drivers: Sequence[Driver]) -> list[Driver]:
+    """Nearest first; ties broken by driver id so the order is stable."""
+    def distance(d: Driver) -> float:
+        return haversine_m(pickup, Point(lat=d.lat or 0.0, lng=d.lng or 0.0))
+
+    return sorted(drivers, key=lambda d: (distance(d), d.driver_id))
+
+
+def nearby_available(session: Session, pickup: Point, exclude: Sequence[str]) -> list[Driver]:
+    """Available drivers in the smallest k-ring around the pickup that has any, nearest
+    first."""
+    origin = driver_cell(pickup)
+    for k in SEARCH_RINGS:
+        q = (
+            select(Driver)
+            .where(Driver.status == "available")
+            .where(col(Driver.h3_cell).in_(h3.grid_disk(origin, k)))
+        )
+        if exclude:
+            q = q.where(col(Driver.driver_id).not_in(list(exclude)))
+        found = list(session.exec(q))
+        if found:
+            return rank_candidates(pickup, found)[:CANDIDATES_PER_RING]
+    return []
+
+
+def try_reserve(session: Session, driver_id: str, ride_id: str) -> bool:
+    """Reserve the driver for the ride if still available; True if this call got them."""
+    result = session.exec(  # type: ignore[call-overload]
+        update(Driver)
+        .where(col(Driver.driver_id) == driver_id)
+        .where(col(Driver.status) == "available")
+        .values(status="reserved", ride_id=ride_id, updated_at=utcnow())
+    )
+    return result.rowcount == 1
+
+
+class MatchingActivities:
+    def __init__(self, db: Database, outbox: Outbox) -> None:
+        self.db = db
+        self.outbox = outbox
+
+    @activity.defn(name=A.reserve_driver)
+    async def reserve_driver(self, req: ReserveRequest) -> OfferMade | None:
+        """Reserve the nearest available driver and offer them the ride; None when no
+        driver is free nearby."""
+        offer_id = f"{req.ride_id}:{req.attempt}"
+
+        def run(session: Session) -> tuple[OfferMade | None, list[CloudEvent]]:
+            existing = session.get(Offer, offer_id)
+            if existing is not None:  # a retry of an attempt that already went through
+                return OfferMade(offer_id=offer_id, driver_id=existing.driver_id,
+                                 expires_at=existing.expires_at), []
+            for driver in nearby_available(session, req.pickup, req.exclude):
+                if not try_reserve(session, driver.driver_id, req.ride_id):
+                    continue
+                expires_at = utcnow() + timedelta(seconds=req.offer_timeout_s)
+                session.add(Offer(
+                    offer_id=offer_id, ride_id=req.ride_id, driver_id=driver.driver_id,
+                    pickup_lat=req.pickup.lat, pickup_lng=req.pickup.lng,
+                    dropoff_lat=req.dropoff.lat, dropoff_lng=req.dropoff.lng,
+                    fare_cents=req.fare_cents, currency=req.currency, expires_at=expires_at))
+                event = fact("ride.driver_offered", req.ride_id, f"offer:{offer_id}",
+                                    DriverOffered(ride_id=req.ride_id, driver_id=driver.driver_id,
+                                                  offer_id=offer_id,
+                                                  fare=to_decimal(req.fare_cents),
+                                                  currency=req.currency,
+                                                  expires_at=expires_at.isoformat()))
+                return OfferMade(offer_id=offer_id, driver_id=driver.driver_id,
+                                 expires_at=expires_at), [event]
+            return None, []
+
+        return await self.outbox.write(run)
+
+    @activity.defn(name=A.assign_driver)
+    async def assign_driver(self, ref: OfferRef) -> None:
+        def run(session: Session) -> tuple[None, list[CloudEvent]]:
+            offer = session.get(Offer, ref.offer_id)
+            if offer is not None and offer.status == "pending":
+                offer.status = "accepted"
+            event = fact("ride.driver_assigned", ref.ride_id, f"assign:{ref.offer_id}",
+                                DriverAssigned(ride_id=ref.ride_id, driver_id=ref.driver_id))
+            return None, [event]
+
+        await self.outbox.write(run)
+
+    @activity.defn(name=A.expire_offer)
+    async def expire_offer(self, ref: OfferRef) -> None:
+        await self._close_offer(ref, "expired")
+
+    @activity.defn(name=A.decline_offer)
+    async def decline_offer(self, ref: OfferRef) -> None:
+        await self._close_offer(ref, "declined")
+
+    async def _close_offer(self, ref: OfferRef, outcome: str) -> None:
+        """Close the offer and free the driver for other rides."""
+
+        def run(session: Session) -> tuple[None, list[CloudEvent]]:
+            offer = session.get(Offer, ref.offer_id)
+            if offer is not None and offer.status == "pending":
+                offer.status = outcome
+            events = []
+            if outcome == "expired":
+                events.append(fact(
+                    "ride.offer_expired", ref.ride_id, f"offer:{ref.offer_id}:expired",
+                    OfferExpired(ride_id=ref.ride_id, driver_id=ref.driver_id,
+                                 offer_id=ref.offer_id)))
+            if self._free_driver(session, ref.driver_id, ref.ride_id):
+                events.append(fact(
+                    "ride.driver_released", ref.ride_id, f"offer:{ref.offer_id}:released",
+                    DriverReleased(ride_id=ref.ride_id, driver_id=ref.driver_id,
+                                   reason=f"offer_{outcome}")))
+            return None, events
+
+        await self.outbox.write(run)
+
+    @activity.defn(name=A.release_driver)
+    async def release_driver(self, req: ReleaseRequest) -> str | None:
+        """Free whichever driver the ride holds (and withdraw a pending offer); returns the
+        driver's id, or None when the ride held nobody."""
+
+        def run(session: Session) -> tuple[str | None, list[CloudEvent]]:
+            for offer in session.exec(select(Offer).where(Offer.ride_id == req.ride_id)
+                                      .where(Offer.status == "pending")):
+                offer.status = "withdrawn"
+            driver = session.exec(select(Driver).where(Driver.ride_id == req.ride_id)).first()
+            if driver is None or not self._free_driver(session, driver.driver_id, req.ride_id):
+                return None, []
+            event = fact("ride.driver_released", req.ride_id, f"release:{req.step}",
+                                DriverReleased(ride_id=req.ride_id, driver_id=driver.driver_id,
+                                               reason=req.reason))
+            return driver.driver_id, [event]
+
+        return await self.outbox.write(run)
+
+    @staticmethod
+    def _free_driver(session: Session, driver_id: str, ride_id: str) -> bool:
+        result = session.exec(  # type: ignore[call-overload]
+            update(Driver)
+            .where(col(Driver.driver_id) == driver_id)
+            .where(col(Driver.ride_id) == ride_id)
+            .values(status="available", ride_id=None, updated_at=utcnow())
+        )
+        return result.rowcount == 1

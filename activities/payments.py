@@ -1,0 +1,192 @@
+"""Payments: a ledger of authorize / capture / void / refund entries behind a gateway.
+
+Every ledger entry carries an idempotency key derived from the workflow id and the saga
+step, so a retried or replayed activity finds its earlier entry instead of moving money
+twice. The built-in gateway is a sandbox: ``payment_method="card_declined"`` is refused
+(a business failure, never retried) and ``"card_flaky"`` fails twice with a transient
+error before it succeeds, so both paths can be exercised end to end.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlmodel import Session, select
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.facts import fact, step_key
+from activities.pricing import fare_cents
+from events.catalog import PaymentAuthorized, PaymentDeclined, PaymentMoved
+from events.envelope import CloudEvent
+from events.outbox import Outbox
+from ridehail.db import Database
+from ridehail.money import to_decimal
+from ridehail.tables import LedgerEntry
+from workflows.types import (
+    A,
+    Authorization,
+    AuthorizeRequest,
+    Capture,
+    CaptureRequest,
+    FeeRequest,
+    SettleRequest,
+)
+
+PAYMENT_DECLINED = "PaymentDeclined"  # the workflow's non-retryable error type
+HOLD_BUFFER = 0.25  # the hold exceeds the quote by 25% ...
+HOLD_MIN_EXTRA_CENTS = 500  # ... and by at least 5.00, to cover a longer trip
+CANCELLATION_FEE_CENTS = 500
+
+
+# --- rules ------------------------------------------------------------------------------
+
+
+def hold_cents(quoted_cents: int) -> int:
+    return quoted_cents + max(math.ceil(quoted_cents * HOLD_BUFFER), HOLD_MIN_EXTRA_CENTS)
+
+
+def final_charge_cents(distance_m: int, duration_s: int, surge: float, held: int) -> int:
+    """The trip's fare at the quoted surge, never more than the hold."""
+    return min(fare_cents(distance_m, duration_s, surge), held)
+
+
+def cancellation_fee_cents(
+    assigned_at: datetime, cancelled_at: datetime, free_cancel_s: float, held: int
+) -> int:
+    """A rider cancelling after a driver was assigned pays a fee once the free window
+    has passed; within it, nothing."""
+    if (cancelled_at - assigned_at).total_seconds() <= free_cancel_s:
+        return 0
+    return min(CANCELLATION_FEE_CENTS, held)
+
+
+# --- gateway ----------------------------------------------------------------------------
+
+
+class Declined(Exception):
+    pass
+
+
+class GatewayUnavailable(Exception):
+    pass
+
+
+class SandboxGateway:
+    """Stands in for a card processor; references are derived from the idempotency key."""
+
+    FLAKY_FAILURES = 2
+
+    def authorize(self, payment_method: str, amount_cents: int, key: str, attempt: int) -> str:
+        if payment_method == "card_declined":
+            raise Declined("the card was declined by the issuer")
+        if payment_method == "card_flaky" and attempt <= self.FLAKY_FAILURES:
+            raise GatewayUnavailable(f"payment gateway timed out (attempt {attempt})")
+        return f"auth_{key}"
+
+    def capture(self, auth_ref: str, amount_cents: int, key: str) -> str:
+        return f"cap_{key}"
+
+    def void(self, auth_ref: str, key: str) -> str:
+        return f"void_{key}"
+
+
+# --- activities ---------------------------------------------------------------------------
+
+
+def _entries(session: Session, ride_id: str) -> dict[str, LedgerEntry]:
+    rows = session.exec(select(LedgerEntry).where(LedgerEntry.ride_id == ride_id))
+    return {row.kind: row for row in rows}
+
+
+class PaymentActivities:
+    def __init__(self, db: Database, outbox: Outbox, gateway: SandboxGateway) -> None:
+        self.db = db
+        self.outbox = outbox
+        self.gateway = gateway
+
+    @activity.defn(name=A.authorize_payment)
+    async def authorize_payment(self, req: AuthorizeRequest) -> Authorization:
+        key = step_key("authorize")
+        amount = hold_cents(req.quote.fare_cents)
+        currency = req.quote.currency
+        existing = await self.db.read(lambda s: _entries(s, req.ride_id).get("authorize"))
+        if existing is not None:
+            return Authorization(amount_cents=existing.amount_cents, currency=existing.currency)
+        try:
+            ref = self.gateway.authorize(req.payment_method, amount, key, activity.info().attempt)
+        except Declined as e:
+            declined = fact("ride.payment_declined", req.ride_id, "authorize",
+                                   PaymentDeclined(ride_id=req.ride_id, amount=to_decimal(amount),
+                                                   currency=currency, reason=str(e)))
+            await self.outbox.write(lambda s: (None, [declined]))
+            raise ApplicationError(str(e), type=PAYMENT_DECLINED, non_retryable=True) from e
+
+        event = fact("ride.payment_authorized", req.ride_id, "authorize", PaymentAuthorized(
+            ride_id=req.ride_id, amount=to_decimal(amount), currency=currency,
+            quoted_fare=to_decimal(req.quote.fare_cents),
+            surge_multiplier=req.quote.surge_multiplier))
+
+        def record(session: Session) -> tuple[None, list[CloudEvent]]:
+            session.add(LedgerEntry(ride_id=req.ride_id, kind="authorize", amount_cents=amount,
+                                    currency=currency, idempotency_key=key, gateway_ref=ref))
+            return None, [event]
+
+        await self.outbox.write(record)
+        return Authorization(amount_cents=amount, currency=currency)
+
+    @activity.defn(name=A.capture_payment)
+    async def capture_payment(self, req: CaptureRequest) -> Capture:
+        def amount(held: int) -> int:
+            return final_charge_cents(req.distance_m, req.duration_s,
+                                      req.quote.surge_multiplier, held)
+
+        return await self._settle(req.ride_id, "fare", amount)
+
+    @activity.defn(name=A.charge_cancellation_fee)
+    async def charge_cancellation_fee(self, req: FeeRequest) -> Capture:
+        def amount(held: int) -> int:
+            return cancellation_fee_cents(req.assigned_at, req.cancelled_at,
+                                          req.free_cancel_s, held)
+
+        return await self._settle(req.ride_id, "cancellation_fee", amount)
+
+    @activity.defn(name=A.void_payment)
+    async def void_payment(self, req: SettleRequest) -> Capture:
+        return await self._settle(req.ride_id, "release", lambda held: 0)
+
+    async def _settle(
+        self, ride_id: str, purpose: str, amount_of: Callable[[int], int]
+    ) -> Capture:
+        """Capture ``amount_of(held)`` of the hold, or void it when that is zero. Does
+        nothing when there is no hold (a declined card) or it is already settled."""
+        key_capture, key_void = step_key("capture"), step_key("void")
+
+        def run(session: Session) -> tuple[Capture, list[CloudEvent]]:
+            entries = _entries(session, ride_id)
+            auth = entries.get("authorize")
+            if auth is None:
+                return Capture(amount_cents=0, currency="USD"), []
+            done = entries.get("capture") or entries.get("void")
+            if done is not None:
+                captured = done.amount_cents if done.kind == "capture" else 0
+                return Capture(amount_cents=captured, currency=auth.currency), []
+            amount = amount_of(auth.amount_cents)
+            if amount > 0:
+                ref = self.gateway.capture(auth.gateway_ref, amount, key_capture)
+                kind, key, event_type = "capture", key_capture, "ride.payment_captured"
+            else:
+                ref = self.gateway.void(auth.gateway_ref, key_void)
+                kind, key, event_type = "void", key_void, "ride.payment_voided"
+            session.add(LedgerEntry(ride_id=ride_id, kind=kind,
+                                    amount_cents=amount if kind == "capture" else auth.amount_cents,
+                                    currency=auth.currency, idempotency_key=key, gateway_ref=ref))
+            moved = amount if kind == "capture" else auth.amount_cents
+            event = fact(event_type, ride_id, kind, PaymentMoved(
+                ride_id=ride_id, amount=to_decimal(moved), currency=auth.currency,
+                purpose=purpose))
+            return Capture(amount_cents=amount, currency=auth.currency), [event]
+
+        return await self.outbox.write(run)

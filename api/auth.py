@@ -1,0 +1,71 @@
+"""Bearer JWT authentication (HS256, claims ``sub``, ``role``, ``exp``) and role checks."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Literal
+
+import jwt
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ValidationError
+
+from api.problems import Problem
+
+Role = Literal["rider", "driver", "admin"]
+ROLES: tuple[Role, ...] = ("rider", "driver", "admin")
+ALGORITHM = "HS256"
+
+_bearer = HTTPBearer(auto_error=False, description="A token from `ridehail token`")
+
+
+class Principal(BaseModel):
+    sub: str
+    role: Role
+
+
+def issue_token(secret: str, role: Role, sub: str, ttl_s: int = 3600) -> str:
+    now = int(time.time())
+    return jwt.encode({"sub": sub, "role": role, "iat": now, "exp": now + ttl_s}, secret,
+                      algorithm=ALGORITHM)
+
+
+def _unauthorized(detail: str) -> Problem:
+    return Problem(401, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None:
+        raise _unauthorized("Missing bearer token (Authorization: Bearer <token>)")
+    secret = request.app.state.services.settings.require_jwt_secret()
+    try:
+        claims = jwt.decode(credentials.credentials, secret, algorithms=[ALGORITHM],
+                            options={"require": ["exp", "sub", "role"]})
+    except jwt.ExpiredSignatureError:
+        raise _unauthorized("The token has expired") from None
+    except jwt.PyJWTError as e:
+        raise _unauthorized(f"Invalid token: {e}") from None
+    try:
+        return Principal.model_validate(claims, from_attributes=False)
+    except ValidationError:
+        raise _unauthorized("Invalid token: role must be rider, driver or admin") from None
+
+
+def require(*roles: Role):  # type: ignore[no-untyped-def]
+    """A dependency giving the caller, if their role is one of ``roles`` (else 403)."""
+
+    def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
+        if who.role not in roles:
+            raise Problem(403, f"This needs the role {' or '.join(roles)}; you are {who.role}")
+        return who
+
+    return check
+
+
+Caller = Annotated[Principal, Depends(principal)]
+Rider = Annotated[Principal, Depends(require("rider"))]
+Driver = Annotated[Principal, Depends(require("driver"))]
+Admin = Annotated[Principal, Depends(require("admin"))]

@@ -1,0 +1,29 @@
+"""``POST /v1/quotes``: price a trip before requesting it."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from activities.pricing import make_quote
+from api.auth import Rider
+from api.problems import error_responses
+from api.schemas import QuoteIn, QuoteOut
+from api.services import Deps
+from ridehail.money import fmt
+
+router = APIRouter(prefix="/v1", tags=["rides"])
+
+
+@router.post("/quotes", status_code=201, response_model=QuoteOut,
+             responses=error_responses(401, 403, 422))
+async def create_quote(body: QuoteIn, who: Rider, svc: Deps) -> QuoteOut:
+    """A priced quote; request a ride with its `quote_id` before `expires_at` to keep
+    the price."""
+
+    def run(session):  # type: ignore[no-untyped-def]
+        return make_quote(session, who.sub, body.pickup, body.dropoff)
+
+    q = await svc.db.write(run)
+    return QuoteOut(quote_id=q.quote_id, fare=fmt(q.fare_cents) or "0.00", currency=q.currency,
+                    surge_multiplier=q.surge_multiplier, distance_m=q.distance_m,
+                    duration_s=q.duration_s, expires_at=q.expires_at)

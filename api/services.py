@@ -1,0 +1,32 @@
+"""What the API's routes use, built once per process by the app's lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from temporalio.client import Client
+
+from events.outbox import Outbox
+from ridehail.config import Settings
+from ridehail.db import Database
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    nc: NATS
+    js: JetStreamContext
+    outbox: Outbox
+    temporal: Client | None = None
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+Deps = Annotated[Services, Depends(get_services)]

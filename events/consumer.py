@@ -1,0 +1,170 @@
+"""The durable-consumer runner every ridehail consumer is built on.
+
+A consumer is a named group (``workflow-trigger``, ``ride-projector``, ...) on one stream.
+Ordered consumers (those that must apply a ride's events in order) keep one durable per
+stream partition with one message in flight; several processes can pull from the same
+durables and order still holds. Unordered consumers use one durable with a larger window.
+
+A message is acknowledged only after its handler's effect is done. A handler failure is
+redelivered with a growing delay; after ``max_deliver`` deliveries, or at once for a
+message that is not a valid event, the message is copied to
+``dlq.<consumer>.<original subject>`` with headers saying why, then terminated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from events.envelope import PARTITIONS, CloudEvent, InvalidEvent, logical_subject, parse_event
+
+log = logging.getLogger(__name__)
+
+# How long one pull waits for messages; also how soon a loop notices it should stop.
+FETCH_WAIT_S = 2.0
+
+Handler = Callable[[CloudEvent, Msg], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    name: str
+    stream: str
+    prefix: str  # "rides", "drivers", "notifications"
+    handler: Handler
+    ordered: bool = True
+    types: frozenset[str] | None = None  # event types to handle; others are acked
+    max_deliver: int = 6
+    backoff_s: tuple[float, ...] = field(default=(0.5, 1, 2, 5, 10))
+    batch: int = 32
+
+
+def durable_names(spec: ConsumerSpec) -> list[tuple[str, str]]:
+    """(durable name, filter subject) pairs that make up the consumer group."""
+    if spec.ordered:
+        return [(f"{spec.name}-p{p}", f"{spec.prefix}.{p}.>") for p in range(PARTITIONS)]
+    return [(spec.name, f"{spec.prefix}.>")]
+
+
+async def ensure_consumers(js: JetStreamContext, spec: ConsumerSpec) -> None:
+    for durable, subject in durable_names(spec):
+        config = ConsumerConfig(
+            durable_name=durable,
+            name=durable,
+            filter_subject=subject,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=30,
+            # the runner counts deliveries itself and dead-letters; JetStream must not
+            # silently stop redelivering first
+            max_deliver=-1,
+            max_ack_pending=1 if spec.ordered else 256,
+        )
+        await js.add_consumer(spec.stream, config)
+
+
+async def _unsubscribe(sub: JetStreamContext.PullSubscription | None) -> None:
+    if sub is not None:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+
+
+class ConsumerRunner:
+    def __init__(self, js: JetStreamContext, spec: ConsumerSpec) -> None:
+        self.js = js
+        self.spec = spec
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await ensure_consumers(self.js, self.spec)
+        loops = [
+            asyncio.create_task(self._pull(durable, subject, stop), name=durable)
+            for durable, subject in durable_names(self.spec)
+        ]
+        try:
+            await asyncio.gather(*loops)
+        finally:
+            for t in loops:
+                t.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+
+    async def _pull(self, durable: str, subject: str, stop: asyncio.Event) -> None:
+        sub = None
+        try:
+            while not stop.is_set():
+                try:
+                    if sub is None:
+                        sub = await self.js.pull_subscribe_bind(durable, stream=self.spec.stream)
+                    # one at a time when ordered: JetStream holds back the next message
+                    # until this one is acknowledged anyway (max_ack_pending=1)
+                    batch = 1 if self.spec.ordered else self.spec.batch
+                    msgs = await sub.fetch(batch, timeout=FETCH_WAIT_S)
+                except (NatsTimeoutError, TimeoutError):
+                    continue
+                except Exception as e:  # noqa: BLE001 — NATS reconnecting; try again shortly
+                    log.warning("%s: fetch failed (%s); retrying", durable, e)
+                    await _unsubscribe(sub)
+                    sub = None
+                    await asyncio.sleep(1)
+                    continue
+                if self.spec.ordered:
+                    for msg in msgs:
+                        await self._handle(msg)
+                else:
+                    await asyncio.gather(*(self._handle(m) for m in msgs))
+        finally:
+            await _unsubscribe(sub)
+
+    async def _handle(self, msg: Msg) -> None:
+        spec = self.spec
+        meta = msg.metadata
+        try:
+            event = parse_event(msg.data)
+        except InvalidEvent as e:
+            await self._dead_letter(msg, str(e))
+            return
+        if spec.types is not None and event.type not in spec.types:
+            await msg.ack()
+            return
+        try:
+            await spec.handler(event, msg)
+        except InvalidEvent as e:
+            await self._dead_letter(msg, str(e))
+            return
+        except Exception as e:  # noqa: BLE001 — any failure is retried, then dead-lettered
+            n = meta.num_delivered
+            if n >= spec.max_deliver:
+                log.error("%s: %s failed %d times, dead-lettering: %s", spec.name, event.id, n, e)
+                await self._dead_letter(msg, f"{type(e).__name__}: {e}")
+                return
+            delay = spec.backoff_s[min(n - 1, len(spec.backoff_s) - 1)]
+            log.warning("%s: %s failed (delivery %d), retry in %ss: %s", spec.name, event.id,
+                        n, delay, e)
+            await msg.nak(delay=delay)
+            return
+        await msg.ack()
+
+    async def _dead_letter(self, msg: Msg, error: str) -> None:
+        meta = msg.metadata
+        original = logical_subject(msg.subject)
+        headers = {
+            "Ridehail-Consumer": self.spec.name,
+            "Ridehail-Stream": meta.stream,
+            "Ridehail-Stream-Seq": str(meta.sequence.stream),
+            "Ridehail-Deliveries": str(meta.num_delivered),
+            "Ridehail-Error": error[:1000].replace("\n", " "),
+            "Ridehail-Original-Subject": original,
+        }
+        await self.js.publish(
+            f"dlq.{self.spec.name}.{original}",
+            msg.data,
+            headers={**headers, "Nats-Msg-Id": f"dlq:{self.spec.name}:{meta.sequence.stream}"},
+        )
+        await msg.term()

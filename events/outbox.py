@@ -1,0 +1,161 @@
+"""The transactional outbox: events commit with the state change, then go to JetStream.
+
+``Outbox.write`` runs a unit of work that returns the events it caused; the events are
+stored in the same transaction and published right after commit. Anything whose publish
+failed stays unpublished in the table, and the relay (``Outbox.relay``) publishes it later
+in the order it was written. Publishing sets ``Nats-Msg-Id`` to the event id, so a
+message published twice (say, the process died between the PubAck and marking the row)
+is dropped by JetStream's duplicate window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import TypeVar
+
+from nats.js import JetStreamContext
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from events.envelope import CloudEvent
+from ridehail.db import Database
+from ridehail.tables import OutboxEvent, utcnow
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PUBLISH_TIMEOUT_S = 5.0
+
+
+async def publish(js: JetStreamContext, subject: str, body: bytes, event_id: str) -> None:
+    """Publish one event and wait for JetStream's PubAck (raises if it is not stored)."""
+    await js.publish(subject, body, timeout=PUBLISH_TIMEOUT_S, headers={"Nats-Msg-Id": event_id})
+
+
+def stage(session: Session, events: Sequence[CloudEvent]) -> list[OutboxEvent]:
+    """Add events to the outbox within the caller's transaction. Events whose id is
+    already there (a retried activity) are not added twice."""
+    ids = [e.id for e in events]
+    q = select(OutboxEvent.event_id).where(col(OutboxEvent.event_id).in_(ids))
+    known = set(session.exec(q))
+    rows = [
+        OutboxEvent(
+            event_id=e.id,
+            aggregate_id=e.subject,
+            subject=e.nats_subject,
+            body=e.to_json().decode(),
+        )
+        for e in events
+        if e.id not in known
+    ]
+    session.add_all(rows)
+    session.flush()
+    return rows
+
+
+def _behind_unpublished(session: Session, rows: list[OutboxEvent]) -> bool:
+    """True when an earlier event of the same ride or driver is still unpublished: then
+    these must wait for the relay, which publishes in order."""
+    if not rows:
+        return False
+    first = min(r.position or 0 for r in rows)
+    aggregates = {r.aggregate_id for r in rows}
+    q = (
+        select(OutboxEvent.position)
+        .where(col(OutboxEvent.aggregate_id).in_(aggregates))
+        .where(col(OutboxEvent.published_at).is_(None))
+        .where(col(OutboxEvent.position) < first)
+        .limit(1)
+    )
+    return session.exec(q).first() is not None
+
+
+class Outbox:
+    def __init__(self, db: Database, js: JetStreamContext) -> None:
+        self.db = db
+        self.js = js
+
+    async def write(self, work: Callable[[Session], tuple[T, Sequence[CloudEvent]]]) -> T:
+        """Run ``work`` in a write transaction, store the events it returns with it, and
+        publish them once committed. The result is returned even if NATS is down: the
+        events are safe in the outbox and the relay will publish them."""
+
+        def run() -> tuple[T, list[OutboxEvent], bool]:
+            with self.db.writing() as session:
+                result, events = work(session)
+                rows = stage(session, events)
+                return result, rows, _behind_unpublished(session, rows)
+
+        result, rows, deferred = await asyncio.to_thread(run)
+        if rows and not deferred:
+            await self._publish_rows(rows)
+        return result
+
+    async def _publish_rows(self, rows: Sequence[OutboxEvent]) -> int:
+        """Publish rows in order; stop at the first failure (the rest keep their order)."""
+        done: list[str] = []
+        try:
+            for row in rows:
+                await publish(self.js, row.subject, row.body.encode(), row.event_id)
+                done.append(row.event_id)
+        except Exception as e:  # noqa: BLE001 — any failure leaves the rest to the relay
+            log.warning("outbox: publish failed, left for the relay: %s", e)
+        if done:
+            await self.db.write(lambda s: self._mark_published(s, done))
+        return len(done)
+
+    @staticmethod
+    def _mark_published(session: Session, event_ids: list[str]) -> None:
+        session.exec(
+            update(OutboxEvent)
+            .where(col(OutboxEvent.event_id).in_(event_ids))
+            .values(published_at=utcnow())
+        )
+
+    async def relay_once(self, min_age_s: float = 2.0, batch: int = 500) -> int:
+        """Publish unpublished events older than ``min_age_s`` (younger ones are still
+        being published by the process that wrote them), oldest first."""
+        cutoff = utcnow() - timedelta(seconds=min_age_s)
+
+        def pending(session: Session) -> list[OutboxEvent]:
+            q = (
+                select(OutboxEvent)
+                .where(col(OutboxEvent.published_at).is_(None))
+                .where(col(OutboxEvent.created_at) <= cutoff)
+                .order_by(col(OutboxEvent.position))
+                .limit(batch)
+            )
+            return list(session.exec(q))
+
+        rows = await self.db.read(pending)
+        if not rows:
+            return 0
+        published = await self._publish_rows(rows)
+        if published < len(rows):
+            await self.db.write(lambda s: self._count_attempt(s, rows[published].event_id))
+        return published
+
+    @staticmethod
+    def _count_attempt(session: Session, event_id: str) -> None:
+        session.exec(
+            update(OutboxEvent)
+            .where(col(OutboxEvent.event_id) == event_id)
+            .values(attempts=OutboxEvent.attempts + 1)
+        )
+
+    async def relay(self, stop: asyncio.Event, interval_s: float = 1.0) -> None:
+        """The relay loop (``ridehail relay``, and a task inside ``ridehail dev``)."""
+        while not stop.is_set():
+            try:
+                n = await self.relay_once()
+                if n:
+                    log.info("relay: published %d outbox event(s)", n)
+            except Exception:
+                log.exception("relay: pass failed; retrying")
+            try:
+                await asyncio.wait_for(stop.wait(), interval_s)
+            except TimeoutError:
+                pass

@@ -1,0 +1,152 @@
+"""The read models: ``ride-projector`` keeps ``rides`` and ``driver-projector`` keeps
+``drivers`` current from the event streams.
+
+Each applies an event and records it as processed in one transaction, so a redelivery
+changes nothing. Both are ordered consumers: a ride's events are applied in stream order.
+"""
+
+from __future__ import annotations
+
+from nats.aio.msg import Msg
+from sqlalchemy import update
+from sqlmodel import col
+
+from events import catalog as c
+from events.consumer import ConsumerSpec
+from events.envelope import CloudEvent
+from events.processed import first_time
+from ridehail.db import Database
+from ridehail.geo import driver_cell, zone_cell
+from ridehail.money import to_cents
+from ridehail.tables import Driver, Ride
+
+RIDE_PROJECTOR = "ride-projector"
+DRIVER_PROJECTOR = "driver-projector"
+FINAL = frozenset({"completed", "cancelled", "failed"})
+# The driver has not yet been bound to the ride, or is bound but the trip hasn't started.
+BEFORE_TRIP = frozenset({"driver_assigned", "driver_arrived"})
+
+
+class NotYetKnown(RuntimeError):
+    """An event for a ride the read model has not seen requested; retried later."""
+
+
+def apply_ride_event(ride: Ride | None, event: CloudEvent, seq: int) -> Ride:
+    """The read model after ``event``: a pure function of the row and the event."""
+    p = event.payload()
+    if isinstance(p, c.RideRequested):
+        if ride is None:
+            ride = Ride(
+                ride_id=p.ride_id, rider_id=p.rider_id,
+                pickup_lat=p.pickup.lat, pickup_lng=p.pickup.lng,
+                dropoff_lat=p.dropoff.lat, dropoff_lng=p.dropoff.lng,
+                pickup_zone=zone_cell(p.pickup), payment_method=p.payment_method,
+                quote_id=p.quote_id, created_at=event.time,
+            )
+    elif ride is None:
+        raise NotYetKnown(f"{event.type} for ride {event.subject} before it was requested")
+    final = ride.status in FINAL
+    match event.type, p:
+        case "ride.payment_authorized", c.PaymentAuthorized():
+            ride.currency = p.currency
+            ride.quoted_cents = to_cents(p.quoted_fare)
+            ride.surge_multiplier = p.surge_multiplier
+            ride.payment_status = "authorized"
+            ride.authorized_cents = to_cents(p.amount)
+            if not final:
+                ride.status = "matching"
+        case "ride.payment_declined", c.PaymentDeclined():
+            ride.payment_status = "declined"
+        case "ride.driver_assigned", c.DriverAssigned():
+            if not final:
+                ride.status = "driver_assigned"
+                ride.driver_id = p.driver_id
+                ride.assigned_at = event.time
+        case "ride.driver_released", c.DriverReleased():
+            if ride.status in BEFORE_TRIP and ride.driver_id == p.driver_id:
+                ride.status, ride.driver_id, ride.assigned_at = "matching", None, None
+        case "ride.driver_arrived", c.DriverReported():
+            if ride.status == "driver_assigned":
+                ride.status = "driver_arrived"
+        case "ride.trip_started", c.DriverReported():
+            if ride.status in BEFORE_TRIP:
+                ride.status = "in_progress"
+        case "ride.payment_captured", c.PaymentMoved():
+            ride.payment_status = "captured"
+            ride.captured_cents += to_cents(p.amount)
+            if p.purpose == "cancellation_fee":
+                ride.cancellation_fee_cents = to_cents(p.amount)
+        case "ride.payment_voided", c.PaymentMoved():
+            ride.payment_status = "voided"
+        case "ride.payment_refunded", c.PaymentMoved():
+            ride.payment_status = "refunded"
+        case "ride.completed", c.RideCompleted():
+            ride.status = "completed"
+            ride.final_cents = to_cents(p.final_fare)
+        case "ride.cancelled", c.RideCancelled():
+            ride.status = "cancelled"
+            if p.cancellation_fee is not None:
+                ride.cancellation_fee_cents = to_cents(p.cancellation_fee)
+        case "ride.failed", c.RideFailed():
+            ride.status = "failed"
+            ride.failure_reason = p.reason
+    ride.last_event_seq = max(ride.last_event_seq, seq)
+    ride.updated_at = max(ride.updated_at, event.time) if ride.updated_at else event.time
+    return ride
+
+
+def apply_driver_event(driver: Driver | None, event: CloudEvent) -> Driver:
+    p = event.payload()
+    if driver is None:
+        driver = Driver(driver_id=event.subject)
+    if isinstance(p, c.DriverWentOnline | c.DriverLocationUpdated):
+        driver.lat, driver.lng = p.location.lat, p.location.lng
+        driver.h3_cell = driver_cell(p.location)
+    # Going online or offline only moves between "offline" and "available": a driver the
+    # saga has reserved or put on a trip stays so until the saga releases them.
+    if isinstance(p, c.DriverWentOnline) and driver.status == "offline":
+        driver.status = "available"
+    if isinstance(p, c.DriverWentOffline) and driver.status == "available":
+        driver.status = "offline"
+    driver.updated_at = event.time
+    return driver
+
+
+class Projectors:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def specs(self) -> list[ConsumerSpec]:
+        return [
+            ConsumerSpec(name=RIDE_PROJECTOR, stream="RIDES", prefix="rides",
+                         handler=self.project_ride),
+            ConsumerSpec(name=DRIVER_PROJECTOR, stream="DRIVERS", prefix="drivers",
+                         handler=self.project_driver),
+        ]
+
+    async def project_ride(self, event: CloudEvent, msg: Msg) -> None:
+        seq = msg.metadata.sequence.stream
+
+        def run(session) -> None:  # type: ignore[no-untyped-def]
+            if not first_time(session, RIDE_PROJECTOR, event.id):
+                return
+            ride = apply_ride_event(session.get(Ride, event.subject), event, seq)
+            session.add(ride)
+            if event.type == "ride.trip_started" and ride.driver_id:
+                session.exec(
+                    update(Driver)
+                    .where(col(Driver.driver_id) == ride.driver_id)
+                    .where(col(Driver.ride_id) == ride.ride_id)
+                    .where(col(Driver.status) == "reserved")
+                    .values(status="on_trip", updated_at=event.time)
+                )
+
+        await self.db.write(run)
+
+    async def project_driver(self, event: CloudEvent, msg: Msg) -> None:
+        def run(session) -> None:  # type: ignore[no-untyped-def]
+            if not first_time(session, DRIVER_PROJECTOR, event.id):
+                return
+            session.add(apply_driver_event(session.get(Driver, event.subject), event))
+
+        await self.db.write(run)

@@ -1,0 +1,1 @@
+"""ridehail: shared settings, database, geography and money types, CLI and dev stack."""

@@ -1,0 +1,162 @@
+"""The ``ridehail`` command (CONTRACT.md section 1)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from ridehail.config import Settings, SettingsError
+
+app = typer.Typer(help="ridehail: event-driven ride booking on Temporal and NATS JetStream.",
+                  no_args_is_help=True, add_completion=False)
+console = Console(stderr=True, highlight=False)
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="RIDEHAIL_DATA_DIR")]
+
+
+def _settings(data_dir: Path | None = None, **overrides: object) -> Settings:
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if data_dir is not None:
+        values["data_dir"] = data_dir
+    try:
+        return Settings(**values)  # type: ignore[arg-type]
+    except Exception as e:  # noqa: BLE001 — pydantic explains what is wrong
+        console.print(f"[red]invalid settings:[/] {e}")
+        raise typer.Exit(2) from None
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _secret_or_exit(settings: Settings) -> None:
+    try:
+        settings.require_jwt_secret()
+    except SettingsError as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def dev(
+    data_dir: DataDir = None,
+    api_port: Annotated[int | None, typer.Option(help="RIDEHAIL_API_PORT")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run the whole stack on this machine: Temporal dev server, nats-server, the worker,
+    the consumers, the outbox relay and the API."""
+    from ridehail.devstack import DevStackError, run_dev
+
+    _logging(verbose)
+    settings = _settings(data_dir, api_port=api_port).with_dev_secret()
+
+    def say(line: str) -> None:
+        console.print(f"[bold cyan]ridehail[/] {line}")
+
+    try:
+        asyncio.run(run_dev(settings, say))
+    except DevStackError as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def token(
+    role: Annotated[str, typer.Option(help="rider, driver or admin")],
+    sub: Annotated[str, typer.Option(help="the rider's or driver's id")],
+    ttl: Annotated[int, typer.Option(help="seconds until it expires")] = 3600,
+) -> None:
+    """Print a signed bearer token (HS256 with RIDEHAIL_JWT_SECRET)."""
+    from api.auth import ROLES, issue_token
+
+    if role not in ROLES:
+        console.print(f"[red]error:[/] --role must be one of {', '.join(ROLES)}")
+        raise typer.Exit(2)
+    if not sub.strip():
+        console.print("[red]error:[/] --sub must not be empty")
+        raise typer.Exit(2)
+    settings = _settings()
+    _secret_or_exit(settings)
+    print(issue_token(settings.require_jwt_secret(), role, sub, ttl))  # type: ignore[arg-type]
+
+
+def _run_component(name: str, verbose: bool, body) -> None:  # type: ignore[no-untyped-def]
+    """Run one long-running component until SIGINT/SIGTERM."""
+    from ridehail.components import runtime
+    from ridehail.devstack import install_stop_handlers
+
+    _logging(verbose)
+    settings = _settings()
+    _secret_or_exit(settings)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        install_stop_handlers(stop)
+        async with runtime(settings, name, temporal=name != "relay") as rt:
+            console.print(f"[bold cyan]ridehail[/] {name} running — Ctrl-C to stop")
+            await body(rt, stop)
+
+    asyncio.run(main())
+
+
+Verbose = Annotated[bool, typer.Option("--verbose", "-v")]
+
+
+@app.command()
+def api(verbose: Verbose = False) -> None:
+    """Run the HTTP API alone."""
+    from ridehail.components import run_api
+
+    _run_component("api", verbose, run_api)
+
+
+@app.command()
+def worker(verbose: Verbose = False) -> None:
+    """Run the Temporal worker alone (task queue `rides`)."""
+    from ridehail.components import run_temporal_worker
+
+    _run_component("worker", verbose, run_temporal_worker)
+
+
+@app.command()
+def consumers(
+    names: Annotated[list[str] | None, typer.Argument(help="a subset; all by default")] = None,
+    verbose: Verbose = False,
+) -> None:
+    """Run the event consumers (workflow-trigger, ride-projector, driver-projector,
+    notifier), all or the ones named."""
+    from ridehail.components import CONSUMERS, run_consumers
+
+    chosen = tuple(names or CONSUMERS)
+    unknown = set(chosen) - set(CONSUMERS)
+    if unknown:
+        console.print(f"[red]error:[/] unknown consumer(s) {', '.join(sorted(unknown))}; "
+                      f"choose from {', '.join(CONSUMERS)}")
+        raise typer.Exit(2)
+    _run_component("consumers", verbose,
+                   lambda rt, stop: run_consumers(rt, stop, chosen))
+
+
+@app.command()
+def relay(verbose: Verbose = False) -> None:
+    """Run the outbox relay alone: publishes events whose publish after commit failed."""
+    from ridehail.components import run_relay
+
+    _run_component("relay", verbose, run_relay)
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""The long-running parts of ridehail, each runnable alone or all together.
+
+``ridehail api`` / ``worker`` / ``consumers`` / ``relay`` run one each; ``ridehail dev``
+runs all of them in one process beside the embedded servers. Each runs until its
+``stop`` event is set, then finishes what it is doing and returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import uvicorn
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from temporalio.client import Client
+
+from events.consumer import ConsumerRunner, ConsumerSpec
+from events.notifier import Notifier
+from events.outbox import Outbox
+from events.projector import Projectors
+from events.streams import ensure_streams
+from events.trigger import WorkflowTrigger
+from ridehail.config import Settings
+from ridehail.connections import connect_nats, connect_temporal
+from ridehail.db import Database
+from ridehail.worker import build_worker, run_worker
+
+log = logging.getLogger(__name__)
+
+CONSUMERS = ("workflow-trigger", "ride-projector", "driver-projector", "notifier")
+
+
+@dataclass
+class Runtime:
+    """A process's connections, made once and shared by its components."""
+
+    settings: Settings
+    db: Database
+    nc: NATS
+    js: JetStreamContext
+    outbox: Outbox
+    temporal: Client | None
+
+
+@contextlib.asynccontextmanager
+async def runtime(settings: Settings, name: str, *, temporal: bool = True,
+                  prepare: bool = True) -> AsyncIterator[Runtime]:
+    """Connect to everything; with ``prepare``, create the streams and the tables."""
+    db = Database(settings.db_url)
+    if prepare:
+        await asyncio.to_thread(db.create_tables)
+    nc = await connect_nats(settings, name)
+    js = nc.jetstream()
+    try:
+        if prepare:
+            await ensure_streams(js)
+        client = await connect_temporal(settings) if temporal else None
+        yield Runtime(settings, db, nc, js, Outbox(db, js), client)
+    finally:
+        with contextlib.suppress(Exception):
+            await nc.drain()
+        db.dispose()
+
+
+def consumer_specs(rt: Runtime, names: Iterator[str] | tuple[str, ...] = CONSUMERS
+                   ) -> list[ConsumerSpec]:
+    wanted = set(names)
+    unknown = wanted - set(CONSUMERS)
+    if unknown:
+        raise ValueError(f"unknown consumer(s) {sorted(unknown)}; known: {', '.join(CONSUMERS)}")
+    specs: list[ConsumerSpec] = []
+    if "workflow-trigger" in wanted:
+        assert rt.temporal is not None
+        specs.append(WorkflowTrigger(rt.temporal, rt.settings).spec())
+    specs += [s for s in Projectors(rt.db).specs() if s.name in wanted]
+    if "notifier" in wanted:
+        specs.append(Notifier(rt.outbox).spec())
+    return specs
+
+
+async def run_consumers(rt: Runtime, stop: asyncio.Event,
+                        names: tuple[str, ...] = CONSUMERS) -> None:
+    runners = [ConsumerRunner(rt.js, spec) for spec in consumer_specs(rt, names)]
+    await asyncio.gather(*(r.run(stop) for r in runners))
+
+
+async def run_relay(rt: Runtime, stop: asyncio.Event) -> None:
+    await rt.outbox.relay(stop)
+
+
+async def run_temporal_worker(rt: Runtime, stop: asyncio.Event) -> None:
+    assert rt.temporal is not None
+    await run_worker(build_worker(rt.temporal, rt.db, rt.outbox), stop)
+
+
+class _Server(uvicorn.Server):
+    """Uvicorn without its own signal handling: the process entry point owns signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def run_api(rt: Runtime, stop: asyncio.Event) -> None:
+    from api.app import create_app
+    from api.services import Services
+
+    services = Services(rt.settings, rt.db, rt.nc, rt.js, rt.outbox, rt.temporal)
+    app = create_app(rt.settings, services)
+    config = uvicorn.Config(app, host=rt.settings.api_host, port=rt.settings.api_port,
+                            log_level="warning", lifespan="on", timeout_graceful_shutdown=10)
+    server = _Server(config)
+    serving = asyncio.create_task(server.serve())
+    stopping = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    server.should_exit = True
+    stopping.cancel()
+    await serving
+    if not server.started and serving in done:
+        raise RuntimeError(f"the API could not listen on {rt.settings.api_url}")

@@ -1,0 +1,286 @@
+"""``ridehail dev``: the whole stack on one machine.
+
+Starts the Temporal dev server (UI on, state in ``<data dir>/temporal.db``, the ride
+search attributes registered) and nats-server with JetStream (store in
+``<data dir>/nats``) unless one already answers at its configured address, then runs the
+worker, the consumers, the outbox relay and the API in this process. On Ctrl-C or
+SIGTERM it stops its own components first, then the servers it started, and waits for
+them, so nothing is left running. Run it again and it resumes with the same data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from ridehail.config import Settings
+
+log = logging.getLogger(__name__)
+
+SEARCH_ATTRIBUTES = ("RideStatus", "RiderId", "DriverId")
+STARTUP_TIMEOUT_S = 60.0
+
+
+class DevStackError(RuntimeError):
+    pass
+
+
+def binary(name: str) -> str:
+    """A server binary installed by the dev extra (beside this Python, or on PATH)."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if found:
+        return found
+    raise DevStackError(
+        f"`{name}` is not installed; install the project with its dev extra: "
+        'pip install -e ".[dev]"'
+    )
+
+
+def answering(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _die_with_parent() -> None:  # pragma: no cover — runs in the child before exec
+    """Ask Linux to SIGTERM the child if ridehail dev itself is killed."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class ServerProcess:
+    name: str
+    argv: list[str]
+    log_path: Path
+    host: str
+    port: int
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        out = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            self.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C reaches us; we stop the servers in order
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
+        out.close()
+
+    async def wait_ready(self, timeout: float = STARTUP_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise DevStackError(
+                    f"{self.name} exited with code {self.proc.returncode}; see {self.log_path}:\n"
+                    + _tail(self.log_path)
+                )
+            if answering(self.host, self.port):
+                return
+            await asyncio.sleep(0.1)
+        raise DevStackError(f"{self.name} did not answer on {self.host}:{self.port} "
+                            f"within {timeout:.0f}s; see {self.log_path}")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop in %.0fs; killing it", self.name, timeout)
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def temporal_server(settings: Settings) -> ServerProcess:
+    host, port = settings.temporal_host_port
+    data = settings.data_dir
+    argv = [
+        binary("temporal"), "server", "start-dev",
+        "--ip", host, "--port", str(port),
+        "--ui-port", str(settings.temporal_ui_port),
+        "--db-filename", str(data / "temporal.db"),
+        "--namespace", settings.temporal_namespace,
+        "--ui-disable-news-fetch",
+        "--log-level", "warn",
+    ]
+    for name in SEARCH_ATTRIBUTES:
+        argv += ["--search-attribute", f"{name}=Keyword"]
+    return ServerProcess("temporal", argv, data / "logs" / "temporal.log", host, port)
+
+
+def nats_server(settings: Settings) -> ServerProcess:
+    host, port = settings.nats_host_port
+    data = settings.data_dir
+    argv = [binary("nats-server"), "-a", host, "-p", str(port), "-js", "-sd", str(data / "nats")]
+    return ServerProcess("nats-server", argv, data / "logs" / "nats.log", host, port)
+
+
+async def register_search_attributes(client: Client, namespace: str) -> None:
+    """Make sure the ride search attributes exist (a reused server may lack them)."""
+    try:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace=namespace,
+                search_attributes={
+                    n: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for n in SEARCH_ATTRIBUTES
+                },
+            )
+        )
+    except RPCError as e:
+        if e.status != RPCStatusCode.ALREADY_EXISTS:
+            raise
+
+
+async def connect_temporal_when_up(settings: Settings, timeout: float = STARTUP_TIMEOUT_S
+                                   ) -> Client:
+    from ridehail.connections import connect_temporal
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await connect_temporal(settings)
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+class DevStack:
+    """The embedded servers this process started (none if all were already running)."""
+
+    def __init__(self, settings: Settings, say: Callable[[str], None]) -> None:
+        self.settings = settings
+        self.say = say
+        self.started: list[ServerProcess] = []
+
+    async def start_servers(self) -> None:
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        wanted: Sequence[ServerProcess] = (nats_server(self.settings),
+                                           temporal_server(self.settings))
+        for server in wanted:
+            if answering(server.host, server.port):
+                self.say(f"reusing the {server.name} already answering on "
+                         f"{server.host}:{server.port}")
+                continue
+            server.start()
+            self.started.append(server)
+        try:
+            await asyncio.gather(*(s.wait_ready() for s in self.started))
+            client = await connect_temporal_when_up(self.settings)
+            await register_search_attributes(client, self.settings.temporal_namespace)
+        except BaseException:
+            self.stop_servers()
+            raise
+
+    def stop_servers(self) -> None:
+        # Temporal first (it holds no NATS state), then NATS; each waits for its exit.
+        for server in reversed(self.started):
+            server.stop()
+        self.started.clear()
+
+
+def install_stop_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def run_dev(settings: Settings, say: Callable[[str], None]) -> None:
+    from ridehail.components import (
+        run_api,
+        run_consumers,
+        run_relay,
+        run_temporal_worker,
+        runtime,
+    )
+
+    stop = asyncio.Event()
+    install_stop_handlers(stop)
+    stack = DevStack(settings, say)
+    await stack.start_servers()
+    try:
+        async with runtime(settings, "dev") as rt:
+            components = {
+                "worker": run_temporal_worker(rt, stop),
+                "consumers": run_consumers(rt, stop),
+                "relay": run_relay(rt, stop),
+                "api": run_api(rt, stop),
+            }
+            tasks = [asyncio.create_task(c, name=n) for n, c in components.items()]
+            await _wait_until_serving(settings, tasks)
+            say(f"API        {settings.api_url}")
+            say(f"API docs   {settings.api_url}/docs")
+            say(f"Temporal   {settings.temporal_ui_url}  (workflow history, UI)")
+            say(f"data       {settings.data_dir.resolve()}")
+            say("tokens     export RIDEHAIL_JWT_SECRET=$(cat "
+                f"{settings.data_dir / 'jwt_secret'}); ridehail token --role rider --sub r1")
+            say("ready — Ctrl-C to stop")
+            failed = await _supervise(tasks, stop)
+            if failed:
+                raise DevStackError(failed)
+    finally:
+        say("stopping …")
+        stack.stop_servers()
+        say("stopped")
+
+
+async def _wait_until_serving(settings: Settings, tasks: list[asyncio.Task[None]]) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while not answering(settings.api_host, settings.api_port):
+        for t in tasks:
+            if t.done():
+                t.result()  # surfaces the component's error
+                raise DevStackError(f"{t.get_name()} stopped during start-up")
+        if time.monotonic() > deadline:
+            raise DevStackError(f"the API did not start on {settings.api_url}")
+        await asyncio.sleep(0.05)
+
+
+async def _supervise(tasks: list[asyncio.Task[None]], stop: asyncio.Event) -> str | None:
+    """Wait for Ctrl-C; if a component dies first, stop the rest and report it."""
+    stopping = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({stopping, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+    failure = None
+    for t in done:
+        if t is not stopping:
+            exc = t.exception()
+            failure = f"{t.get_name()} stopped unexpectedly: {exc!r}"
+            log.error(failure)
+    stop.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    for t, r in zip(tasks, results, strict=True):
+        if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError):
+            log.error("%s failed while stopping: %r", t.get_name(), r)
+    stopping.cancel()
+    return failure
+

@@ -1,0 +1,37 @@
+"""The Temporal worker: RideWorkflow and the saga's activities on task queue ``rides``."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities import build_activities
+from events.outbox import Outbox
+from ridehail.db import Database
+from workflows.ride import RideWorkflow
+from workflows.types import TASK_QUEUE
+
+
+def build_worker(client: Client, db: Database, outbox: Outbox) -> Worker:
+    return Worker(
+        client,
+        task_queue=TASK_QUEUE,
+        workflows=[RideWorkflow],
+        activities=build_activities(db, outbox),
+        max_concurrent_activities=64,
+        graceful_shutdown_timeout=timedelta(seconds=10),
+    )
+
+
+async def run_worker(worker: Worker, stop: asyncio.Event) -> None:
+    """Run until ``stop`` is set, then let in-flight activities finish and shut down."""
+    task = asyncio.create_task(worker.run())
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if task not in done:
+        await worker.shutdown()
+    stopper.cancel()
+    await task

@@ -1,0 +1,162 @@
+"""What crosses the Temporal boundary: the workflow's input and signal, and each
+activity's input and result. One pydantic model per call so fields can be added
+compatibly; activity names are spelled once, here."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from ridehail.geo import Point
+
+TASK_QUEUE = "rides"
+WORKFLOW_TYPE = "RideWorkflow"
+
+
+def workflow_id(ride_id: str) -> str:
+    return f"ride-{ride_id}"
+
+
+class A:
+    """Activity names, as they appear in the workflow history."""
+
+    quote_fare = "quote_fare"
+    authorize_payment = "authorize_payment"
+    void_payment = "void_payment"
+    capture_payment = "capture_payment"
+    charge_cancellation_fee = "charge_cancellation_fee"
+    reserve_driver = "reserve_driver"
+    expire_offer = "expire_offer"
+    decline_offer = "decline_offer"
+    assign_driver = "assign_driver"
+    release_driver = "release_driver"
+    complete_ride = "complete_ride"
+    cancel_ride = "cancel_ride"
+    fail_ride = "fail_ride"
+
+
+class RideInput(BaseModel):
+    ride_id: str
+    rider_id: str
+    pickup: Point
+    dropoff: Point
+    quote_id: str | None = None
+    payment_method: str = "card"
+    offer_timeout_s: float = 15
+    matching_deadline_s: float = 120
+    free_cancel_s: float = 120
+
+
+class RideSignal(BaseModel):
+    """An api event for this ride, forwarded by the workflow-trigger consumer."""
+
+    event_id: str
+    type: str
+    data: dict[str, Any]
+
+
+class RideOutcome(BaseModel):
+    ride_id: str
+    status: str
+    failure_reason: str | None = None
+    driver_id: str | None = None
+    final_fare_cents: int | None = None
+    cancellation_fee_cents: int | None = None
+
+
+class QuoteRequest(BaseModel):
+    ride_id: str
+    rider_id: str
+    pickup: Point
+    dropoff: Point
+    quote_id: str | None = None
+
+
+class FareQuote(BaseModel):
+    fare_cents: int
+    currency: str
+    surge_multiplier: float
+    distance_m: int
+    duration_s: int
+    quote_id: str | None = None
+
+
+class AuthorizeRequest(BaseModel):
+    ride_id: str
+    payment_method: str
+    quote: FareQuote
+
+
+class Authorization(BaseModel):
+    amount_cents: int
+    currency: str
+
+
+class SettleRequest(BaseModel):
+    """Void, capture or fee on the ride's hold."""
+
+    ride_id: str
+    reason: str = ""
+
+
+class CaptureRequest(BaseModel):
+    ride_id: str
+    quote: FareQuote
+    distance_m: int
+    duration_s: int
+
+
+class Capture(BaseModel):
+    amount_cents: int
+    currency: str
+
+
+class FeeRequest(BaseModel):
+    ride_id: str
+    assigned_at: datetime
+    cancelled_at: datetime
+    free_cancel_s: float
+
+
+class ReserveRequest(BaseModel):
+    ride_id: str
+    rider_id: str
+    pickup: Point
+    dropoff: Point
+    fare_cents: int
+    currency: str
+    attempt: int
+    exclude: list[str] = []
+    offer_timeout_s: float
+
+
+class OfferMade(BaseModel):
+    offer_id: str
+    driver_id: str
+    expires_at: datetime
+
+
+class OfferRef(BaseModel):
+    ride_id: str
+    offer_id: str
+    driver_id: str
+
+
+class ReleaseRequest(BaseModel):
+    ride_id: str
+    reason: str
+    step: str  # makes the release's event id unique within the ride
+
+
+class RideEnd(BaseModel):
+    ride_id: str
+    reason: str | None = None
+    detail: str | None = None
+    by_role: str | None = None
+    final_fare_cents: int | None = None
+    cancellation_fee_cents: int | None = None
+    distance_m: int | None = None
+    duration_s: int | None = None
+    currency: str = "USD"
