@@ -1,0 +1,42 @@
+"""Temporal and NATS servers for the test session, on free ports, from the installed
+binaries (the same ones ``ridehail dev`` runs)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from ridehail.config import Settings
+from ridehail.devstack import ServerProcess, nats_server, temporal_server
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def server_settings(data_dir: Path) -> Settings:
+    return Settings(
+        data_dir=data_dir,
+        nats_url=f"nats://127.0.0.1:{free_port()}",
+        temporal_address=f"127.0.0.1:{free_port()}",
+        temporal_ui_port=free_port(),
+        jwt_secret="test-secret-" + "x" * 20,
+    )
+
+
+def start_nats(settings: Settings) -> ServerProcess:
+    server = nats_server(settings)
+    server.start()
+    return server
+
+
+def start_temporal(settings: Settings) -> ServerProcess:
+    """An in-memory dev server (no --db-filename), UI on, search attributes registered."""
+    server = temporal_server(settings)
+    argv = server.argv
+    i = argv.index("--db-filename")
+    del argv[i : i + 2]
+    server.start()
+    return server

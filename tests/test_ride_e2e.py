@@ -1,0 +1,113 @@
+"""One ride end to end through the HTTP API only, against real Temporal, NATS and the
+database: every status on the way, the ledger, the driver and the events in order."""
+
+from __future__ import annotations
+
+from sqlmodel import select
+
+from ridehail.tables import Driver, LedgerEntry
+from tests.support.stack import Stack, eventually
+
+PICKUP = {"lat": 40.75, "lng": -73.99}
+DROPOFF = {"lat": 40.76, "lng": -73.97}
+
+
+async def driver_online(stack: Stack, driver: str, at: dict[str, float]) -> None:
+    await stack.call("PUT", "/v1/drivers/me", "driver", driver, want=200, json={
+        "name": f"Driver {driver}", "vehicle": {"make": "Kia", "model": "Niro", "plate": driver}})
+    await stack.call("POST", "/v1/drivers/me/online", "driver", driver, want=200, json=at)
+
+    async def available() -> bool:
+        me = await stack.call("GET", "/v1/drivers/me", "driver", driver, want=200)
+        return me.json()["status"] == "available"
+
+    await eventually(available, f"driver {driver} to be available")
+
+
+async def wait_offer(stack: Stack, driver: str, ride_id: str) -> dict:
+    async def offered() -> dict | None:
+        offers = (await stack.call("GET", "/v1/drivers/me/offers", "driver", driver,
+                                   want=200)).json()
+        return next((o for o in offers if o["ride_id"] == ride_id), None)
+
+    return await eventually(offered, f"an offer of {ride_id} to {driver}")
+
+
+async def test_one_ride_end_to_end(stack: Stack) -> None:
+    await driver_online(stack, "d1", {"lat": 40.7505, "lng": -73.9905})
+
+    r = await stack.call("POST", "/v1/rides", "rider", "r1", want=202,
+                         json={"pickup": PICKUP, "dropoff": DROPOFF})
+    ride = r.json()
+    ride_id = ride["ride_id"]
+    assert r.headers["location"] == f"/v1/rides/{ride_id}"
+    assert ride["status"] == "requested"
+
+    matching = await stack.wait_status(ride_id, "r1", "matching")
+    assert matching["payment"]["status"] == "authorized"
+    quoted = matching["fare"]["quoted"]
+    assert float(matching["payment"]["authorized"]) > float(quoted) > 0
+
+    offer = await wait_offer(stack, "d1", ride_id)
+    assert offer["pickup"] == PICKUP and offer["fare"] == quoted
+    me = (await stack.call("GET", "/v1/drivers/me", "driver", "d1", want=200)).json()
+    assert me["status"] == "reserved" and me["ride_id"] == ride_id
+
+    await stack.call("POST", f"/v1/rides/{ride_id}/accept", "driver", "d1", want=202)
+    assigned = await stack.wait_status(ride_id, "r1", "driver_assigned")
+    assert assigned["driver_id"] == "d1"
+
+    await stack.call("POST", f"/v1/rides/{ride_id}/arrive", "driver", "d1", want=202)
+    await stack.wait_status(ride_id, "r1", "driver_arrived")
+    await stack.call("POST", f"/v1/rides/{ride_id}/start", "driver", "d1", want=202)
+    await stack.wait_status(ride_id, "r1", "in_progress")
+    me = (await stack.call("GET", "/v1/drivers/me", "driver", "d1", want=200)).json()
+    assert me["status"] == "on_trip"
+
+    await stack.call("POST", f"/v1/rides/{ride_id}/complete", "driver", "d1", want=202,
+                     json={"distance_m": 2300, "duration_s": 540})
+    done = await stack.wait_status(ride_id, "r1", "completed")
+    assert done["payment"]["status"] == "captured"
+    assert done["fare"]["final"] == done["payment"]["captured"]
+    assert float(done["fare"]["final"]) <= float(done["payment"]["authorized"])
+    assert done["failure_reason"] is None
+
+    # the ledger: one hold, one capture of the final fare, no void
+    entries = stack.query(lambda s: list(
+        s.exec(select(LedgerEntry).where(LedgerEntry.ride_id == ride_id)
+               .order_by(LedgerEntry.id))))  # type: ignore[arg-type]
+    assert [e.kind for e in entries] == ["authorize", "capture"]
+    assert entries[1].amount_cents == round(float(done["fare"]["final"]) * 100)
+    assert all(e.idempotency_key.startswith(f"ride-{ride_id}:") for e in entries)
+
+    # the driver is free again
+    driver = stack.query(lambda s: s.get(Driver, "d1"))
+    assert driver is not None and driver.status == "available" and driver.ride_id is None
+
+    # the events, in the order they were published
+    events = (await stack.call("GET", f"/v1/rides/{ride_id}/events", "rider", "r1",
+                               want=200)).json()["events"]
+    assert [e["type"] for e in events] == [
+        "ride.requested",
+        "ride.payment_authorized",
+        "ride.driver_offered",
+        "ride.driver_accepted",
+        "ride.driver_assigned",
+        "ride.driver_arrived",
+        "ride.trip_started",
+        "ride.trip_ended",
+        "ride.payment_captured",
+        "ride.driver_released",
+        "ride.completed",
+    ]
+    for e in events:
+        assert e["specversion"] == "1.0" and e["subject"] == ride_id
+        assert e["datacontenttype"] == "application/json" and e["dataversion"] >= 1
+
+    # the workflow: id ride-<id>, completed, search attributes current
+    handle = stack.temporal.get_workflow_handle(f"ride-{ride_id}")
+    assert await handle.query("status") == "completed"
+    desc = await handle.describe()
+    attrs = {pair.key.name: pair.value for pair in desc.typed_search_attributes}
+    assert (attrs["RideStatus"], attrs["RiderId"], attrs["DriverId"]) == ("completed", "r1", "d1")
+    assert desc.workflow_type == "RideWorkflow" and desc.task_queue == "rides"
