@@ -63,10 +63,15 @@ def _postgres_schema(url: str) -> Iterator[str]:
         engine.dispose()
 
 
-@pytest.fixture
-def database_url(tmp_path: Path) -> Iterator[str]:
-    """SQLite in the test's directory, or a fresh schema of RIDEHAIL_TEST_POSTGRES_URL."""
-    if POSTGRES_URL:
+# Every database test runs on SQLite, and on PostgreSQL too where CI provides one.
+DATABASES = ["sqlite", "postgresql"] if POSTGRES_URL else ["sqlite"]
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh SQLite file in the test's directory, or a fresh PostgreSQL schema."""
+    if request.param == "postgresql":
+        assert POSTGRES_URL
         with _postgres_schema(POSTGRES_URL) as url:
             yield url
     else:
