@@ -37,7 +37,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         nc = await connect_nats(settings, "api")
         js = nc.jetstream()
         temporal = await connect_temporal(settings)
-        app.state.services = Services(settings, db, nc, js, Outbox(db, js), temporal)
+        app.state.services = Services(settings, db, nc, js, Outbox(db, js, nc), temporal)
         try:
             yield
         finally:

@@ -7,8 +7,9 @@ read them, and ``events.envelope`` upcasts an old payload to the current model.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,7 +17,9 @@ from ridehail.geo import Point
 
 
 class Payload(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Unknown fields are ignored, so a producer may add an optional field without a new
+    # version and consumers still running the older model keep working.
+    model_config = ConfigDict(extra="ignore")
 
 
 class RidePayload(Payload):
@@ -139,8 +142,17 @@ class DriverWentOffline(DriverPayload):
     pass
 
 
+class DriverLocationUpdatedV1(DriverPayload):
+    """Version 1 sent flat coordinates; version 2 nests them as a Point and adds the
+    fix's accuracy. Kept so old messages on DRIVERS can still be read and upcast."""
+
+    lat: float
+    lng: float
+
+
 class DriverLocationUpdated(DriverPayload):
     location: Point
+    accuracy_m: float | None = None
 
 
 # --- notifications ----------------------------------------------------------------------
@@ -177,7 +189,7 @@ CATALOG: dict[str, dict[int, type[Payload]]] = {
     "ride.failed": {1: RideFailed},
     "driver.online": {1: DriverWentOnline},
     "driver.offline": {1: DriverWentOffline},
-    "driver.location_updated": {1: DriverLocationUpdated},
+    "driver.location_updated": {1: DriverLocationUpdatedV1, 2: DriverLocationUpdated},
     "notification.sent": {1: NotificationSent},
 }
 
@@ -197,3 +209,13 @@ RIDE_COMMANDS = frozenset(
 
 def current_version(event_type: str) -> int:
     return max(CATALOG[event_type])
+
+
+# (type, version) -> the function turning that version's data into the next version's.
+UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {
+    ("driver.location_updated", 1): lambda d: {
+        "driver_id": d["driver_id"],
+        "location": {"lat": d["lat"], "lng": d["lng"]},
+        "accuracy_m": None,
+    },
+}

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from events.catalog import CATALOG, Payload, current_version
+from events.catalog import CATALOG, UPCASTERS, Payload, current_version
 
 # Partition count of the RIDES and DRIVERS streams (see events.streams).
 PARTITIONS = 8
@@ -77,15 +77,22 @@ def derived_id(*parts: str) -> str:
 
 
 def parse_payload(event_type: str, version: int, data: dict[str, Any]) -> Payload:
+    """Validate ``data`` as ``version`` of the type, then upcast it step by step to the
+    current version, so consumers only ever handle the current model."""
     versions = CATALOG.get(event_type)
     if versions is None:
         raise InvalidEvent(f"unknown event type {event_type!r}")
     if version not in versions:
         raise InvalidEvent(f"{event_type} has no version {version} (known: {sorted(versions)})")
     try:
-        return versions[version].model_validate(data)
+        payload = versions[version].model_validate(data)
+        while version < current_version(event_type):
+            data = UPCASTERS[(event_type, version)](payload.model_dump(mode="json"))
+            version += 1
+            payload = versions[version].model_validate(data)
     except ValidationError as e:
         raise InvalidEvent(f"{event_type} v{version} payload is invalid: {e}") from e
+    return payload
 
 
 def parse_event(body: bytes) -> CloudEvent:

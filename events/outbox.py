@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TypeVar
 
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from sqlalchemy import update
 from sqlmodel import Session, col, select
@@ -74,9 +75,14 @@ def _behind_unpublished(session: Session, rows: list[OutboxEvent]) -> bool:
 
 
 class Outbox:
-    def __init__(self, db: Database, js: JetStreamContext) -> None:
+    def __init__(self, db: Database, js: JetStreamContext, nc: NATS | None = None) -> None:
         self.db = db
         self.js = js
+        self.nc = nc
+
+    @property
+    def connected(self) -> bool:
+        return self.nc is None or self.nc.is_connected
 
     async def write(self, work: Callable[[Session], tuple[T, Sequence[CloudEvent]]]) -> T:
         """Run ``work`` in a write transaction, store the events it returns with it, and
@@ -90,7 +96,9 @@ class Outbox:
                 return result, rows, _behind_unpublished(session, rows)
 
         result, rows, deferred = await asyncio.to_thread(run)
-        if rows and not deferred:
+        # While NATS is away, don't make the caller wait for a publish timeout: the rows
+        # are committed and the relay publishes them once the connection is back.
+        if rows and not deferred and self.connected:
             await self._publish_rows(rows)
         return result
 
@@ -130,6 +138,8 @@ class Outbox:
             )
             return list(session.exec(q))
 
+        if not self.connected:
+            return 0
         rows = await self.db.read(pending)
         if not rows:
             return 0

@@ -154,6 +154,83 @@ def relay(verbose: Verbose = False) -> None:
     _run_component("relay", verbose, run_relay)
 
 
+def _once(name: str, body, *, temporal: bool = False):  # type: ignore[no-untyped-def]
+    """Run a one-shot operation with a runtime (no stream or table creation)."""
+    from ridehail.components import runtime
+
+    settings = _settings()
+    _secret_or_exit(settings)
+
+    async def main():  # type: ignore[no-untyped-def]
+        async with runtime(settings, name, temporal=temporal, prepare=False) as rt:
+            return await body(rt)
+
+    return asyncio.run(main())
+
+
+@app.command()
+def audit(
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """Check the invariants of CONTRACT.md section 7; exit 0 when all hold, 1 otherwise."""
+    import json
+
+    from ridehail.audit import run_audit
+
+    report = _once("audit", lambda rt: run_audit(rt.db, rt.js, rt.temporal), temporal=True)
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        for check in report.checks:
+            mark = "[green]ok  [/]" if check.ok else "[red]FAIL[/]"
+            console.print(f"{mark} {check.number}. {check.name} ({check.checked} checked)")
+            for v in check.violations:
+                console.print(f"       - {v}")
+            if check.count > len(check.violations):
+                console.print(f"       … and {check.count - len(check.violations)} more")
+        console.print("all invariants hold" if report.ok else "[red]invariants violated[/]")
+    raise typer.Exit(0 if report.ok else 1)
+
+
+dlq_app = typer.Typer(help="Dead-lettered events.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+
+
+@dlq_app.command("list")
+def dlq_list(
+    limit: Annotated[int, typer.Option(help="at most this many")] = 100,
+) -> None:
+    """List dead letters, oldest first."""
+    from rich.table import Table
+
+    from events.dlq import list_dead_letters
+
+    letters = _once("dlq", lambda rt: list_dead_letters(rt.js, limit))
+    if not letters:
+        console.print("the DLQ is empty")
+        return
+    table = Table("id", "consumer", "subject", "event", "deliveries", "error")
+    for d in letters:
+        table.add_row(str(d.id), d.consumer, d.original_subject,
+                      f"{d.event_type or '?'} {d.event_id or ''}", str(d.deliveries),
+                      d.error[:120])
+    Console().print(table)
+
+
+@dlq_app.command("redrive")
+def dlq_redrive(letter_id: Annotated[int, typer.Argument(help="the id from `dlq list`")]) -> None:
+    """Publish a dead letter to its original subject again and remove it from the DLQ."""
+    from events.dlq import UnknownDeadLetter, redrive
+
+    try:
+        letter = _once("dlq", lambda rt: redrive(rt.js, letter_id))
+    except UnknownDeadLetter as e:
+        console.print(f"[red]error:[/] {e}; see `ridehail dlq list`")
+        raise typer.Exit(1) from None
+    console.print(f"redriven {letter.event_type or 'message'} {letter.event_id or ''} "
+                  f"to {letter.original_subject}")
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -59,7 +59,7 @@ async def runtime(settings: Settings, name: str, *, temporal: bool = True,
         if prepare:
             await ensure_streams(js)
         client = await connect_temporal(settings) if temporal else None
-        yield Runtime(settings, db, nc, js, Outbox(db, js), client)
+        yield Runtime(settings, db, nc, js, Outbox(db, js, nc), client)
     finally:
         with contextlib.suppress(Exception):
             await nc.drain()

@@ -22,7 +22,13 @@ from temporalio.testing import WorkflowEnvironment
 from ridehail.config import Settings
 from ridehail.connections import connect_temporal
 from ridehail.devstack import SEARCH_ATTRIBUTES, ServerProcess, binary
-from tests.support.servers import free_port, server_settings, start_nats, start_temporal
+from tests.support.servers import (
+    RestartableNats,
+    free_port,
+    server_settings,
+    start_nats,
+    start_temporal,
+)
 from tests.support.stack import Stack, running_stack
 
 POSTGRES_URL = os.environ.get("RIDEHAIL_TEST_POSTGRES_URL")
@@ -94,6 +100,18 @@ def settings(servers: Settings, tmp_path: Path, database_url: str) -> Settings:
 async def stack(settings: Settings) -> AsyncIterator[Stack]:
     async with running_stack(settings) as s:
         yield s
+
+
+@pytest.fixture
+async def own_nats(tmp_path: Path) -> AsyncIterator[RestartableNats]:
+    """A nats-server for this test alone, which it may stop and restart."""
+    server = RestartableNats(tmp_path / "own-nats")
+    server.start()
+    try:
+        await server.wait_ready()
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -40,3 +40,29 @@ def start_temporal(settings: Settings) -> ServerProcess:
     del argv[i : i + 2]
     server.start()
     return server
+
+
+class RestartableNats:
+    """A nats-server of one test's own, which the test may stop and start again on the
+    same port and store (to show nothing is lost across a broker restart)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.port = free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self._settings = Settings(data_dir=data_dir, nats_url=self.url)
+        self.server = nats_server(self._settings)
+
+    def start(self) -> None:
+        self.server = nats_server(self._settings)
+        self.server.start()
+
+    async def wait_ready(self) -> None:
+        await self.server.wait_ready()
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    async def restart(self) -> None:
+        self.stop()
+        self.start()
+        await self.wait_ready()

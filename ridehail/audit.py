@@ -1,0 +1,183 @@
+"""``ridehail audit``: check the invariants of CONTRACT.md section 7.
+
+1. No driver is bound to two unfinished rides.
+2. Per ride: at most one capture; captured ≤ authorized; a voided hold has no capture;
+   refunds ≤ captured.
+3. Every ride whose saga ended has its read-model status equal to the saga's outcome.
+4. The outbox has no event older than a minute that is unpublished.
+5. Every event on RIDES has a schema-valid payload for its type and version.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+from temporalio.client import Client
+
+from events.envelope import InvalidEvent, parse_event
+from ridehail.db import Database
+from ridehail.tables import LedgerEntry, OutboxEvent, Ride, utcnow
+from workflows.types import WORKFLOW_TYPE
+
+FINAL = ("completed", "cancelled", "failed")
+OUTBOX_GRACE = timedelta(minutes=1)
+MAX_LISTED = 20  # violations listed per check; the count is always complete
+
+
+@dataclass
+class Check:
+    number: int
+    name: str
+    violations: list[str] = field(default_factory=list)
+    count: int = 0
+    checked: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.count == 0
+
+    def fail(self, message: str) -> None:
+        self.count += 1
+        if len(self.violations) < MAX_LISTED:
+            self.violations.append(message)
+
+
+@dataclass
+class AuditReport:
+    checks: list[Check]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "ok": self.ok,
+            "checks": [{**asdict(c), "ok": c.ok} for c in self.checks],
+        }
+
+
+def check_drivers(session: Session) -> Check:
+    check = Check(1, "no driver is bound to two unfinished rides")
+    rows = session.exec(
+        select(Ride.driver_id, func.count())
+        .where(col(Ride.driver_id).is_not(None))
+        .where(col(Ride.status).not_in(FINAL))
+        .group_by(col(Ride.driver_id))
+    ).all()
+    check.checked = len(rows)
+    for driver_id, n in rows:
+        if n > 1:
+            check.fail(f"driver {driver_id} is bound to {n} unfinished rides")
+    return check
+
+
+def check_ledger(session: Session) -> Check:
+    check = Check(2, "per ride: one capture at most, captured ≤ authorized, "
+                     "no capture after a void, refunds ≤ captured")
+    by_ride: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for entry in session.exec(select(LedgerEntry)):
+        by_ride[entry.ride_id][entry.kind].append(entry.amount_cents)
+    check.checked = len(by_ride)
+    for ride_id, kinds in sorted(by_ride.items()):
+        captures, authorized = kinds["capture"], sum(kinds["authorize"])
+        captured, refunded = sum(captures), sum(kinds["refund"])
+        if len(captures) > 1:
+            check.fail(f"ride {ride_id}: {len(captures)} captures")
+        if captured > authorized:
+            check.fail(f"ride {ride_id}: captured {captured} > authorized {authorized}")
+        if kinds["void"] and captures:
+            check.fail(f"ride {ride_id}: the hold was voided and also captured")
+        if refunded > captured:
+            check.fail(f"ride {ride_id}: refunded {refunded} > captured {captured}")
+    return check
+
+
+async def check_outcomes(db: Database, temporal: Client) -> Check:
+    check = Check(3, "every ended saga's outcome equals the ride's read-model status")
+    outcomes: dict[str, str] = {}
+    query = f"WorkflowType='{WORKFLOW_TYPE}' AND ExecutionStatus='Completed'"
+    async for wf in temporal.list_workflows(query):
+        status = None
+        for pair in wf.typed_search_attributes:
+            if pair.key.name == "RideStatus":
+                status = pair.value
+        if wf.id.startswith("ride-") and isinstance(status, str):
+            outcomes[wf.id.removeprefix("ride-")] = status
+    check.checked = len(outcomes)
+    ids = list(outcomes)
+
+    def statuses(session: Session) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            q = select(Ride.ride_id, Ride.status).where(col(Ride.ride_id).in_(chunk))
+            found.update(dict(session.exec(q).all()))
+        return found
+
+    read_model = await db.read(statuses)
+    for ride_id, outcome in sorted(outcomes.items()):
+        seen = read_model.get(ride_id)
+        if seen != outcome:
+            check.fail(f"ride {ride_id}: saga ended {outcome}, read model says {seen}")
+    return check
+
+
+def check_outbox(session: Session) -> Check:
+    check = Check(4, "no outbox event older than a minute is unpublished")
+    cutoff = utcnow() - OUTBOX_GRACE
+    check.checked = session.exec(select(func.count()).select_from(OutboxEvent)).one()
+    stale = session.exec(
+        select(OutboxEvent)
+        .where(col(OutboxEvent.published_at).is_(None))
+        .where(col(OutboxEvent.created_at) < cutoff)
+        .order_by(col(OutboxEvent.position))
+    )
+    for row in stale:
+        check.fail(f"event {row.event_id} on {row.subject} unpublished since "
+                   f"{row.created_at.isoformat()}")
+    return check
+
+
+async def check_stream(js: JetStreamContext) -> Check:
+    check = Check(5, "every event on RIDES has a schema-valid payload")
+    sub = await js.pull_subscribe(
+        "rides.>", stream="RIDES",
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE,
+                              inactive_threshold=60, mem_storage=True),
+    )
+    info = await sub.consumer_info()
+    try:
+        remaining = info.num_pending
+        while remaining > 0:
+            try:
+                msgs = await sub.fetch(min(512, remaining), timeout=5)
+            except NatsTimeoutError:
+                break
+            for m in msgs:
+                remaining -= 1
+                check.checked += 1
+                try:
+                    parse_event(m.data)
+                except InvalidEvent as e:
+                    check.fail(f"RIDES seq {m.metadata.sequence.stream} ({m.subject}): {e}")
+    finally:
+        await sub.unsubscribe()
+        await js.delete_consumer("RIDES", info.name)
+    return check
+
+
+async def run_audit(db: Database, js: JetStreamContext, temporal: Client) -> AuditReport:
+    first = await db.read(check_drivers)
+    second = await db.read(check_ledger)
+    third = await check_outcomes(db, temporal)
+    fourth = await db.read(check_outbox)
+    fifth = await check_stream(js)
+    return AuditReport([first, second, third, fourth, fifth])
