@@ -23,6 +23,7 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from events.envelope import PARTITIONS, CloudEvent, InvalidEvent, logical_subject, parse_event
 
@@ -54,8 +55,16 @@ def durable_names(spec: ConsumerSpec) -> list[tuple[str, str]]:
     return [(spec.name, f"{spec.prefix}.>")]
 
 
-async def ensure_consumers(js: JetStreamContext, spec: ConsumerSpec) -> None:
+async def ensure_consumers(js: JetStreamContext, spec: ConsumerSpec,
+                           start_after: int | None = None) -> None:
+    """Create the group's durables that do not exist yet (from the start of the stream,
+    or after sequence ``start_after``); existing ones keep their position."""
     for durable, subject in durable_names(spec):
+        try:
+            await js.consumer_info(spec.stream, durable)
+            continue
+        except NotFoundError:
+            pass
         config = ConsumerConfig(
             durable_name=durable,
             name=durable,
@@ -68,6 +77,9 @@ async def ensure_consumers(js: JetStreamContext, spec: ConsumerSpec) -> None:
             max_deliver=-1,
             max_ack_pending=1 if spec.ordered else 256,
         )
+        if start_after is not None:
+            config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+            config.opt_start_seq = start_after + 1
         await js.add_consumer(spec.stream, config)
 
 

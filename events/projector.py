@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from nats.aio.msg import Msg
 from sqlalchemy import update
-from sqlmodel import col
+from sqlmodel import Session, col
 
 from events import catalog as c
 from events.consumer import ConsumerSpec
@@ -41,7 +41,7 @@ def apply_ride_event(ride: Ride | None, event: CloudEvent, seq: int) -> Ride:
                 pickup_lat=p.pickup.lat, pickup_lng=p.pickup.lng,
                 dropoff_lat=p.dropoff.lat, dropoff_lng=p.dropoff.lng,
                 pickup_zone=zone_cell(p.pickup), payment_method=p.payment_method,
-                quote_id=p.quote_id, created_at=event.time,
+                quote_id=p.quote_id, created_at=event.time, updated_at=event.time,
             )
     elif ride is None:
         raise NotYetKnown(f"{event.type} for ride {event.subject} before it was requested")
@@ -126,27 +126,45 @@ class Projectors:
 
     async def project_ride(self, event: CloudEvent, msg: Msg) -> None:
         seq = msg.metadata.sequence.stream
-
-        def run(session) -> None:  # type: ignore[no-untyped-def]
-            if not first_time(session, RIDE_PROJECTOR, event.id):
-                return
-            ride = apply_ride_event(session.get(Ride, event.subject), event, seq)
-            session.add(ride)
-            if event.type == "ride.trip_started" and ride.driver_id:
-                session.exec(
-                    update(Driver)
-                    .where(col(Driver.driver_id) == ride.driver_id)
-                    .where(col(Driver.ride_id) == ride.ride_id)
-                    .where(col(Driver.status) == "reserved")
-                    .values(status="on_trip", updated_at=event.time)
-                )
-
-        await self.db.write(run)
+        await self.db.write(lambda session: project_ride_event(session, event, seq))
 
     async def project_driver(self, event: CloudEvent, msg: Msg) -> None:
-        def run(session) -> None:  # type: ignore[no-untyped-def]
-            if not first_time(session, DRIVER_PROJECTOR, event.id):
-                return
-            session.add(apply_driver_event(session.get(Driver, event.subject), event))
+        await self.db.write(lambda session: project_driver_event(session, event))
 
-        await self.db.write(run)
+
+def project_ride_event(session: Session, event: CloudEvent, seq: int,
+                       rebuilding: bool = False) -> None:
+    """Apply a RIDES event once. While rebuilding, also replay the saga's effects on
+    drivers (reservations and releases), which in normal operation the activities make
+    directly and atomically; replaying them then would race with the live saga."""
+    if not first_time(session, RIDE_PROJECTOR, event.id):
+        return
+    ride = apply_ride_event(session.get(Ride, event.subject), event, seq)
+    session.add(ride)
+    p = event.payload()
+    driver_id = getattr(p, "driver_id", None)
+    if event.type == "ride.trip_started" and ride.driver_id:
+        _set_driver(session, ride.driver_id, ride.ride_id, "on_trip", event, only_if="reserved")
+    elif rebuilding and driver_id and event.type in ("ride.driver_offered",
+                                                     "ride.driver_assigned"):
+        _set_driver(session, driver_id, ride.ride_id, "reserved", event)
+    elif rebuilding and driver_id and event.type == "ride.driver_released":
+        _set_driver(session, driver_id, ride.ride_id, "available", event)
+
+
+def _set_driver(session: Session, driver_id: str, ride_id: str, status: str,
+                event: CloudEvent, only_if: str | None = None) -> None:
+    q = update(Driver).where(col(Driver.driver_id) == driver_id)
+    if status == "available":
+        q = q.where(col(Driver.ride_id) == ride_id).values(status=status, ride_id=None)
+    else:
+        q = q.values(status=status, ride_id=ride_id)
+        if only_if is not None:
+            q = q.where(col(Driver.ride_id) == ride_id).where(col(Driver.status) == only_if)
+    session.exec(q.values(updated_at=event.time))  # type: ignore[call-overload]
+
+
+def project_driver_event(session: Session, event: CloudEvent) -> None:
+    if not first_time(session, DRIVER_PROJECTOR, event.id):
+        return
+    session.add(apply_driver_event(session.get(Driver, event.subject), event))

@@ -231,6 +231,31 @@ def dlq_redrive(letter_id: Annotated[int, typer.Argument(help="the id from `dlq 
                   f"to {letter.original_subject}")
 
 
+projections_app = typer.Typer(help="The read models.", no_args_is_help=True)
+app.add_typer(projections_app, name="projections")
+
+
+@projections_app.command("rebuild")
+def projections_rebuild() -> None:
+    """Drop the read models and rebuild them by replaying RIDES and DRIVERS from the
+    start. Stop the projectors (or `ridehail dev`) first."""
+    from rich.progress import Progress
+
+    from events.rebuild import rebuild_projections
+
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("replaying events", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        result = _once("rebuild", lambda rt: rebuild_projections(rt.db, rt.js, progress))
+    console.print(f"rebuilt {result.rides} rides from {result.rides_events} ride events and "
+                  f"{result.driver_events} driver events"
+                  + (f" ({result.skipped_invalid} invalid skipped)" if result.skipped_invalid
+                     else ""))
+
+
 def main() -> None:  # pragma: no cover
     app()
 

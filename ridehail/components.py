@@ -106,7 +106,7 @@ class _Server(uvicorn.Server):
 
 
 async def run_api(rt: Runtime, stop: asyncio.Event) -> None:
-    from api.app import create_app
+    from api.app import close_streams, create_app
     from api.services import Services
 
     services = Services(rt.settings, rt.db, rt.nc, rt.js, rt.outbox, rt.temporal)
@@ -117,6 +117,7 @@ async def run_api(rt: Runtime, stop: asyncio.Event) -> None:
     serving = asyncio.create_task(server.serve())
     stopping = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    close_streams(app)  # live streams never end by themselves; don't wait out the timeout
     server.should_exit = True
     stopping.cancel()
     await serving
