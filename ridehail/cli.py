@@ -256,6 +256,25 @@ def projections_rebuild() -> None:
                      else ""))
 
 
+db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="target revision")] = "head",
+) -> None:
+    """Apply the schema migrations to RIDEHAIL_DATABASE_URL (PostgreSQL or SQLite)."""
+    from ridehail import migrate
+
+    settings = _settings()
+    before = migrate.current(settings.db_url)
+    migrate.upgrade(settings.db_url, revision)
+    after = migrate.current(settings.db_url)
+    console.print(f"database at revision {after}"
+                  + (f" (was {before or 'empty'})" if before != after else " (up to date)"))
+
+
 def main() -> None:  # pragma: no cover
     app()
 

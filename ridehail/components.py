@@ -27,6 +27,7 @@ from events.trigger import WorkflowTrigger
 from ridehail.config import Settings
 from ridehail.connections import connect_nats, connect_temporal
 from ridehail.db import Database
+from ridehail.migrate import prepare_schema
 from ridehail.worker import build_worker, run_worker
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,9 @@ class Runtime:
 async def runtime(settings: Settings, name: str, *, temporal: bool = True,
                   prepare: bool = True) -> AsyncIterator[Runtime]:
     """Connect to everything; with ``prepare``, create the streams and the tables."""
-    db = Database(settings.db_url)
     if prepare:
-        await asyncio.to_thread(db.create_tables)
+        await asyncio.to_thread(prepare_schema, settings.db_url)
+    db = Database(settings.db_url)
     nc = await connect_nats(settings, name)
     js = nc.jetstream()
     try:

@@ -1,0 +1,1 @@
+"""Alembic migrations of ridehail's tables (``ridehail db upgrade``)."""
