@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 # How long one pull waits for messages; also how soon a loop notices it should stop.
 FETCH_WAIT_S = 2.0
+# A message not acknowledged within this is redelivered (to another process, if the one
+# holding it died). Handlers that take longer keep it by reporting progress.
+ACK_WAIT_S = 10.0
 
 Handler = Callable[[CloudEvent, Msg], Awaitable[None]]
 
@@ -71,7 +74,7 @@ async def ensure_consumers(js: JetStreamContext, spec: ConsumerSpec,
             filter_subject=subject,
             deliver_policy=DeliverPolicy.ALL,
             ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=30,
+            ack_wait=ACK_WAIT_S,
             # the runner counts deliveries itself and dead-letters; JetStream must not
             # silently stop redelivering first
             max_deliver=-1,
@@ -87,6 +90,15 @@ async def _unsubscribe(sub: JetStreamContext.PullSubscription | None) -> None:
     if sub is not None:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
+
+
+async def _keep_in_progress(msg: Msg) -> None:
+    """Tell JetStream the message is still being worked on, so a slow handler (Temporal
+    busy, database locked) is not raced by a redelivery to another process."""
+    while True:
+        await asyncio.sleep(ACK_WAIT_S / 3)
+        with contextlib.suppress(Exception):
+            await msg.in_progress()
 
 
 class ConsumerRunner:
@@ -145,6 +157,7 @@ class ConsumerRunner:
         if spec.types is not None and event.type not in spec.types:
             await msg.ack()
             return
+        keepalive = asyncio.create_task(_keep_in_progress(msg))
         try:
             await spec.handler(event, msg)
         except InvalidEvent as e:
@@ -161,6 +174,8 @@ class ConsumerRunner:
                         n, delay, e)
             await msg.nak(delay=delay)
             return
+        finally:
+            keepalive.cancel()
         await msg.ack()
 
     async def _dead_letter(self, msg: Msg, error: str) -> None:
