@@ -166,6 +166,13 @@ async def test_two_of_everything_survive_losing_one_of_each(
             assert report.ok, report.as_dict()
             await terminate_running(rt.temporal)
 
+        # the survivors stop gracefully on SIGTERM, each within its drain time
+        survivors = [procs[c][1][0] for c in COMPONENTS]
+        for proc in survivors:
+            proc.send_signal(signal.SIGTERM)
+        for component, proc in zip(COMPONENTS, survivors, strict=True):
+            assert proc.wait(30) == 0, (component, (tmp_path / f"{component}-2.log").read_text())
+
 
 async def _all_listening(ports: list[int | None]) -> bool:
     return all(p and answering("127.0.0.1", p) for p in ports)
