@@ -76,7 +76,7 @@ def token(
     ttl: Annotated[int, typer.Option(help="seconds until it expires")] = 3600,
 ) -> None:
     """Print a signed bearer token (HS256 with RIDEHAIL_JWT_SECRET)."""
-    from api.auth import ROLES, issue_token
+    from ridehail.tokens import ROLES, issue_token
 
     if role not in ROLES:
         console.print(f"[red]error:[/] --role must be one of {', '.join(ROLES)}")
@@ -91,12 +91,11 @@ def token(
 
 def _run_component(name: str, verbose: bool, body) -> None:  # type: ignore[no-untyped-def]
     """Run one long-running component until SIGINT/SIGTERM."""
-    from ridehail.components import runtime
-    from ridehail.devstack import install_stop_handlers
-
     _logging(verbose)
     settings = _settings()
     _secret_or_exit(settings)
+    from ridehail.components import runtime
+    from ridehail.devstack import install_stop_handlers
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -114,6 +113,7 @@ Verbose = Annotated[bool, typer.Option("--verbose", "-v")]
 @app.command()
 def api(verbose: Verbose = False) -> None:
     """Run the HTTP API alone."""
+    _secret_or_exit(_settings())  # before the heavy imports: fail fast
     from ridehail.components import run_api
 
     _run_component("api", verbose, run_api)
@@ -122,6 +122,7 @@ def api(verbose: Verbose = False) -> None:
 @app.command()
 def worker(verbose: Verbose = False) -> None:
     """Run the Temporal worker alone (task queue `rides`)."""
+    _secret_or_exit(_settings())  # before the heavy imports: fail fast
     from ridehail.components import run_temporal_worker
 
     _run_component("worker", verbose, run_temporal_worker)
@@ -134,6 +135,7 @@ def consumers(
 ) -> None:
     """Run the event consumers (workflow-trigger, ride-projector, driver-projector,
     notifier), all or the ones named."""
+    _secret_or_exit(_settings())  # before the heavy imports: fail fast
     from ridehail.components import CONSUMERS, run_consumers
 
     chosen = tuple(names or CONSUMERS)
@@ -149,6 +151,7 @@ def consumers(
 @app.command()
 def relay(verbose: Verbose = False) -> None:
     """Run the outbox relay alone: publishes events whose publish after commit failed."""
+    _secret_or_exit(_settings())  # before the heavy imports: fail fast
     from ridehail.components import run_relay
 
     _run_component("relay", verbose, run_relay)
@@ -156,10 +159,9 @@ def relay(verbose: Verbose = False) -> None:
 
 def _once(name: str, body, *, temporal: bool = False):  # type: ignore[no-untyped-def]
     """Run a one-shot operation with a runtime (no stream or table creation)."""
-    from ridehail.components import runtime
-
     settings = _settings()
     _secret_or_exit(settings)
+    from ridehail.components import runtime
 
     async def main():  # type: ignore[no-untyped-def]
         async with runtime(settings, name, temporal=temporal, prepare=False) as rt:
@@ -173,6 +175,7 @@ def audit(
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Check the invariants of CONTRACT.md section 7; exit 0 when all hold, 1 otherwise."""
+    _secret_or_exit(_settings())  # before the heavy imports: fail fast
     import json
 
     from ridehail.audit import run_audit
@@ -199,13 +202,25 @@ app.add_typer(dlq_app, name="dlq")
 @dlq_app.command("list")
 def dlq_list(
     limit: Annotated[int, typer.Option(help="at most this many")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
 ) -> None:
     """List dead letters, oldest first."""
+    import json
+
     from rich.table import Table
 
     from events.dlq import list_dead_letters
 
     letters = _once("dlq", lambda rt: list_dead_letters(rt.js, limit))
+    if as_json:
+        for d in letters:
+            print(json.dumps({
+                "id": d.id, "consumer": d.consumer, "subject": d.original_subject,
+                "stream": d.original_stream, "stream_seq": d.original_seq,
+                "deliveries": d.deliveries, "error": d.error, "event_id": d.event_id,
+                "event_type": d.event_type, "time": d.time.isoformat() if d.time else None,
+            }))
+        return
     if not letters:
         console.print("the DLQ is empty")
         return
@@ -215,6 +230,7 @@ def dlq_list(
                       f"{d.event_type or '?'} {d.event_id or ''}", str(d.deliveries),
                       d.error[:120])
     Console().print(table)
+    console.print(f"{len(letters)} dead letter{'s' if len(letters) != 1 else ''}")
 
 
 @dlq_app.command("redrive")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import nats
 from nats.aio.client import Client as NATS
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -17,8 +16,11 @@ log = logging.getLogger(__name__)
 async def connect_nats(settings: Settings, name: str) -> NATS:
     """One connection per process; it reconnects forever and restores subscriptions."""
 
+    nc = NATS()
+
     async def disconnected() -> None:
-        log.warning("%s: disconnected from NATS", name)
+        if not (nc.is_closed or nc.is_draining):  # not when we are the ones closing
+            log.warning("%s: disconnected from NATS", name)
 
     async def reconnected() -> None:
         log.info("%s: reconnected to NATS", name)
@@ -26,7 +28,7 @@ async def connect_nats(settings: Settings, name: str) -> NATS:
     async def error(e: Exception) -> None:
         log.debug("%s: NATS error: %s", name, e)
 
-    return await nats.connect(
+    await nc.connect(
         settings.nats_url,
         name=f"ridehail-{name}",
         max_reconnect_attempts=-1,
@@ -36,6 +38,7 @@ async def connect_nats(settings: Settings, name: str) -> NATS:
         reconnected_cb=reconnected,
         error_cb=error,
     )
+    return nc
 
 
 async def connect_temporal(settings: Settings) -> Client:
