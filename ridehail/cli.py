@@ -272,6 +272,76 @@ def projections_rebuild() -> None:
                      else ""))
 
 
+@app.command()
+def replay(
+    directory: Annotated[Path | None, typer.Option(
+        "--dir", help="replay the *.json histories in this folder")] = None,
+    query: Annotated[str | None, typer.Option(
+        "--query", help="replay the workflows this visibility query finds on the server")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="at most this many (with --query)")] = None,
+) -> None:
+    """Replay workflow histories against the current workflow code; exit 1 on any
+    non-determinism."""
+    if (directory is None) == (query is None):
+        console.print("[red]error:[/] give exactly one of --dir or --query")
+        raise typer.Exit(2)
+    settings = _settings()
+    _secret_or_exit(settings)
+    from ridehail import replay as r
+
+    async def run() -> list[r.ReplayOutcome]:
+        if directory is not None:
+            return await r.replay_files(r.history_files(directory))
+        from ridehail.connections import connect_temporal
+
+        client = await connect_temporal(settings)
+        return await r.replay_live(client, query or "", limit)
+
+    try:
+        outcomes = asyncio.run(run())
+    except (FileNotFoundError, RuntimeError) as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from None
+    for o in outcomes:
+        if o.ok:
+            console.print(f"[green]ok  [/] {o.name} ({o.events} events)")
+        else:
+            console.print(f"[red]FAIL[/] {o.name} ({o.events} events): {o.error}")
+    failed = [o for o in outcomes if not o.ok]
+    console.print(f"{len(outcomes) - len(failed)} of {len(outcomes)} histories replayed "
+                  + ("cleanly" if not failed else f"cleanly; {len(failed)} FAILED"))
+    raise typer.Exit(1 if failed else 0)
+
+
+histories_app = typer.Typer(help="Recorded workflow histories.", no_args_is_help=True)
+app.add_typer(histories_app, name="histories")
+
+
+@histories_app.command("record")
+def histories_record(
+    out: Annotated[Path, typer.Option(help="where to write <scenario>.json")] = Path(
+        "tests/histories"),
+    only: Annotated[list[str] | None, typer.Option(help="record just these scenarios")] = None,
+) -> None:
+    """Play every saga scenario against the running stack (`ridehail dev`, with the same
+    RIDEHAIL_* settings) and write each ride's workflow history for replay tests."""
+    settings = _settings()
+    _secret_or_exit(settings)
+    from ridehail.histories import record
+    from ridehail.scenarios import SCENARIOS
+
+    names = tuple(only or SCENARIOS)
+    with console.status(f"playing {len(names)} scenarios against {settings.api_url} …"):
+        try:
+            files = asyncio.run(record(settings, out, names, lambda name, ride: console.print(
+                f"recorded {name} (ride {ride})")))
+        except (ValueError, RuntimeError) as e:
+            console.print(f"[red]error:[/] {e}")
+            raise typer.Exit(1) from None
+    console.print(f"wrote {len(files)} histories to {out}")
+
+
 db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
@@ -297,3 +367,11 @@ def main() -> None:  # pragma: no cover
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+# Commands that live in their own modules.
+from ridehail.bench import register as _register_bench  # noqa: E402
+from ridehail.simulate import register as _register_simulate  # noqa: E402
+
+_register_bench(app)
+_register_simulate(app)
