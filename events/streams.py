@@ -33,7 +33,7 @@ def _partitioned(prefix: str) -> SubjectTransform:
     )
 
 
-def stream_configs() -> list[StreamConfig]:
+def stream_configs(replicas: int = 1) -> list[StreamConfig]:
     def cfg(name: str, prefix: str, *, partitioned: bool, max_age_s: float = 0) -> StreamConfig:
         return StreamConfig(
             name=name,
@@ -44,6 +44,7 @@ def stream_configs() -> list[StreamConfig]:
             max_age=max_age_s,
             duplicate_window=DUPLICATE_WINDOW_S,
             subject_transform=_partitioned(prefix) if partitioned else None,
+            num_replicas=replicas,
         )
 
     return [
@@ -54,9 +55,10 @@ def stream_configs() -> list[StreamConfig]:
     ]
 
 
-async def ensure_streams(js: JetStreamContext) -> None:
-    """Create each stream, or update it to the current configuration; safe to repeat."""
-    for config in stream_configs():
+async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
+    """Create each stream, or update it to the current configuration (replicas
+    included: JetStream changes them in place); safe to repeat."""
+    for config in stream_configs(replicas):
         try:
             await js.stream_info(config.name)
         except NotFoundError:

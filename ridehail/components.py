@@ -58,7 +58,7 @@ async def runtime(settings: Settings, name: str, *, temporal: bool = True,
     js = nc.jetstream()
     try:
         if prepare:
-            await ensure_streams(js)
+            await ensure_streams(js, settings.stream_replicas)
         client = await connect_temporal(settings) if temporal else None
         yield Runtime(settings, db, nc, js, Outbox(db, js, nc), client)
     finally:

@@ -32,14 +32,20 @@ class Settings(BaseSettings):
     offer_timeout_s: float = Field(15, gt=0)
     matching_deadline_s: float = Field(120, gt=0)
     free_cancel_s: float = Field(120, ge=0)
+    stream_replicas: int = Field(1, ge=1, le=5)
 
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'ridehail.db'}"
 
+    @property
+    def nats_servers(self) -> list[str]:
+        """The servers of RIDEHAIL_NATS_URL (a cluster is a comma-separated list)."""
+        return [u.strip() for u in self.nats_url.split(",") if u.strip()]
+
     @cached_property
     def nats_host_port(self) -> tuple[str, int]:
-        parsed = urlparse(self.nats_url)
+        parsed = urlparse(self.nats_servers[0])
         return parsed.hostname or "127.0.0.1", parsed.port or 4222
 
     @cached_property

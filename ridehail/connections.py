@@ -29,7 +29,7 @@ async def connect_nats(settings: Settings, name: str) -> NATS:
         log.debug("%s: NATS error: %s", name, e)
 
     await nc.connect(
-        settings.nats_url,
+        servers=settings.nats_servers,
         name=f"ridehail-{name}",
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
