@@ -7,19 +7,41 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import drivers, health, problems, quotes, rides
-from api.metrics import install_metrics
+from api import admin, drivers, health, problems, quotes, rides
+from api.limits import BodySizeLimit
+from api.metrics import MetricsMiddleware, install_metrics
+from api.openapi import install_openapi
 from api.services import Services
+from api.streams import Streams
 from events.outbox import Outbox
 from ridehail.config import Settings
 from ridehail.connections import connect_nats, connect_temporal
 from ridehail.db import Database
 
 DESCRIPTION = """\
-Book rides and drive them. Every `/v1` call needs `Authorization: Bearer <token>`; get a
-token with `ridehail token --role rider|driver|admin --sub ID`. Errors are
-`application/problem+json`. Reads come from the read model and are eventually consistent.
+Book rides and drive them.
+
+**Auth.** Every `/v1` call needs `Authorization: Bearer <token>`: an HS256 JWT with the
+claims `sub` (your rider or driver id), `role` (`rider`, `driver` or `admin`) and `exp`.
+Get one with `ridehail token --role rider|driver|admin --sub ID`, then use **Authorize**
+above.
+
+**Errors** are `application/problem+json` (RFC 9457): 401 no or bad token, 403 wrong role,
+404 unknown or not yours, 409 not allowed in the ride's current state, 413 body too large,
+422 invalid input (`errors` names the fields), 503 a dependency is down (retry).
+
+**Money** is a decimal string (`"12.40"`) with a `currency`; **coordinates** are
+`{"lat", "lng"}` in degrees. Reads come from the read model and are eventually
+consistent. `GET /v1/rides/{ride_id}/events` and `GET /v1/drivers/me/offers` are also
+live streams with `Accept: text/event-stream`.
 """
+
+TAGS = [
+    {"name": "rides", "description": "Quotes, ride requests, reading and steering rides"},
+    {"name": "drivers", "description": "The driver app: profile, availability, offers"},
+    {"name": "admin", "description": "Operators: the dead-letter queue"},
+    {"name": "operations", "description": "Health, readiness and metrics (no token)"},
+]
 
 
 def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
@@ -31,22 +53,44 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if services is not None:
             app.state.services = services
-            yield
+            app.state.streams = Streams(services.nc, services.js, metrics)
+            try:
+                yield
+            finally:
+                await app.state.streams.offers.aclose()
             return
         db = Database(settings.db_url)
         nc = await connect_nats(settings, "api")
         js = nc.jetstream()
         temporal = await connect_temporal(settings)
         app.state.services = Services(settings, db, nc, js, Outbox(db, js, nc), temporal)
+        app.state.streams = Streams(nc, js, metrics)
         try:
             yield
         finally:
+            await app.state.streams.offers.aclose()
             await nc.drain()
             db.dispose()
 
-    app = FastAPI(title="ridehail", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="ridehail", version="0.1.0", description=DESCRIPTION,
+                  openapi_tags=TAGS, lifespan=lifespan,
+                  # operation ids are the handlers' names (get_ride, request_ride, ...):
+                  # what generated clients and the links between operations refer to
+                  generate_unique_id_function=lambda route: route.name)
     problems.install(app)
-    install_metrics(app)
-    for module in (quotes, rides, drivers, health):
+    install_openapi(app)
+    metrics = install_metrics(app)
+    for module in (quotes, rides, drivers, admin, health):
         app.include_router(module.router)
+    # Added last = outermost: metrics see every answer, the 413s included.
+    app.add_middleware(BodySizeLimit)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
+
+
+def close_streams(app: FastAPI) -> None:
+    """End the app's open live streams: call as the server begins to shut down, or it
+    waits for their clients (who never finish on their own) until its graceful timeout."""
+    streams: Streams | None = getattr(app.state, "streams", None)
+    if streams is not None:
+        streams.close()

@@ -1,4 +1,10 @@
-"""Bearer JWT authentication (HS256, claims ``sub``, ``role``, ``exp``) and role checks."""
+"""Bearer JWT authentication (HS256, claims ``sub``, ``role``, ``exp``) and role checks.
+
+A token must be signed with ``RIDEHAIL_JWT_SECRET`` using HS256 (no other algorithm is
+accepted, ``none`` least of all), carry an ``exp`` in the future, a known ``role`` and a
+``sub`` that can stand in a NATS subject and a database key. Anything else is a 401;
+a good token for the wrong role is a 403.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +14,26 @@ from typing import Annotated, Literal
 import jwt
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api.problems import Problem
 
 Role = Literal["rider", "driver", "admin"]
 ROLES: tuple[Role, ...] = ("rider", "driver", "admin")
 ALGORITHM = "HS256"
+# Ids become NATS subject tokens (``drivers.<id>.online``) and database keys: no dots,
+# wildcards or whitespace, and no longer than the columns that hold them.
+SUB_PATTERN = r"^[A-Za-z0-9_@:|+-]{1,128}$"
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `ridehail token`")
 
 
 class Principal(BaseModel):
-    sub: str
+    """Who is calling, from a verified token."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sub: str = Field(pattern=SUB_PATTERN)
     role: Role
 
 
@@ -48,10 +61,16 @@ def principal(
         raise _unauthorized("The token has expired") from None
     except jwt.PyJWTError as e:
         raise _unauthorized(f"Invalid token: {e}") from None
+    except (ValueError, TypeError, OverflowError):  # a header PyJWT chokes on is still a 401
+        raise _unauthorized("Invalid token: malformed") from None
     try:
-        return Principal.model_validate(claims, from_attributes=False)
-    except ValidationError:
-        raise _unauthorized("Invalid token: role must be rider, driver or admin") from None
+        return Principal.model_validate({"sub": claims["sub"], "role": claims["role"]})
+    except ValidationError as e:
+        bad = {str(err["loc"][0]) for err in e.errors() if err.get("loc")}
+        if "role" in bad:
+            raise _unauthorized("Invalid token: role must be rider, driver or admin") from None
+        raise _unauthorized("Invalid token: sub must be 1-128 letters, digits or _-@:|+") \
+            from None
 
 
 def require(*roles: Role):  # type: ignore[no-untyped-def]

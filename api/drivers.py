@@ -6,21 +6,29 @@ driver-projector applies them to the ``drivers`` read model that matching search
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 
 from api.auth import Driver as DriverCaller
 from api.problems import Problem, error_responses
-from api.schemas import DriverOut, DriverProfileIn, LocationIn, OfferOut
+from api.schemas import Coordinates, DriverOut, DriverProfileIn, OfferOut
 from api.services import Deps
+from api.streams import SSE, driver_offers, wants_event_stream
 from events import catalog as c
 from events.envelope import CloudEvent, new_event
-from ridehail.geo import Point
 from ridehail.tables import Driver, Offer, utcnow
 
 router = APIRouter(prefix="/v1/drivers/me", tags=["drivers"])
 SOURCE = "ridehail/api"
 NO_PROFILE = "No driver profile yet; create it with PUT /v1/drivers/me"
+
+
+class LocationAccepted(BaseModel):
+    driver_id: str
+    event_id: str = Field(description="The id of the `driver.location_updated` event")
 
 
 def _driver(session: Session, driver_id: str) -> Driver:
@@ -32,7 +40,7 @@ def _driver(session: Session, driver_id: str) -> Driver:
 
 @router.put("", response_model=DriverOut, responses=error_responses(401, 403, 422))
 async def put_profile(body: DriverProfileIn, who: DriverCaller, svc: Deps) -> DriverOut:
-    """Create or update your profile and vehicle."""
+    """Create or update your profile and vehicle (your id is your token's `sub`)."""
 
     def run(session: Session) -> Driver:
         driver = session.get(Driver, who.sub) or Driver(driver_id=who.sub)
@@ -49,23 +57,15 @@ async def put_profile(body: DriverProfileIn, who: DriverCaller, svc: Deps) -> Dr
 
 @router.get("", response_model=DriverOut, responses=error_responses(401, 403, 404))
 async def get_profile(who: DriverCaller, svc: Deps) -> DriverOut:
-    """Your profile, status (`offline`, `available`, `reserved`, `on_trip`) and ride."""
+    """Your profile, status (`offline`, `available`, `reserved`, `on_trip`) and the ride
+    you hold, if any."""
     return DriverOut.of(await svc.db.read(lambda s: _driver(s, who.sub)))
 
 
-async def _publish(svc: Deps, event: CloudEvent, check=None) -> None:  # type: ignore[no-untyped-def]
-    def work(session: Session) -> tuple[None, list[CloudEvent]]:
-        if check is not None:
-            check(session)
-        return None, [event]
-
-    await svc.outbox.write(work)
-
-
 @router.post("/online", response_model=DriverOut, responses=error_responses(401, 403, 404, 422))
-async def go_online(body: LocationIn, who: DriverCaller, svc: Deps) -> DriverOut:
+async def go_online(body: Coordinates, who: DriverCaller, svc: Deps) -> DriverOut:
     """Start taking rides from where you are."""
-    at = Point(lat=body.lat, lng=body.lng)
+    at = body.point
     event = new_event("driver.online", c.DriverWentOnline(driver_id=who.sub, location=at),
                       source=SOURCE, subject=who.sub)
 
@@ -97,25 +97,57 @@ async def go_offline(who: DriverCaller, svc: Deps) -> DriverOut:
     return DriverOut.of(driver).model_copy(update={"status": "offline"})
 
 
-@router.post("/location", status_code=202, response_model=None,
-             responses={**error_responses(401, 403, 404, 422), 202: {"description": "Accepted"}})
-async def update_location(body: LocationIn, who: DriverCaller, svc: Deps) -> Response:
+@router.post("/location", status_code=202, response_model=LocationAccepted,
+             responses=error_responses(401, 403, 404, 422))
+async def update_location(body: Coordinates, who: DriverCaller, svc: Deps) -> LocationAccepted:
     """Report where you are (drives matching)."""
-    at = Point(lat=body.lat, lng=body.lng)
     event = new_event("driver.location_updated",
-                      c.DriverLocationUpdated(driver_id=who.sub, location=at),
+                      c.DriverLocationUpdated(driver_id=who.sub, location=body.point),
                       source=SOURCE, subject=who.sub)
-    await _publish(svc, event, lambda s: _driver(s, who.sub))
-    return Response(status_code=202)
+
+    def work(session: Session) -> tuple[LocationAccepted, list[CloudEvent]]:
+        _driver(session, who.sub)
+        return LocationAccepted(driver_id=who.sub, event_id=event.id), [event]
+
+    return await svc.outbox.write(work)
 
 
-@router.get("/offers", response_model=list[OfferOut], responses=error_responses(401, 403))
-async def pending_offers(who: DriverCaller, svc: Deps) -> list[OfferOut]:
-    """Rides offered to you that you can still accept or decline."""
+OFFERS_200: dict[str, Any] = {
+    "description": "Your pending offers. As JSON by default; with `Accept: "
+                   "text/event-stream`, Server-Sent Events: one `offer` event (`data` = "
+                   "the offer) for each pending offer, then for each new one as it is "
+                   "made, until you disconnect.",
+    "content": {SSE: {"schema": {"type": "string"}}},
+}
 
-    def run(session: Session) -> list[Offer]:
-        return list(session.exec(
-            select(Offer).where(Offer.driver_id == who.sub).where(Offer.status == "pending")
-            .where(col(Offer.expires_at) > utcnow()).order_by(col(Offer.created_at))))
 
-    return [OfferOut.of(o) for o in await svc.db.read(run)]
+def _pending(session: Session, driver_id: str) -> list[OfferOut]:
+    return [OfferOut.of(o) for o in session.exec(
+        select(Offer).where(Offer.driver_id == driver_id).where(Offer.status == "pending")
+        .where(col(Offer.expires_at) > utcnow()).order_by(col(Offer.created_at)))]
+
+
+def _open_offer(session: Session, driver_id: str, offer_id: str) -> OfferOut | None:
+    offer = session.get(Offer, offer_id)
+    if (offer is None or offer.driver_id != driver_id or offer.status != "pending"
+            or offer.expires_at <= utcnow()):
+        return None
+    return OfferOut.of(offer)
+
+
+@router.get("/offers", response_model=list[OfferOut],
+            responses={200: OFFERS_200, **error_responses(401, 403)})
+async def pending_offers(who: DriverCaller, svc: Deps, request: Request) -> Any:
+    """Rides offered to you that you can still accept or decline, oldest first; or a live
+    stream of them."""
+    if wants_event_stream(request.headers.get("accept")):
+
+        async def pending() -> list[OfferOut]:
+            return await svc.db.read(lambda s: _pending(s, who.sub))
+
+        async def offer(offer_id: str) -> OfferOut | None:
+            return await svc.db.read(lambda s: _open_offer(s, who.sub, offer_id))
+
+        streams = request.app.state.streams
+        return streams.response("driver_offers", driver_offers(streams, who.sub, pending, offer))
+    return await svc.db.read(lambda s: _pending(s, who.sub))

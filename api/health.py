@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from api.problems import error_responses, problem_response
@@ -14,42 +15,55 @@ from api.services import Deps
 
 router = APIRouter(tags=["operations"])
 
+# Each dependency gets this long to answer; they are asked at once, so /readyz answers
+# within about this long even when everything is down.
+CHECK_TIMEOUT_S = 3.0
+
 
 class Health(BaseModel):
-    status: str
-    checks: dict[str, str] = {}
+    status: str = Field(examples=["ready"])
+    checks: dict[str, str] = Field(
+        default={}, description="Each dependency (database, nats, temporal): `ok`, or why not")
 
 
 @router.get("/healthz", response_model=Health)
 async def healthz() -> Health:
-    """The process is up."""
+    """The process is up (liveness: restart it if this fails)."""
     return Health(status="ok")
 
 
 @router.get("/readyz", response_model=Health, responses=error_responses(503))
 async def readyz(svc: Deps) -> Health | JSONResponse:
-    """The database, NATS and Temporal are reachable; 503 names the one that is not."""
+    """The database, NATS (with JetStream) and Temporal are reachable (readiness: send
+    traffic only while this is 200). A 503 names the ones that are not, in `detail` and
+    in `checks`."""
 
     async def database() -> None:
         await svc.db.read(lambda s: s.exec(text("SELECT 1")).one())  # type: ignore[call-overload]
 
     async def nats() -> None:
+        # is_connected is False while the client is reconnecting: the server is gone
         if not svc.nc.is_connected:
             raise ConnectionError("not connected")
-        await svc.nc.flush(timeout=2)
+        await svc.js.account_info()  # a JetStream round trip, not just a TCP ping
 
     async def temporal() -> None:
         if svc.temporal is None:
             raise ConnectionError("no client")
         await svc.temporal.service_client.check_health()
 
-    checks: dict[str, str] = {}
-    for name, check in (("database", database), ("nats", nats), ("temporal", temporal)):
+    async def check(probe: Callable[[], Awaitable[None]]) -> str:
         try:
-            await asyncio.wait_for(check(), 3)
-            checks[name] = "ok"
+            await asyncio.wait_for(probe(), CHECK_TIMEOUT_S)
+        except TimeoutError:
+            return f"unavailable: no answer within {CHECK_TIMEOUT_S:.0f}s"
         except Exception as e:  # noqa: BLE001 — any failure means not ready
-            checks[name] = f"unavailable: {type(e).__name__}: {e}"
+            return f"unavailable: {type(e).__name__}: {e}"[:300]
+        return "ok"
+
+    names = ("database", "nats", "temporal")
+    results = await asyncio.gather(check(database), check(nats), check(temporal))
+    checks = dict(zip(names, results, strict=True))
     down = [n for n, v in checks.items() if v != "ok"]
     if down:
         return problem_response(503, f"Not ready: {', '.join(down)} unavailable", checks=checks)

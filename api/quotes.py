@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from sqlmodel import Session
 
 from activities.pricing import make_quote
 from api.auth import Rider
@@ -10,6 +11,7 @@ from api.problems import error_responses
 from api.schemas import QuoteIn, QuoteOut
 from api.services import Deps
 from ridehail.money import fmt
+from ridehail.tables import Quote
 
 router = APIRouter(prefix="/v1", tags=["rides"])
 
@@ -17,11 +19,11 @@ router = APIRouter(prefix="/v1", tags=["rides"])
 @router.post("/quotes", status_code=201, response_model=QuoteOut,
              responses=error_responses(401, 403, 422))
 async def create_quote(body: QuoteIn, who: Rider, svc: Deps) -> QuoteOut:
-    """A priced quote; request a ride with its `quote_id` before `expires_at` to keep
-    the price."""
+    """A priced quote (fare, surge, distance and duration); request a ride with its
+    `quote_id` before `expires_at` to keep the price."""
 
-    def run(session):  # type: ignore[no-untyped-def]
-        return make_quote(session, who.sub, body.pickup, body.dropoff)
+    def run(session: Session) -> Quote:
+        return make_quote(session, who.sub, body.pickup.point, body.dropoff.point)
 
     q = await svc.db.write(run)
     return QuoteOut(quote_id=q.quote_id, fare=fmt(q.fare_cents) or "0.00", currency=q.currency,

@@ -2,27 +2,33 @@
 
 A request or a driver's report is a state change plus an event, committed together
 through the outbox; the saga reacts to the event. A ride is visible to its rider, to a
-driver it was offered or assigned to, and to admins; to anyone else it does not exist.
+driver it was offered or assigned to, and to admins; to anyone else it does not exist
+(404, never 403, so ride ids cannot be probed). Checks run in this order: the token
+(401), the role (403), visibility (404), then whether the caller may do this to the ride
+as it is now (409).
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
+import re
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from sqlalchemy import exists, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from activities.pricing import live_quote
 from api.auth import Caller, Principal, Rider
-from api.problems import Problem, error_responses
+from api.problems import Problem, error_responses, invalid
 from api.schemas import (
+    ID_PATTERN,
     Accepted,
     CancelIn,
     CloudEventOut,
@@ -34,6 +40,7 @@ from api.schemas import (
     TripReport,
 )
 from api.services import Deps
+from api.streams import SSE, ride_events, wants_event_stream
 from events import catalog as c
 from events.envelope import CloudEvent, new_event
 from events.history import ride_history
@@ -44,6 +51,12 @@ router = APIRouter(prefix="/v1/rides", tags=["rides"])
 SOURCE = "ridehail/api"
 FINAL = ("completed", "cancelled", "failed")
 NOT_FOUND = "No such ride"
+
+RideId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN,
+                             description="The ride's id",
+                             examples=["9b1deb4d3b7d4bad9bdd2b0d7b3dcb6d"])]
+# Printable ASCII: the key is stored and compared byte for byte.
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
 
 
 # --- visibility -----------------------------------------------------------------------
@@ -76,39 +89,71 @@ def _body_hash(body: RideIn) -> str:
     return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
 
 
-@router.post("", status_code=202, response_model=RideOut,
-             responses=error_responses(401, 403, 422))
+# A concurrent repeat (PostgreSQL) loses the key's insert and is answered as a repeat on
+# the next try; more than a couple of tries means something else is wrong.
+IDEMPOTENT_TRIES = 3
+
+
+@router.post(
+    "", status_code=202, response_model=RideOut,
+    responses={
+        **error_responses(401, 403, 409, 422),
+        202: {"description": "The ride, as requested (or as it is now, for a repeat)",
+              "headers": {
+                  "Location": {"description": "The ride's URL", "schema": {"type": "string"}},
+                  "Idempotent-Replayed": {
+                      "description": "`true` when this answers a repeat of an earlier request",
+                      "schema": {"type": "string", "enum": ["true"]}},
+              },
+              "links": {
+                  name: {"operationId": op, "parameters": {"ride_id": "$response.body#/ride_id"},
+                         "description": what}
+                  for name, op, what in (
+                      ("GetRide", "get_ride", "Follow the ride"),
+                      ("GetRideEvents", "get_ride_events", "Its events, or a live stream"),
+                      ("CancelRide", "cancel_ride", "Cancel it"))
+              }},
+    },
+)
 async def request_ride(
     body: RideIn,
     who: Rider,
     svc: Deps,
     response: Response,
-    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
+    idempotency_key: Annotated[str | None, Header(
+        pattern=IDEMPOTENCY_KEY_PATTERN,
+        description="Makes retries safe: a repeat with the same key and body returns the "
+                    "same ride; the same key with another body is a 422. Keys are yours "
+                    "alone (another rider's same key is another ride).")] = None,
 ) -> RideOut:
-    """Ask for a ride. The saga starts at once; follow it with `GET /v1/rides/{id}`.
-    With `Idempotency-Key`, a repeat with the same body returns the same ride."""
+    """Ask for a ride. The saga starts at once; follow it with `GET /v1/rides/{id}` or
+    its events."""
     digest = _body_hash(body)
+    replayed = False
 
     def work(session: Session) -> tuple[Ride, list[CloudEvent]]:
+        nonlocal replayed
         if idempotency_key:
             seen = session.get(IdempotencyKey, (who.sub, idempotency_key))
             if seen is not None:
                 if seen.request_hash != digest:
-                    raise Problem(422, "This Idempotency-Key was used with a different body",
-                                  errors=[{"field": "header.Idempotency-Key",
-                                           "message": "reused with another body"}])
+                    raise invalid("header.Idempotency-Key", "reused with another body",
+                                  "This Idempotency-Key was used with a different body")
                 ride = session.get(Ride, seen.ride_id)
-                assert ride is not None
+                if ride is None:  # cannot happen: the key commits with its ride
+                    raise Problem(409, "The ride of this Idempotency-Key is gone")
+                replayed = True
                 return ride, []
         now = utcnow()
         if body.quote_id and live_quote(session, body.quote_id, who.sub, now) is None:
-            raise Problem(422, "The quote is unknown, not yours or expired; request a new one",
-                          errors=[{"field": "body.quote_id", "message": "no live quote"}])
+            raise invalid("body.quote_id", "no live quote",
+                          "The quote is unknown, not yours or expired; request a new one")
+        pickup, dropoff = body.pickup.point, body.dropoff.point
         ride = Ride(
             ride_id=uuid.uuid4().hex, rider_id=who.sub, status="requested",
-            pickup_lat=body.pickup.lat, pickup_lng=body.pickup.lng,
-            dropoff_lat=body.dropoff.lat, dropoff_lng=body.dropoff.lng,
-            pickup_zone=zone_cell(body.pickup), payment_method=body.payment_method,
+            pickup_lat=pickup.lat, pickup_lng=pickup.lng,
+            dropoff_lat=dropoff.lat, dropoff_lng=dropoff.lng,
+            pickup_zone=zone_cell(pickup), payment_method=body.payment_method,
             quote_id=body.quote_id, created_at=now, updated_at=now,
         )
         session.add(ride)
@@ -117,45 +162,61 @@ async def request_ride(
                                        request_hash=digest, ride_id=ride.ride_id))
         event = new_event(
             "ride.requested",
-            c.RideRequested(ride_id=ride.ride_id, rider_id=who.sub, pickup=body.pickup,
-                            dropoff=body.dropoff, quote_id=body.quote_id,
+            c.RideRequested(ride_id=ride.ride_id, rider_id=who.sub, pickup=pickup,
+                            dropoff=dropoff, quote_id=body.quote_id,
                             payment_method=body.payment_method),
             source=SOURCE, subject=ride.ride_id, time=now,
         )
         return ride, [event]
 
-    try:
-        ride = await svc.outbox.write(work)
-    except IntegrityError:
-        # A concurrent request with the same key won the insert; answer as its repeat.
-        ride = await svc.outbox.write(work)
+    for attempt in range(1, IDEMPOTENT_TRIES + 1):
+        try:
+            ride = await svc.outbox.write(work)
+            break
+        except IntegrityError:
+            # Only the key can collide (ride ids are random): a concurrent request with
+            # the same key committed first. The next try finds its key and answers as a
+            # repeat — or 422 if its body differed.
+            if not idempotency_key or attempt == IDEMPOTENT_TRIES:
+                raise Problem(409, "A concurrent request got in the way; retry") from None
     response.headers["Location"] = f"/v1/rides/{ride.ride_id}"
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
     return RideOut.of(ride)
 
 
 def _encode_cursor(ride: Ride) -> str:
     raw = f"{ride.created_at.isoformat()}|{ride.ride_id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode()
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
-        created, ride_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
-        return datetime.fromisoformat(created), ride_id
-    except (ValueError, UnicodeDecodeError):
-        raise Problem(422, "Invalid cursor; pass back the next_cursor of a previous page",
-                      errors=[{"field": "query.cursor", "message": "invalid cursor"}]) from None
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created_text, ride_id = raw.split("|", 1)
+        created = datetime.fromisoformat(created_text)
+        if created.tzinfo is None or not re.fullmatch(ID_PATTERN, ride_id):
+            raise ValueError("not a cursor of ours")
+        return created, ride_id
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise invalid("query.cursor", "invalid cursor",
+                      "Invalid cursor; pass back the next_cursor of a previous page") from None
 
 
 @router.get("", response_model=RidePage, responses=error_responses(401, 422))
 async def list_rides(
     who: Caller,
     svc: Deps,
-    status: RideStatus | None = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    status: Annotated[RideStatus | None, Query(description="Only rides in this status")] = None,
+    limit: Annotated[int, Query(ge=1, le=100, description="Page size")] = 20,
+    cursor: Annotated[str | None, Query(
+        min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_=-]+$",
+        description="`next_cursor` of the previous page")] = None,
 ) -> RidePage:
-    """Your rides (an admin's: everyone's), newest first, a page at a time."""
+    """Your rides (a driver's: offered or assigned to them; an admin's: everyone's),
+    newest first, a page at a time. The cursor is a position (creation time, then id),
+    so rides requested while you page appear on no later page and none is skipped or
+    repeated."""
     after = _decode_cursor(cursor) if cursor else None
 
     def run(session: Session) -> list[Ride]:
@@ -176,17 +237,45 @@ async def list_rides(
                     next_cursor=_encode_cursor(rides[-1]) if more else None)
 
 
-@router.get("/{ride_id}", response_model=RideOut, responses=error_responses(401, 404))
-async def get_ride(ride_id: str, who: Caller, svc: Deps) -> RideOut:
-    """The ride as the read model has it."""
+@router.get("/{ride_id}", response_model=RideOut, responses=error_responses(401, 404, 422))
+async def get_ride(ride_id: RideId, who: Caller, svc: Deps) -> RideOut:
+    """The ride as the read model has it (eventually consistent)."""
     return RideOut.of(await svc.db.read(lambda s: get_visible(s, ride_id, who)))
 
 
+EVENTS_200: dict[str, Any] = {
+    "description": "The ride's events. As JSON by default; with `Accept: text/event-stream`, "
+                   "Server-Sent Events: the history, then new events as they are "
+                   "published, until the ride ends (`id` = stream sequence, `event` = "
+                   "type, `data` = the CloudEvent).",
+    "content": {SSE: {"schema": {"type": "string"}}},
+}
+
+
 @router.get("/{ride_id}/events", response_model=RideEvents,
-            responses=error_responses(401, 404))
-async def ride_events(ride_id: str, who: Caller, svc: Deps) -> RideEvents:
-    """The ride's CloudEvents in the order they were published, from the RIDES stream."""
+            responses={200: EVENTS_200, **error_responses(401, 404, 422)})
+async def get_ride_events(
+    ride_id: RideId,
+    who: Caller,
+    svc: Deps,
+    request: Request,
+    last_event_id: Annotated[int, Header(
+        ge=0, le=2**63 - 1,
+        description="Event streams only: resume after this stream sequence (browsers "
+                    "send it when they reconnect)")] = 0,
+) -> Any:
+    """The ride's CloudEvents in the order they were published, or a live stream of
+    them."""
     await svc.db.read(lambda s: get_visible(s, ride_id, who))
+    if wants_event_stream(request.headers.get("accept")):
+        streams = request.app.state.streams
+
+        async def ride_has_ended() -> bool:
+            ride = await svc.db.read(lambda s: s.get(Ride, ride_id))
+            return ride is not None and ride.status in FINAL
+
+        return streams.response(
+            "ride_events", ride_events(streams, ride_id, last_event_id, ride_has_ended))
     history = await ride_history(svc.js, ride_id)
     return RideEvents(events=[CloudEventOut.model_validate(e.model_dump(mode="json"))
                               for _, e in history])
@@ -199,8 +288,8 @@ async def _steer(
     svc: Deps, ride_id: str, who: Principal, event_type: str,
     decide: Callable[[Session, Ride], c.Payload],
 ) -> Accepted:
-    """Check the caller may do this now (``decide`` raises 404/409 if not), then commit
-    the event that tells the saga."""
+    """Check the caller may do this now (``decide`` raises 409 if not), then commit the
+    event that tells the saga. The check and the event share a transaction."""
 
     def work(session: Session) -> tuple[Accepted, list[CloudEvent]]:
         ride = get_visible(session, ride_id, who)
@@ -214,15 +303,30 @@ def _conflict(ride: Ride, action: str) -> Problem:
     return Problem(409, f"Cannot {action} a ride that is {ride.status}")
 
 
+def _must_be_driver(who: Principal, verb: str) -> None:
+    if who.role != "driver":
+        raise Problem(403, f"Only a driver can {verb}; you are {who.role}")
+
+
+def _must_be_assigned(ride: Ride, who: Principal, verb: str) -> None:
+    # The driver can see the ride (it was offered to them) but it is not theirs now:
+    # that is the ride's state, not the caller's role, so 409.
+    if ride.driver_id != who.sub:
+        raise Problem(409, f"Only the ride's assigned driver can {verb}, and you are not "
+                           "assigned to it")
+
+
 @router.post("/{ride_id}/cancel", status_code=202, response_model=Accepted,
-             responses=error_responses(401, 403, 404, 409, 422))
-async def cancel_ride(ride_id: str, who: Caller, svc: Deps,
+             responses=error_responses(401, 404, 409, 422))
+async def cancel_ride(ride_id: RideId, who: Caller, svc: Deps,
                       body: CancelIn | None = None) -> Accepted:
-    """Cancel, as the ride's rider or its assigned driver (admins too)."""
+    """Cancel, as the ride's rider or its assigned driver (or an admin). A rider
+    cancelling after assignment may owe the cancellation fee; a driver cancelling before
+    the trip sends the ride back to matching. The body is optional."""
 
     def decide(session: Session, ride: Ride) -> c.Payload:
-        if who.role == "driver" and ride.driver_id != who.sub:
-            raise Problem(403, "Only the assigned driver can cancel this ride")
+        if who.role == "driver":
+            _must_be_assigned(ride, who, "cancel it (decline the offer instead)")
         if ride.status in FINAL:
             raise _conflict(ride, "cancel")
         return c.CancellationRequested(ride_id=ride_id, by_role=who.role, by_id=who.sub,
@@ -241,9 +345,8 @@ def _pending_offer(session: Session, ride: Ride, driver_id: str) -> Offer:
 
 
 def _answer(event_type: str, verb: str):  # type: ignore[no-untyped-def]
-    async def answer(ride_id: str, who: Caller, svc: Deps) -> Accepted:
-        if who.role != "driver":
-            raise Problem(403, f"Only the offered driver can {verb} a ride")
+    async def answer(ride_id: RideId, who: Caller, svc: Deps) -> Accepted:
+        _must_be_driver(who, f"{verb} a ride")
 
         def decide(session: Session, ride: Ride) -> c.Payload:
             offer = _pending_offer(session, ride, who.sub)
@@ -251,25 +354,24 @@ def _answer(event_type: str, verb: str):  # type: ignore[no-untyped-def]
 
         return await _steer(svc, ride_id, who, event_type, decide)
 
-    answer.__doc__ = f"As the offered driver, {verb} the ride while the offer is open."
+    answer.__doc__ = (f"As the driver it is offered to, {verb} the ride while the offer is "
+                      "open (409 once it expired or was answered).")
     return answer
 
 
 def _report(event_type: str, verb: str, needs: str):  # type: ignore[no-untyped-def]
-    async def report(ride_id: str, who: Caller, svc: Deps) -> Accepted:
-        if who.role != "driver":
-            raise Problem(403, f"Only the assigned driver can {verb}")
+    async def report(ride_id: RideId, who: Caller, svc: Deps) -> Accepted:
+        _must_be_driver(who, verb)
 
         def decide(session: Session, ride: Ride) -> c.Payload:
-            if ride.driver_id != who.sub:
-                raise Problem(403, f"Only the assigned driver can {verb}")
+            _must_be_assigned(ride, who, verb)
             if ride.status != needs:
                 raise _conflict(ride, verb)
             return c.DriverReported(ride_id=ride_id, driver_id=who.sub)
 
         return await _steer(svc, ride_id, who, event_type, decide)
 
-    report.__doc__ = f"As the assigned driver, {verb} (the ride must be {needs})."
+    report.__doc__ = f"As the assigned driver, {verb} (the ride must be `{needs}`)."
     return report
 
 
@@ -281,19 +383,18 @@ for _path, _handler in (
 ):
     router.add_api_route(f"/{{ride_id}}/{_path}", _handler, methods=["POST"], status_code=202,
                          response_model=Accepted, name=f"{_path}_ride",
-                         responses=error_responses(401, 403, 404, 409))
+                         responses=error_responses(401, 403, 404, 409, 422))
 
 
 @router.post("/{ride_id}/complete", status_code=202, response_model=Accepted,
              responses=error_responses(401, 403, 404, 409, 422))
-async def complete_ride(ride_id: str, body: TripReport, who: Caller, svc: Deps) -> Accepted:
-    """As the assigned driver, end the trip with its distance and duration."""
-    if who.role != "driver":
-        raise Problem(403, "Only the assigned driver can complete the trip")
+async def complete_ride(ride_id: RideId, body: TripReport, who: Caller, svc: Deps) -> Accepted:
+    """As the assigned driver, end the trip with its distance and duration (the ride must
+    be `in_progress`)."""
+    _must_be_driver(who, "complete a trip")
 
     def decide(session: Session, ride: Ride) -> c.Payload:
-        if ride.driver_id != who.sub:
-            raise Problem(403, "Only the assigned driver can complete the trip")
+        _must_be_assigned(ride, who, "complete the trip")
         if ride.status != "in_progress":
             raise _conflict(ride, "complete")
         return c.TripEnded(ride_id=ride_id, driver_id=who.sub, distance_m=body.distance_m,

@@ -1,35 +1,79 @@
-"""Request and response bodies of the HTTP API (CONTRACT.md section 2)."""
+"""Request and response bodies of the HTTP API (CONTRACT.md section 2).
+
+Request bodies are strict: JSON types must match (``"40.7"`` is not a latitude, ``true``
+is not a distance), unknown fields are refused, and free text may not carry control
+characters (PostgreSQL refuses NUL bytes, and nothing a person types needs the others).
+Every constraint is in the JSON Schema too, so ``/openapi.json`` says what is accepted.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from ridehail.geo import Point
 from ridehail.money import fmt
 from ridehail.tables import Driver, Offer, Ride
 
-Id = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
-MoneyStr = str  # decimal string, e.g. "12.40"
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+# A ride, quote or other id as it appears in a path or a body.
+Id = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)]
+# Printable text: no control characters (tab and newline included — these are one-line
+# fields).
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+MoneyStr = Annotated[str, Field(pattern=r"^-?[0-9]+\.[0-9]{2}$", examples=["12.40"],
+                                description="An amount as a decimal string")]
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", examples=["USD"])]
 RideStatus = Literal["requested", "matching", "driver_assigned", "driver_arrived",
                      "in_progress", "completed", "cancelled", "failed"]
+DriverStatus = Literal["offline", "available", "reserved", "on_trip"]
+
+
+def _whole(value: Any) -> Any:
+    # JSON Schema counts 1080.0 as an integer; a strict int would not. Accept whole
+    # floats as the numbers they are, and leave everything else to strict validation.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# An integer in the JSON Schema sense: 2300 or 2300.0, never "2300" or true.
+WholeNumber = Annotated[int, BeforeValidator(_whole)]
+
+
+def text(max_length: int, **kw: Any) -> Any:
+    """A one-line free-text field of at most ``max_length`` characters."""
+    return Field(max_length=max_length, pattern=TEXT_PATTERN, **kw)
 
 
 class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Coordinates(Body):
+    """A point in degrees; integers are fine (``{"lat": 40, "lng": -74}``)."""
+
+    lat: float = Field(ge=-90, le=90, allow_inf_nan=False, description="Latitude in degrees",
+                       examples=[40.75])
+    lng: float = Field(ge=-180, le=180, allow_inf_nan=False,
+                       description="Longitude in degrees", examples=[-73.99])
+
+    @property
+    def point(self) -> Point:
+        return Point(lat=self.lat, lng=self.lng)
 
 
 class QuoteIn(Body):
-    pickup: Point
-    dropoff: Point
+    pickup: Coordinates
+    dropoff: Coordinates
 
 
 class QuoteOut(BaseModel):
     quote_id: str
     fare: MoneyStr
-    currency: str
+    currency: Currency
     surge_multiplier: float
     distance_m: int
     duration_s: int
@@ -37,9 +81,10 @@ class QuoteOut(BaseModel):
 
 
 class RideIn(Body):
-    pickup: Point
-    dropoff: Point
-    quote_id: str | None = Field(default=None, min_length=1, max_length=64)
+    pickup: Coordinates
+    dropoff: Coordinates
+    quote_id: Id | None = Field(
+        default=None, description="From `POST /v1/quotes`, to keep its price while it lasts")
     payment_method: str = Field(
         default="card", min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9_]*$",
         description='A card token; the sandbox declines "card_declined" and fails '
@@ -48,16 +93,16 @@ class RideIn(Body):
 
 
 class CancelIn(Body):
-    reason: str | None = Field(default=None, max_length=500)
+    reason: str | None = text(500, default=None, description="Shown to the other party")
 
 
 class TripReport(Body):
-    distance_m: int = Field(ge=0, le=2_000_000)
-    duration_s: int = Field(ge=0, le=86_400)
+    distance_m: WholeNumber = Field(ge=0, le=2_000_000, description="Distance driven, in metres")
+    duration_s: WholeNumber = Field(ge=0, le=86_400, description="Trip duration, in seconds")
 
 
 class FareOut(BaseModel):
-    currency: str
+    currency: Currency
     quoted: MoneyStr | None
     surge_multiplier: float | None
     final: MoneyStr | None
@@ -106,21 +151,24 @@ class RideOut(BaseModel):
 
 class RidePage(BaseModel):
     rides: list[RideOut]
-    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page")
+    next_cursor: str | None = Field(
+        description="Pass as `?cursor=` for the next page; null on the last page")
 
 
 class CloudEventOut(BaseModel):
+    """A CloudEvents 1.0 event in structured JSON (CONTRACT.md section 3)."""
+
     model_config = ConfigDict(extra="allow")
 
-    specversion: str
+    specversion: Literal["1.0"]
     id: str
     source: str
-    type: str
-    subject: str
+    type: str = Field(examples=["ride.driver_assigned"])
+    subject: str = Field(description="The ride's id")
     time: datetime
-    datacontenttype: str
-    dataversion: int
-    data: dict
+    datacontenttype: Literal["application/json"]
+    dataversion: int = Field(description="The payload's schema version")
+    data: dict[str, Any]
 
 
 class RideEvents(BaseModel):
@@ -133,31 +181,33 @@ class Accepted(BaseModel):
 
 
 class Vehicle(Body):
-    make: str = Field(min_length=1, max_length=100)
-    model: str = Field(min_length=1, max_length=100)
-    plate: str = Field(min_length=1, max_length=32)
+    make: str = text(100, min_length=1, examples=["Kia"])
+    model: str = text(100, min_length=1, examples=["Niro"])
+    plate: str = text(32, min_length=1, examples=["RH-001"])
 
 
 class DriverProfileIn(Body):
-    name: str = Field(min_length=1, max_length=200)
+    name: str = text(200, min_length=1, examples=["Bob"])
     vehicle: Vehicle
 
 
-class LocationIn(Point):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class VehicleOut(BaseModel):
+    make: str
+    model: str
+    plate: str
 
 
 class DriverOut(BaseModel):
     driver_id: str
     name: str
-    vehicle: Vehicle | None
-    status: Literal["offline", "available", "reserved", "on_trip"]
+    vehicle: VehicleOut | None
+    status: DriverStatus
     ride_id: str | None
     location: Point | None
 
     @classmethod
     def of(cls, d: Driver) -> DriverOut:
-        vehicle = (Vehicle(make=d.vehicle_make, model=d.vehicle_model, plate=d.vehicle_plate)
+        vehicle = (VehicleOut(make=d.vehicle_make, model=d.vehicle_model, plate=d.vehicle_plate)
                    if d.vehicle_make else None)
         location = Point(lat=d.lat, lng=d.lng) if d.lat is not None and d.lng is not None \
             else None
@@ -167,12 +217,12 @@ class DriverOut(BaseModel):
 
 class OfferOut(BaseModel):
     ride_id: str
-    offer_id: str
+    offer_id: str = Field(description="Identifies this offer among the ride's offers")
     pickup: Point
     dropoff: Point
     fare: MoneyStr
-    currency: str
-    expires_at: datetime
+    currency: Currency
+    expires_at: datetime = Field(description="Accept or decline before this")
 
     @classmethod
     def of(cls, o: Offer) -> OfferOut:
@@ -181,3 +231,27 @@ class OfferOut(BaseModel):
                    dropoff=Point(lat=o.dropoff_lat, lng=o.dropoff_lng),
                    fare=fmt(o.fare_cents) or "0.00", currency=o.currency,
                    expires_at=o.expires_at)
+
+
+class DeadLetterOut(BaseModel):
+    id: int = Field(description="The dead letter's sequence on the DLQ stream; redrive by it")
+    consumer: str = Field(description="The consumer that gave up on the event")
+    original_subject: str
+    original_stream: str
+    original_seq: int
+    deliveries: int
+    error: str = Field(description="The last error")
+    time: datetime | None
+    event_id: str | None = Field(description="Null when the message is not a valid event")
+    event_type: str | None
+    event: dict[str, Any] | None = Field(description="The event, when the body is JSON")
+
+
+class DeadLetters(BaseModel):
+    dead_letters: list[DeadLetterOut]
+
+
+class Redriven(BaseModel):
+    id: int
+    original_subject: str
+    event_id: str | None

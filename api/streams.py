@@ -1,0 +1,277 @@
+"""Live streams as Server-Sent Events (``Accept: text/event-stream``).
+
+- A ride's events: its history, then events as they are published, ending after the
+  event that ends the ride (``id`` = stream sequence, so a reconnecting client's
+  ``Last-Event-ID`` resumes right after the last event it saw).
+- A driver's offers: the pending ones, then each new one as the saga makes it. All of an
+  API process's offer streams share one JetStream consumer (``OfferHub``) that is open
+  only while someone listens; each stream also re-reads the offers table now and then,
+  so an offer missed while NATS was away still reaches the driver.
+
+Every stream releases what it holds on NATS when its client goes away, and ends when the
+API shuts down (``Streams.close``) instead of holding the shutdown up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import TypeVar
+
+import anyio
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from api.metrics import Metrics
+from api.schemas import OfferOut
+from events.envelope import CloudEvent, InvalidEvent, parse_event
+from events.history import INACTIVE_THRESHOLD_S, TERMINAL_TYPES, FeedIdle, ride_feed
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SSE = "text/event-stream"
+# Comment lines this often keep proxies from timing an idle stream out.
+PING_S = 15.0
+# A client that cannot take an event within this long is dropped.
+SEND_TIMEOUT_S = 30.0
+# How often an idle ride stream checks whether the ride ended before it was opened
+# (a client resuming after the last event), and an offer stream re-reads the table.
+IDLE_CHECK_S = 10.0
+OFFER_QUEUE_SIZE = 100
+OFFERED_FILTER = "rides.*.*.driver_offered"  # stored subjects are partitioned
+
+
+def wants_event_stream(accept: str | None) -> bool:
+    """The client asks for ``text/event-stream`` (and does not refuse it with q=0)."""
+    for media_range in (accept or "").lower().split(","):
+        kind, *params = (part.strip() for part in media_range.split(";"))
+        if kind != SSE:
+            continue
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip() == "q":
+                try:
+                    return float(value) > 0
+                except ValueError:
+                    return False
+        return True
+    return False
+
+
+class Streams:
+    """The live streams of one API process: what they share, and their shutdown."""
+
+    def __init__(self, nc: NATS, js: JetStreamContext, metrics: Metrics) -> None:
+        self.nc = nc
+        self.js = js
+        self.metrics = metrics
+        self.closing = asyncio.Event()
+        self.offers = OfferHub(nc, js)
+
+    def close(self) -> None:
+        """End every open stream (the server is shutting down)."""
+        self.closing.set()
+
+    async def until_closing(self, aw: Awaitable[T]) -> T:
+        """Await ``aw``; if the API shuts down first, raise ``StreamClosing``."""
+        task = asyncio.ensure_future(aw)
+        closing = asyncio.ensure_future(self.closing.wait())
+        try:
+            done, _ = await asyncio.wait({task, closing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (task, closing):
+                if not t.done():
+                    t.cancel()
+        if task in done:
+            return task.result()
+        with contextlib.suppress(BaseException):
+            await task  # let its cancellation finish before we move on
+        raise StreamClosing()
+
+    def response(self, name: str, events: AsyncIterator[ServerSentEvent]) -> EventSourceResponse:
+        """The SSE response for ``events``, counted in the open-streams gauge."""
+
+        async def counted() -> AsyncIterator[ServerSentEvent]:
+            gauge = self.metrics.streams_open.labels(name)
+            gauge.inc()
+            try:
+                # aclosing: however this ends (disconnect included), the inner generator
+                # is closed, so what it holds on NATS is released now, not at GC.
+                async with contextlib.aclosing(events) as inner:  # type: ignore[type-var]
+                    async for event in inner:
+                        yield event
+            except StreamClosing:
+                return
+            except Exception as e:  # noqa: BLE001 — the status line is sent: say so in-band
+                log.warning("%s stream failed: %r", name, e)
+                yield ServerSentEvent(event="problem", data=json.dumps({
+                    "type": "about:blank", "title": "Service unavailable", "status": 503,
+                    "detail": "The stream was interrupted; reconnect to resume"}))
+            finally:
+                gauge.dec()
+
+        return EventSourceResponse(counted(), ping=PING_S, send_timeout=SEND_TIMEOUT_S)
+
+
+class StreamClosing(Exception):
+    """The API is shutting down."""
+
+
+# --- a ride's events ----------------------------------------------------------------------
+
+
+def ride_event(seq: int, event: CloudEvent) -> ServerSentEvent:
+    return ServerSentEvent(id=str(seq), event=event.type, data=event.model_dump_json())
+
+
+async def ride_events(streams: Streams, ride_id: str, after_seq: int,
+                      ride_has_ended: Callable[[], Awaitable[bool]],
+                      ) -> AsyncIterator[ServerSentEvent]:
+    """History after ``after_seq``, then live events, until the ride's last event.
+
+    A client resuming after the last event gets nothing more to wait for: the read model
+    is fed from this stream, so once it says the ride ended, the ending event is stored;
+    if the feed has nothing left to deliver, that event was at or before ``after_seq``.
+    """
+    ended_before = await ride_has_ended()  # asked before the feed opens: see above
+    async with ride_feed(streams.nc, streams.js, ride_id, after_seq) as feed:
+        if ended_before and feed.caught_up:
+            return
+        while True:
+            try:
+                item = await streams.until_closing(feed.next(IDLE_CHECK_S))
+            except FeedIdle:
+                if await ride_has_ended() and await feed.drained():
+                    return
+                continue
+            if item is None:
+                continue
+            seq, event = item
+            yield ride_event(seq, event)
+            if event.type in TERMINAL_TYPES:
+                return
+
+
+# --- a driver's offers -----------------------------------------------------------------
+
+
+class OfferHub:
+    """Fans ``ride.driver_offered`` events out to the offer streams open in this process:
+    one JetStream consumer for all of them, created for the first listener and deleted
+    with the last."""
+
+    def __init__(self, nc: NATS, js: JetStreamContext) -> None:
+        self.nc = nc
+        self.js = js
+        self._listeners: dict[str, set[asyncio.Queue[tuple[int, CloudEvent]]]] = {}
+        self._lock = asyncio.Lock()
+        self._sub: Subscription | None = None
+        self._consumer: str | None = None
+
+    async def _deliver(self, msg: Msg) -> None:
+        try:
+            event = parse_event(msg.data)
+        except InvalidEvent:
+            return
+        driver_id = event.data.get("driver_id")
+        for queue in list(self._listeners.get(str(driver_id), ())):
+            try:
+                queue.put_nowait((msg.metadata.sequence.stream, event))
+            except asyncio.QueueFull:
+                # The stream is not keeping up; it re-reads the table on its next idle
+                # check, so the offer is late rather than lost.
+                log.warning("offer stream of %s is full; dropping a live offer", driver_id)
+
+    async def _open(self) -> None:
+        inbox = self.nc.new_inbox()
+        self._sub = await self.nc.subscribe(inbox, cb=self._deliver)
+        info = await self.js.add_consumer("RIDES", ConsumerConfig(
+            deliver_subject=inbox, filter_subject=OFFERED_FILTER,
+            deliver_policy=DeliverPolicy.NEW, ack_policy=AckPolicy.NONE,
+            inactive_threshold=INACTIVE_THRESHOLD_S, mem_storage=True, num_replicas=1))
+        self._consumer = info.name
+
+    async def _close(self) -> None:
+        sub, consumer = self._sub, self._consumer
+        self._sub = self._consumer = None
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        if consumer is not None:
+            with contextlib.suppress(Exception):
+                await self.js.delete_consumer("RIDES", consumer)
+
+    @contextlib.asynccontextmanager
+    async def listen(self, driver_id: str) -> AsyncIterator[asyncio.Queue[tuple[int, CloudEvent]]]:
+        """A queue of the offers made to ``driver_id`` from now on."""
+        queue: asyncio.Queue[tuple[int, CloudEvent]] = asyncio.Queue(OFFER_QUEUE_SIZE)
+        async with self._lock:
+            if self._sub is None:
+                try:
+                    await self._open()
+                except BaseException:
+                    await self._close()
+                    raise
+            self._listeners.setdefault(driver_id, set()).add(queue)
+        try:
+            yield queue
+        finally:
+            with anyio.CancelScope(shield=True):  # runs as the client disconnects
+                async with self._lock:
+                    queues = self._listeners.get(driver_id, set())
+                    queues.discard(queue)
+                    if not queues:
+                        self._listeners.pop(driver_id, None)
+                    if not self._listeners:
+                        await self._close()
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            self._listeners.clear()
+            await self._close()
+
+
+def offer_event(offer: OfferOut) -> ServerSentEvent:
+    return ServerSentEvent(id=offer.offer_id, event="offer", data=offer.model_dump_json())
+
+
+async def driver_offers(streams: Streams, driver_id: str,
+                        pending_offers: Callable[[], Awaitable[list[OfferOut]]],
+                        offer: Callable[[str], Awaitable[OfferOut | None]],
+                        ) -> AsyncIterator[ServerSentEvent]:
+    """The driver's pending offers, then new ones as they are made. Endless."""
+    sent: set[str] = set()
+
+    def new(offers: Iterable[OfferOut]) -> list[OfferOut]:
+        fresh = [o for o in offers if o.offer_id not in sent]
+        sent.update(o.offer_id for o in fresh)
+        return fresh
+
+    # Listen first, read the table second: an offer made in between is in both, and is
+    # sent once; listening second could miss it.
+    async with streams.offers.listen(driver_id) as queue:
+        for o in new(await pending_offers()):
+            yield offer_event(o)
+        while True:
+            try:
+                _, event = await streams.until_closing(
+                    asyncio.wait_for(queue.get(), IDLE_CHECK_S))
+            except TimeoutError:
+                for o in new(await pending_offers()):
+                    yield offer_event(o)
+                continue
+            offer_id = str(event.data.get("offer_id", ""))
+            if offer_id in sent:
+                continue
+            current = await offer(offer_id)
+            if current is not None:
+                for o in new([current]):
+                    yield offer_event(o)
