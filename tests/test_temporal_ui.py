@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+
 import pytest
 
 from ridehail.scenarios import City, Timeouts, happy_path
