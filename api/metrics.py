@@ -9,15 +9,22 @@ stream is how long it took to open, not how long it stayed open.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from dataclasses import dataclass
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
+from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.openapi import documented_path
+from events.dlq import dlq_depth
+from events.lag import consumer_lag
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -27,6 +34,9 @@ class Metrics:
     latency: Histogram
     in_flight: Gauge
     streams_open: Gauge
+    consumer_pending: Gauge
+    consumer_ack_pending: Gauge
+    dlq_depth: Gauge
 
     @classmethod
     def create(cls) -> Metrics:
@@ -46,7 +56,22 @@ class Metrics:
                             registry=registry),
             streams_open=Gauge("ridehail_sse_streams_open", "Server-Sent Event streams open",
                                ["stream"], registry=registry),
+            consumer_pending=Gauge("ridehail_consumer_pending",
+                                   "Events not yet delivered to a consumer group",
+                                   ["consumer"], registry=registry),
+            consumer_ack_pending=Gauge("ridehail_consumer_ack_pending",
+                                       "Events delivered to a consumer group, not yet acked",
+                                       ["consumer"], registry=registry),
+            dlq_depth=Gauge("ridehail_dlq_depth", "Dead-lettered events on the DLQ stream",
+                            registry=registry),
         )
+
+    async def refresh_backbone(self, js: JetStreamContext) -> None:
+        """Consumer lag and DLQ depth, read from JetStream at scrape time."""
+        for group, lag in (await consumer_lag(js)).items():
+            self.consumer_pending.labels(group).set(lag.pending)
+            self.consumer_ack_pending.labels(group).set(lag.ack_pending)
+        self.dlq_depth.set(await dlq_depth(js))
 
 
 def _route_of(scope: Scope) -> str:
@@ -104,8 +129,15 @@ def install_metrics(app: FastAPI) -> Metrics:
     @app.get("/metrics", tags=["operations"], response_class=Response,
              responses={200: {"description": "Prometheus text exposition",
                               "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}})
-    async def prometheus_metrics() -> Response:
-        """Request counts and latency by route and status, in the Prometheus text format."""
+    async def prometheus_metrics(request: Request) -> Response:
+        """Request counts and latency by route and status, consumer lag and DLQ depth, in
+        the Prometheus text format."""
+        services = getattr(request.app.state, "services", None)
+        if services is not None:
+            try:
+                await asyncio.wait_for(metrics.refresh_backbone(services.js), 2)
+            except Exception:
+                log.warning("metrics: could not read consumer lag from NATS", exc_info=True)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return metrics

@@ -103,6 +103,13 @@ async def test_a_poison_message_goes_straight_to_the_dlq_and_can_be_listed(
         assert d.deliveries == 1 and "not a ridehail CloudEvent" in d.error
         assert d.original_stream == "RIDES" and d.original_seq == 1
 
+    # operators see it on /metrics: DLQ depth, and each consumer group's lag
+    metrics = (await stack.http.get("/metrics")).text
+    assert "ridehail_dlq_depth 3.0" in metrics.splitlines()
+    for group in ("workflow-trigger", "ride-projector", "driver-projector", "notifier"):
+        assert f'ridehail_consumer_pending{{consumer="{group}"}} 0.0' in metrics, group
+        assert f'ridehail_consumer_ack_pending{{consumer="{group}"}}' in metrics, group
+
 
 async def test_a_failing_event_is_retried_with_backoff_then_dead_lettered_and_redriven(
     stack: Stack,
