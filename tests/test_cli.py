@@ -12,7 +12,7 @@ from pathlib import Path
 import jwt
 
 from ridehail.config import Settings
-from ridehail.tables import LedgerEntry, OutboxEvent, utcnow
+from ridehail.tables import LedgerEntry, OutboxEvent, Ride, utcnow
 from tests.support.stack import Stack, eventually
 from tests.test_ride_e2e import DROPOFF, PICKUP
 
@@ -64,8 +64,11 @@ async def test_audit_passes_then_reports_each_broken_invariant(stack: Stack) -> 
     report = json.loads(ok.stdout)
     assert report["ok"] and [c["number"] for c in report["checks"]] == [1, 2, 3, 4, 5]
 
-    # break invariants 2 and 4 behind the system's back
+    # break invariants 2, 3 and 4 behind the system's back
     def corrupt(session) -> None:  # type: ignore[no-untyped-def]
+        ride = session.get(Ride, ride_id)
+        ride.status = "completed"  # the saga ended failed
+        session.add(ride)
         session.add(LedgerEntry(ride_id="bad", kind="capture", amount_cents=500,
                                 idempotency_key="bad:capture", gateway_ref="x"))
         session.add(OutboxEvent(event_id="stale", aggregate_id="bad", subject="rides.bad.x",
@@ -75,8 +78,10 @@ async def test_audit_passes_then_reports_each_broken_invariant(stack: Stack) -> 
     bad = run(stack.settings, "audit", "--json")
     assert bad.returncode == 1
     failed = {c["number"]: c for c in json.loads(bad.stdout)["checks"] if not c["ok"]}
-    assert set(failed) == {2, 4}
+    assert set(failed) == {2, 3, 4}
     assert "captured 500 > authorized 0" in failed[2]["violations"][0]
+    assert failed[3]["violations"] == [
+        f"ride {ride_id}: saga ended failed, read model says completed"]
     human = run(stack.settings, "audit")
     assert human.returncode == 1 and "FAIL" in human.stderr
 
