@@ -11,6 +11,7 @@ from pathlib import Path
 
 import jwt
 
+from ridehail.audit import run_audit
 from ridehail.config import Settings
 from ridehail.tables import LedgerEntry, OutboxEvent, Ride, utcnow
 from tests.support.stack import Stack, eventually
@@ -59,6 +60,11 @@ async def test_audit_passes_then_reports_each_broken_invariant(stack: Stack) -> 
     ride_id = r.json()["ride_id"]
     await stack.wait_status(ride_id, "r1", "failed")
 
+    async def saga_closed_and_visible() -> bool:  # Temporal's visibility is eventual
+        report = await run_audit(stack.db, stack.rt.js, stack.temporal)
+        return report.checks[2].checked == 1
+
+    await eventually(saga_closed_and_visible, "the ended saga to be listed")
     ok = run(stack.settings, "audit", "--json")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     report = json.loads(ok.stdout)
