@@ -24,6 +24,7 @@ def build_activities(db: Database, outbox: Outbox) -> list[Callable[..., Any]]:
         payments.authorize_payment,
         payments.void_payment,
         payments.capture_payment,
+        payments.refund_payment,
         payments.charge_cancellation_fee,
         matching.reserve_driver,
         matching.expire_offer,

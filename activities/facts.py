@@ -17,5 +17,6 @@ def step_key(step: str) -> str:
 
 
 def fact(event_type: str, ride_id: str, step: str, data: Payload) -> CloudEvent:
-    return new_event(event_type, data, source=SOURCE, subject=ride_id,
-                     event_id=derived_id(step_key(step)))
+    return new_event(
+        event_type, data, source=SOURCE, subject=ride_id, event_id=derived_id(step_key(step))
+    )

@@ -22,19 +22,37 @@ class LifecycleActivities:
 
     @activity.defn(name=A.complete_ride)
     async def complete_ride(self, end: RideEnd) -> None:
-        await self._publish("ride.completed", end, RideCompleted(
-            ride_id=end.ride_id, final_fare=to_decimal(end.final_fare_cents or 0),
-            currency=end.currency, distance_m=end.distance_m or 0,
-            duration_s=end.duration_s or 0))
+        await self._publish(
+            "ride.completed",
+            end,
+            RideCompleted(
+                ride_id=end.ride_id,
+                final_fare=to_decimal(end.final_fare_cents or 0),
+                currency=end.currency,
+                distance_m=end.distance_m or 0,
+                duration_s=end.duration_s or 0,
+            ),
+        )
 
     @activity.defn(name=A.cancel_ride)
     async def cancel_ride(self, end: RideEnd) -> None:
         fee = end.cancellation_fee_cents
-        await self._publish("ride.cancelled", end, RideCancelled(
-            ride_id=end.ride_id, by_role=end.by_role or "rider", reason=end.reason,
-            cancellation_fee=to_decimal(fee) if fee else None, currency=end.currency))
+        await self._publish(
+            "ride.cancelled",
+            end,
+            RideCancelled(
+                ride_id=end.ride_id,
+                by_role=end.by_role or "rider",
+                reason=end.reason,
+                cancellation_fee=to_decimal(fee) if fee else None,
+                currency=end.currency,
+            ),
+        )
 
     @activity.defn(name=A.fail_ride)
     async def fail_ride(self, end: RideEnd) -> None:
-        await self._publish("ride.failed", end, RideFailed(
-            ride_id=end.ride_id, reason=end.reason or "unknown", detail=end.detail))
+        await self._publish(
+            "ride.failed",
+            end,
+            RideFailed(ride_id=end.ride_id, reason=end.reason or "unknown", detail=end.detail),
+        )

@@ -11,7 +11,7 @@ first's result and match nothing), so two rides can never hold one driver.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import h3
 from sqlalchemy import update
@@ -19,6 +19,7 @@ from sqlmodel import Session, col, select
 from temporalio import activity
 
 from activities.facts import fact
+from activities.pricing import map_point
 from events.catalog import DriverAssigned, DriverOffered, DriverReleased, OfferExpired
 from events.envelope import CloudEvent
 from events.outbox import Outbox
@@ -35,6 +36,7 @@ CANDIDATES_PER_RING = 20
 
 def rank_candidates(pickup: Point, drivers: Sequence[Driver]) -> list[Driver]:
     """Nearest first; ties broken by driver id so the order is stable."""
+
     def distance(d: Driver) -> float:
         return haversine_m(pickup, Point(lat=d.lat or 0.0, lng=d.lng or 0.0))
 
@@ -70,6 +72,39 @@ def try_reserve(session: Session, driver_id: str, ride_id: str) -> bool:
     return result.rowcount == 1
 
 
+def reserve_nearest(
+    session: Session, req: ReserveRequest, offer_id: str, now: datetime
+) -> Offer | None:
+    """Reserve the nearest available driver (not in ``req.exclude``) and record the offer
+    made to them; None when nobody nearby is free. Runs in the caller's write
+    transaction. A second call for the same offer id returns the first call's offer, so a
+    retried activity never reserves a second driver."""
+    existing = session.get(Offer, offer_id)
+    if existing is not None:
+        return existing
+    pickup = map_point(req.pickup)
+    for driver in nearby_available(session, pickup, req.exclude):
+        # another ride may have taken this driver since the search: try the next one
+        if not try_reserve(session, driver.driver_id, req.ride_id):
+            continue
+        offer = Offer(
+            offer_id=offer_id,
+            ride_id=req.ride_id,
+            driver_id=driver.driver_id,
+            pickup_lat=req.pickup.lat,
+            pickup_lng=req.pickup.lng,
+            dropoff_lat=req.dropoff.lat,
+            dropoff_lng=req.dropoff.lng,
+            fare_cents=req.fare_cents,
+            currency=req.currency,
+            expires_at=now + timedelta(seconds=req.offer_timeout_s),
+            created_at=now,
+        )
+        session.add(offer)
+        return offer
+    return None
+
+
 class MatchingActivities:
     def __init__(self, db: Database, outbox: Outbox) -> None:
         self.db = db
@@ -79,31 +114,29 @@ class MatchingActivities:
     async def reserve_driver(self, req: ReserveRequest) -> OfferMade | None:
         """Reserve the nearest available driver and offer them the ride; None when no
         driver is free nearby."""
-        offer_id = f"{req.ride_id}:{req.attempt}"
+        offer_id = f"{req.ride_id}:{req.attempt}"  # derived: the same on every retry
 
         def run(session: Session) -> tuple[OfferMade | None, list[CloudEvent]]:
-            existing = session.get(Offer, offer_id)
-            if existing is not None:  # a retry of an attempt that already went through
-                return OfferMade(offer_id=offer_id, driver_id=existing.driver_id,
-                                 expires_at=existing.expires_at), []
-            for driver in nearby_available(session, req.pickup, req.exclude):
-                if not try_reserve(session, driver.driver_id, req.ride_id):
-                    continue
-                expires_at = utcnow() + timedelta(seconds=req.offer_timeout_s)
-                session.add(Offer(
-                    offer_id=offer_id, ride_id=req.ride_id, driver_id=driver.driver_id,
-                    pickup_lat=req.pickup.lat, pickup_lng=req.pickup.lng,
-                    dropoff_lat=req.dropoff.lat, dropoff_lng=req.dropoff.lng,
-                    fare_cents=req.fare_cents, currency=req.currency, expires_at=expires_at))
-                event = fact("ride.driver_offered", req.ride_id, f"offer:{offer_id}",
-                                    DriverOffered(ride_id=req.ride_id, driver_id=driver.driver_id,
-                                                  offer_id=offer_id,
-                                                  fare=to_decimal(req.fare_cents),
-                                                  currency=req.currency,
-                                                  expires_at=expires_at.isoformat()))
-                return OfferMade(offer_id=offer_id, driver_id=driver.driver_id,
-                                 expires_at=expires_at), [event]
-            return None, []
+            offer = reserve_nearest(session, req, offer_id, utcnow())
+            if offer is None:
+                return None, []
+            # on a retry this is the first attempt's event again, which the outbox drops
+            event = fact(
+                "ride.driver_offered",
+                req.ride_id,
+                f"offer:{offer_id}",
+                DriverOffered(
+                    ride_id=req.ride_id,
+                    driver_id=offer.driver_id,
+                    offer_id=offer_id,
+                    fare=to_decimal(req.fare_cents),
+                    currency=req.currency,
+                    expires_at=offer.expires_at.isoformat(),
+                ),
+            )
+            return OfferMade(
+                offer_id=offer_id, driver_id=offer.driver_id, expires_at=offer.expires_at
+            ), [event]
 
         return await self.outbox.write(run)
 
@@ -113,8 +146,12 @@ class MatchingActivities:
             offer = session.get(Offer, ref.offer_id)
             if offer is not None and offer.status == "pending":
                 offer.status = "accepted"
-            event = fact("ride.driver_assigned", ref.ride_id, f"assign:{ref.offer_id}",
-                                DriverAssigned(ride_id=ref.ride_id, driver_id=ref.driver_id))
+            event = fact(
+                "ride.driver_assigned",
+                ref.ride_id,
+                f"assign:{ref.offer_id}",
+                DriverAssigned(ride_id=ref.ride_id, driver_id=ref.driver_id),
+            )
             return None, [event]
 
         await self.outbox.write(run)
@@ -136,15 +173,27 @@ class MatchingActivities:
                 offer.status = outcome
             events = []
             if outcome == "expired":
-                events.append(fact(
-                    "ride.offer_expired", ref.ride_id, f"offer:{ref.offer_id}:expired",
-                    OfferExpired(ride_id=ref.ride_id, driver_id=ref.driver_id,
-                                 offer_id=ref.offer_id)))
+                events.append(
+                    fact(
+                        "ride.offer_expired",
+                        ref.ride_id,
+                        f"offer:{ref.offer_id}:expired",
+                        OfferExpired(
+                            ride_id=ref.ride_id, driver_id=ref.driver_id, offer_id=ref.offer_id
+                        ),
+                    )
+                )
             if self._free_driver(session, ref.driver_id, ref.ride_id):
-                events.append(fact(
-                    "ride.driver_released", ref.ride_id, f"offer:{ref.offer_id}:released",
-                    DriverReleased(ride_id=ref.ride_id, driver_id=ref.driver_id,
-                                   reason=f"offer_{outcome}")))
+                events.append(
+                    fact(
+                        "ride.driver_released",
+                        ref.ride_id,
+                        f"offer:{ref.offer_id}:released",
+                        DriverReleased(
+                            ride_id=ref.ride_id, driver_id=ref.driver_id, reason=f"offer_{outcome}"
+                        ),
+                    )
+                )
             return None, events
 
         await self.outbox.write(run)
@@ -155,15 +204,19 @@ class MatchingActivities:
         driver's id, or None when the ride held nobody."""
 
         def run(session: Session) -> tuple[str | None, list[CloudEvent]]:
-            for offer in session.exec(select(Offer).where(Offer.ride_id == req.ride_id)
-                                      .where(Offer.status == "pending")):
+            for offer in session.exec(
+                select(Offer).where(Offer.ride_id == req.ride_id).where(Offer.status == "pending")
+            ):
                 offer.status = "withdrawn"
             driver = session.exec(select(Driver).where(Driver.ride_id == req.ride_id)).first()
             if driver is None or not self._free_driver(session, driver.driver_id, req.ride_id):
                 return None, []
-            event = fact("ride.driver_released", req.ride_id, f"release:{req.step}",
-                                DriverReleased(ride_id=req.ride_id, driver_id=driver.driver_id,
-                                               reason=req.reason))
+            event = fact(
+                "ride.driver_released",
+                req.ride_id,
+                f"release:{req.step}",
+                DriverReleased(ride_id=req.ride_id, driver_id=driver.driver_id, reason=req.reason),
+            )
             return driver.driver_id, [event]
 
         return await self.outbox.write(run)

@@ -19,33 +19,69 @@ class Notice:
     message: str
 
 
+# Why a driver was released, for the releases the driver must hear about: they lost a
+# ride they had been offered or were driving to, and did not cause it themselves.
+TELL_DRIVER_RELEASED = {
+    "rider_cancelled": "The rider cancelled ride {ride}.",
+    "admin_cancelled": "Ride {ride} was cancelled by support.",
+    "ride_failed": "Ride {ride} was called off.",
+}
+
+
 def notifications_for(event: CloudEvent, rider_id: str) -> list[Notice]:
     """The notices an event causes. The rider hears of assignment, arrival and the
-    ride's end; the driver hears of offers and of a cancellation of their ride."""
+    ride's end (and of a driver backing out); the driver hears of offers and of losing
+    a ride to a cancellation."""
     p = event.payload()
     ride = event.subject
     match event.type, p:
         case "ride.driver_assigned", c.DriverAssigned():
-            return [Notice(rider_id, "driver_assigned",
-                           f"Driver {p.driver_id} is on the way for ride {ride}.")]
+            return [
+                Notice(
+                    rider_id,
+                    "driver_assigned",
+                    f"Driver {p.driver_id} is on the way for ride {ride}.",
+                )
+            ]
         case "ride.driver_arrived", c.DriverReported():
             return [Notice(rider_id, "driver_arrived", "Your driver has arrived at pickup.")]
         case "ride.completed", c.RideCompleted():
-            return [Notice(rider_id, "ride_completed",
-                           f"Ride complete. Fare: {p.final_fare} {p.currency}.")]
+            return [
+                Notice(
+                    rider_id, "ride_completed", f"Ride complete. Fare: {p.final_fare} {p.currency}."
+                )
+            ]
         case "ride.cancelled", c.RideCancelled():
-            fee = f" A cancellation fee of {p.cancellation_fee} {p.currency} applies." \
-                if p.cancellation_fee else ""
+            fee = (
+                f" A cancellation fee of {p.cancellation_fee} {p.currency} applies."
+                if p.cancellation_fee
+                else ""
+            )
             return [Notice(rider_id, "ride_cancelled", f"Your ride was cancelled.{fee}")]
         case "ride.failed", c.RideFailed():
-            return [Notice(rider_id, "ride_failed",
-                           f"We could not complete your ride: {p.reason}.")]
+            return [
+                Notice(rider_id, "ride_failed", f"We could not complete your ride: {p.reason}.")
+            ]
         case "ride.driver_offered", c.DriverOffered():
-            return [Notice(p.driver_id, "ride_offered",
-                           f"New ride offer {ride}: {p.fare} {p.currency}, "
-                           f"answer by {p.expires_at}.")]
-        case "ride.driver_released", c.DriverReleased() if p.reason in (
-            "rider_cancelled", "ride_ended"
-        ):
-            return [Notice(p.driver_id, "ride_cancelled", f"Ride {ride} was cancelled.")]
+            return [
+                Notice(
+                    p.driver_id,
+                    "ride_offered",
+                    f"New ride offer {ride}: {p.fare} {p.currency}, answer by {p.expires_at}.",
+                )
+            ]
+        case "ride.driver_released", c.DriverReleased() if p.reason == "driver_cancelled":
+            return [
+                Notice(
+                    rider_id,
+                    "driver_cancelled",
+                    "Your driver cancelled; we are finding you another one.",
+                )
+            ]
+        case "ride.driver_released", c.DriverReleased() if p.reason in TELL_DRIVER_RELEASED:
+            return [
+                Notice(
+                    p.driver_id, "ride_cancelled", TELL_DRIVER_RELEASED[p.reason].format(ride=ride)
+                )
+            ]
     return []

@@ -2,9 +2,14 @@
 
 Every ledger entry carries an idempotency key derived from the workflow id and the saga
 step, so a retried or replayed activity finds its earlier entry instead of moving money
-twice. The built-in gateway is a sandbox: ``payment_method="card_declined"`` is refused
-(a business failure, never retried) and ``"card_flaky"`` fails twice with a transient
-error before it succeeds, so both paths can be exercised end to end.
+twice. A hold is settled once — captured (the fare or the cancellation fee) or voided —
+and both outcomes share the key ``ride-<id>:settle``, so the unique index on the key
+makes "a voided hold has no capture" and "at most one capture" hold even when a
+compensation races a step that is still running.
+
+The built-in gateway is a sandbox: ``payment_method="card_declined"`` is refused (a
+business failure, never retried) and ``"card_flaky"`` fails twice with a transient error
+before it succeeds, so both paths can be exercised end to end.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from events.outbox import Outbox
 from ridehail.db import Database
 from ridehail.money import to_decimal
 from ridehail.tables import LedgerEntry
+from workflows.steps import PAYMENT_DECLINED  # the error type the workflow never retries
 from workflows.types import (
     A,
     Authorization,
@@ -35,7 +41,9 @@ from workflows.types import (
     SettleRequest,
 )
 
-PAYMENT_DECLINED = "PaymentDeclined"  # the workflow's non-retryable error type
+# ledger entry kinds
+AUTHORIZE, CAPTURE, VOID, REFUND = "authorize", "capture", "void", "refund"
+
 HOLD_BUFFER = 0.25  # the hold exceeds the quote by 25% ...
 HOLD_MIN_EXTRA_CENTS = 500  # ... and by at least 5.00, to cover a longer trip
 CANCELLATION_FEE_CENTS = 500
@@ -45,6 +53,7 @@ CANCELLATION_FEE_CENTS = 500
 
 
 def hold_cents(quoted_cents: int) -> int:
+    """The hold placed at request time: the quote plus a buffer for a longer trip."""
     return quoted_cents + max(math.ceil(quoted_cents * HOLD_BUFFER), HOLD_MIN_EXTRA_CENTS)
 
 
@@ -92,13 +101,21 @@ class SandboxGateway:
     def void(self, auth_ref: str, key: str) -> str:
         return f"void_{key}"
 
+    def refund(self, capture_ref: str, amount_cents: int, key: str) -> str:
+        return f"refund_{key}"
+
 
 # --- activities ---------------------------------------------------------------------------
 
 
-def _entries(session: Session, ride_id: str) -> dict[str, LedgerEntry]:
-    rows = session.exec(select(LedgerEntry).where(LedgerEntry.ride_id == ride_id))
-    return {row.kind: row for row in rows}
+def ledger(session: Session, ride_id: str) -> list[LedgerEntry]:
+    """The ride's ledger entries, oldest first."""
+    q = select(LedgerEntry).where(LedgerEntry.ride_id == ride_id).order_by(LedgerEntry.id)  # type: ignore[arg-type]
+    return list(session.exec(q))
+
+
+def _first(entries: list[LedgerEntry], kind: str) -> LedgerEntry | None:
+    return next((e for e in entries if e.kind == kind), None)
 
 
 class PaymentActivities:
@@ -109,29 +126,52 @@ class PaymentActivities:
 
     @activity.defn(name=A.authorize_payment)
     async def authorize_payment(self, req: AuthorizeRequest) -> Authorization:
-        key = step_key("authorize")
+        """Place the hold. A declined card raises a non-retryable PaymentDeclined; a
+        gateway outage raises an ordinary error, which Temporal retries with backoff."""
+        key = step_key(AUTHORIZE)
         amount = hold_cents(req.quote.fare_cents)
         currency = req.quote.currency
-        existing = await self.db.read(lambda s: _entries(s, req.ride_id).get("authorize"))
-        if existing is not None:
+        existing = await self.db.read(lambda s: _first(ledger(s, req.ride_id), AUTHORIZE))
+        if existing is not None:  # a retry whose first attempt went through
             return Authorization(amount_cents=existing.amount_cents, currency=existing.currency)
         try:
             ref = self.gateway.authorize(req.payment_method, amount, key, activity.info().attempt)
         except Declined as e:
-            declined = fact("ride.payment_declined", req.ride_id, "authorize",
-                                   PaymentDeclined(ride_id=req.ride_id, amount=to_decimal(amount),
-                                                   currency=currency, reason=str(e)))
+            declined = fact(
+                "ride.payment_declined",
+                req.ride_id,
+                AUTHORIZE,
+                PaymentDeclined(
+                    ride_id=req.ride_id, amount=to_decimal(amount), currency=currency, reason=str(e)
+                ),
+            )
             await self.outbox.write(lambda s: (None, [declined]))
             raise ApplicationError(str(e), type=PAYMENT_DECLINED, non_retryable=True) from e
 
-        event = fact("ride.payment_authorized", req.ride_id, "authorize", PaymentAuthorized(
-            ride_id=req.ride_id, amount=to_decimal(amount), currency=currency,
-            quoted_fare=to_decimal(req.quote.fare_cents),
-            surge_multiplier=req.quote.surge_multiplier))
+        event = fact(
+            "ride.payment_authorized",
+            req.ride_id,
+            AUTHORIZE,
+            PaymentAuthorized(
+                ride_id=req.ride_id,
+                amount=to_decimal(amount),
+                currency=currency,
+                quoted_fare=to_decimal(req.quote.fare_cents),
+                surge_multiplier=req.quote.surge_multiplier,
+            ),
+        )
 
         def record(session: Session) -> tuple[None, list[CloudEvent]]:
-            session.add(LedgerEntry(ride_id=req.ride_id, kind="authorize", amount_cents=amount,
-                                    currency=currency, idempotency_key=key, gateway_ref=ref))
+            session.add(
+                LedgerEntry(
+                    ride_id=req.ride_id,
+                    kind=AUTHORIZE,
+                    amount_cents=amount,
+                    currency=currency,
+                    idempotency_key=key,
+                    gateway_ref=ref,
+                )
+            )
             return None, [event]
 
         await self.outbox.write(record)
@@ -139,54 +179,115 @@ class PaymentActivities:
 
     @activity.defn(name=A.capture_payment)
     async def capture_payment(self, req: CaptureRequest) -> Capture:
+        """Capture the final fare (at the quoted surge, never above the hold)."""
+
         def amount(held: int) -> int:
-            return final_charge_cents(req.distance_m, req.duration_s,
-                                      req.quote.surge_multiplier, held)
+            return final_charge_cents(
+                req.distance_m, req.duration_s, req.quote.surge_multiplier, held
+            )
 
         return await self._settle(req.ride_id, "fare", amount)
 
     @activity.defn(name=A.charge_cancellation_fee)
     async def charge_cancellation_fee(self, req: FeeRequest) -> Capture:
+        """Capture the cancellation fee, or void the hold inside the free window."""
+
         def amount(held: int) -> int:
-            return cancellation_fee_cents(req.assigned_at, req.cancelled_at,
-                                          req.free_cancel_s, held)
+            return cancellation_fee_cents(
+                req.assigned_at, req.cancelled_at, req.free_cancel_s, held
+            )
 
         return await self._settle(req.ride_id, "cancellation_fee", amount)
 
     @activity.defn(name=A.void_payment)
     async def void_payment(self, req: SettleRequest) -> Capture:
+        """Release the hold (nothing to do without one, e.g. after a declined card)."""
         return await self._settle(req.ride_id, "release", lambda held: 0)
 
-    async def _settle(
-        self, ride_id: str, purpose: str, amount_of: Callable[[int], int]
-    ) -> Capture:
-        """Capture ``amount_of(held)`` of the hold, or void it when that is zero. Does
-        nothing when there is no hold (a declined card) or it is already settled."""
-        key_capture, key_void = step_key("capture"), step_key("void")
+    @activity.defn(name=A.refund_payment)
+    async def refund_payment(self, req: SettleRequest) -> Capture:
+        """Refund whatever was captured and not yet refunded; returns the amount."""
+        key = step_key(REFUND)
 
         def run(session: Session) -> tuple[Capture, list[CloudEvent]]:
-            entries = _entries(session, ride_id)
-            auth = entries.get("authorize")
+            entries = ledger(session, req.ride_id)
+            capture, earlier = _first(entries, CAPTURE), _first(entries, REFUND)
+            if earlier is not None:  # a retry whose first attempt went through
+                return Capture(amount_cents=earlier.amount_cents, currency=earlier.currency), []
+            owed = capture.amount_cents if capture is not None else 0
+            if capture is None or owed <= 0:
+                return Capture(amount_cents=0, currency="USD"), []
+            ref = self.gateway.refund(capture.gateway_ref, owed, key)
+            session.add(
+                LedgerEntry(
+                    ride_id=req.ride_id,
+                    kind=REFUND,
+                    amount_cents=owed,
+                    currency=capture.currency,
+                    idempotency_key=key,
+                    gateway_ref=ref,
+                )
+            )
+            event = fact(
+                "ride.payment_refunded",
+                req.ride_id,
+                REFUND,
+                PaymentMoved(
+                    ride_id=req.ride_id,
+                    amount=to_decimal(owed),
+                    currency=capture.currency,
+                    purpose="fare",
+                ),
+            )
+            return Capture(amount_cents=owed, currency=capture.currency), [event]
+
+        return await self.outbox.write(run)
+
+    async def _settle(self, ride_id: str, purpose: str, amount_of: Callable[[int], int]) -> Capture:
+        """Capture ``amount_of(held)`` of the hold, or void it when that is zero. Does
+        nothing when there is no hold (a declined card) or it is already settled, and
+        returns what was captured then."""
+        key = step_key("settle")
+
+        def run(session: Session) -> tuple[Capture, list[CloudEvent]]:
+            entries = ledger(session, ride_id)
+            auth = _first(entries, AUTHORIZE)
             if auth is None:
                 return Capture(amount_cents=0, currency="USD"), []
-            done = entries.get("capture") or entries.get("void")
+            done = _first(entries, CAPTURE) or _first(entries, VOID)
             if done is not None:
-                captured = done.amount_cents if done.kind == "capture" else 0
+                captured = done.amount_cents if done.kind == CAPTURE else 0
                 return Capture(amount_cents=captured, currency=auth.currency), []
             amount = amount_of(auth.amount_cents)
             if amount > 0:
-                ref = self.gateway.capture(auth.gateway_ref, amount, key_capture)
-                kind, key, event_type = "capture", key_capture, "ride.payment_captured"
+                ref = self.gateway.capture(auth.gateway_ref, amount, key)
+                kind, moved, event_type = CAPTURE, amount, "ride.payment_captured"
             else:
-                ref = self.gateway.void(auth.gateway_ref, key_void)
-                kind, key, event_type = "void", key_void, "ride.payment_voided"
-            session.add(LedgerEntry(ride_id=ride_id, kind=kind,
-                                    amount_cents=amount if kind == "capture" else auth.amount_cents,
-                                    currency=auth.currency, idempotency_key=key, gateway_ref=ref))
-            moved = amount if kind == "capture" else auth.amount_cents
-            event = fact(event_type, ride_id, kind, PaymentMoved(
-                ride_id=ride_id, amount=to_decimal(moved), currency=auth.currency,
-                purpose=purpose))
+                ref = self.gateway.void(auth.gateway_ref, key)
+                kind, moved, event_type = VOID, auth.amount_cents, "ride.payment_voided"
+            # a concurrent settlement of the same hold fails on the unique key here; the
+            # activity's retry then finds it above
+            session.add(
+                LedgerEntry(
+                    ride_id=ride_id,
+                    kind=kind,
+                    amount_cents=moved,
+                    currency=auth.currency,
+                    idempotency_key=key,
+                    gateway_ref=ref,
+                )
+            )
+            event = fact(
+                event_type,
+                ride_id,
+                kind,
+                PaymentMoved(
+                    ride_id=ride_id,
+                    amount=to_decimal(moved),
+                    currency=auth.currency,
+                    purpose=purpose,
+                ),
+            )
             return Capture(amount_cents=amount, currency=auth.currency), [event]
 
         return await self.outbox.write(run)

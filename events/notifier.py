@@ -28,8 +28,9 @@ class Notifier:
         self.outbox = outbox
 
     def spec(self) -> ConsumerSpec:
-        return ConsumerSpec(name=NAME, stream="RIDES", prefix="rides", handler=self.handle,
-                            ordered=False)
+        return ConsumerSpec(
+            name=NAME, stream="RIDES", prefix="rides", handler=self.handle, ordered=False
+        )
 
     async def handle(self, event: CloudEvent, msg: Msg) -> None:
         def run(session: Session) -> tuple[None, list[CloudEvent]]:
@@ -42,13 +43,30 @@ class Notifier:
             events = []
             for n in notices:
                 nid = derived_id(event.id, n.user_id, n.kind)
-                session.add(Notification(notification_id=nid, user_id=n.user_id,
-                                         ride_id=event.subject, kind=n.kind, message=n.message))
-                events.append(new_event(
-                    "notification.sent",
-                    NotificationSent(notification_id=nid, user_id=n.user_id,
-                                     ride_id=event.subject, kind=n.kind, message=n.message),
-                    source=SOURCE, subject=n.user_id, event_id=nid))
+                session.add(
+                    Notification(
+                        notification_id=nid,
+                        user_id=n.user_id,
+                        ride_id=event.subject,
+                        kind=n.kind,
+                        message=n.message,
+                    )
+                )
+                events.append(
+                    new_event(
+                        "notification.sent",
+                        NotificationSent(
+                            notification_id=nid,
+                            user_id=n.user_id,
+                            ride_id=event.subject,
+                            kind=n.kind,
+                            message=n.message,
+                        ),
+                        source=SOURCE,
+                        subject=n.user_id,
+                        event_id=nid,
+                    )
+                )
             return None, events
 
         await self.outbox.write(run)

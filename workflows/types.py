@@ -7,9 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
-
-from ridehail.geo import Point
+from pydantic import BaseModel, ConfigDict, Field
 
 TASK_QUEUE = "rides"
 WORKFLOW_TYPE = "RideWorkflow"
@@ -19,6 +17,21 @@ def workflow_id(ride_id: str) -> str:
     return f"ride-{ride_id}"
 
 
+class Point(BaseModel):
+    """A point on the map as it crosses the Temporal boundary.
+
+    The workflow sandbox may import only the standard library, temporalio and pydantic,
+    so this is a twin of ``ridehail.geo.Point`` (which brings h3 along) rather than an
+    import of it. ``from_attributes`` lets a ``ridehail.geo.Point`` be passed where this one
+    is expected (the trigger builds ``RideInput`` from the event's points).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", from_attributes=True)
+
+    lat: float = Field(ge=-90, le=90, allow_inf_nan=False)
+    lng: float = Field(ge=-180, le=180, allow_inf_nan=False)
+
+
 class A:
     """Activity names, as they appear in the workflow history."""
 
@@ -26,6 +39,7 @@ class A:
     authorize_payment = "authorize_payment"
     void_payment = "void_payment"
     capture_payment = "capture_payment"
+    refund_payment = "refund_payment"
     charge_cancellation_fee = "charge_cancellation_fee"
     reserve_driver = "reserve_driver"
     expire_offer = "expire_offer"
@@ -95,7 +109,7 @@ class Authorization(BaseModel):
 
 
 class SettleRequest(BaseModel):
-    """Void, capture or fee on the ride's hold."""
+    """Void the ride's hold, or refund what was captured from it."""
 
     ride_id: str
     reason: str = ""
@@ -146,6 +160,8 @@ class OfferRef(BaseModel):
 
 class ReleaseRequest(BaseModel):
     ride_id: str
+    # why the driver is freed: trip_completed, driver_cancelled, rider_cancelled,
+    # admin_cancelled or ride_failed (the notifier tells the driver about the last three)
     reason: str
     step: str  # makes the release's event id unique within the ride
 
