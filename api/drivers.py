@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
+from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from api.auth import Driver as DriverCaller
@@ -19,6 +20,7 @@ from api.services import Deps
 from api.streams import SSE, driver_offers, wants_event_stream
 from events import catalog as c
 from events.envelope import CloudEvent, new_event
+from ridehail.geo import driver_cell
 from ridehail.tables import Driver, Offer, utcnow
 
 router = APIRouter(prefix="/v1/drivers/me", tags=["drivers"])
@@ -70,13 +72,16 @@ async def go_online(body: Coordinates, who: DriverCaller, svc: Deps) -> DriverOu
                       source=SOURCE, subject=who.sub)
 
     def work(session: Session) -> tuple[Driver, list[CloudEvent]]:
-        return _driver(session, who.sub), [event]
+        _driver(session, who.sub)  # 404 without a profile
+        # Position and availability change here, with the event, so matching sees the
+        # driver at once; a driver the saga holds (reserved, on a trip) keeps that status.
+        session.exec(update(Driver).where(col(Driver.driver_id) == who.sub).values(  # type: ignore[call-overload]
+            lat=at.lat, lng=at.lng, h3_cell=driver_cell(at), updated_at=utcnow()))
+        session.exec(update(Driver).where(col(Driver.driver_id) == who.sub)  # type: ignore[call-overload]
+                     .where(col(Driver.status) == "offline").values(status="available"))
+        return _fresh(session, who.sub), [event]
 
-    driver = await svc.outbox.write(work)
-    out = DriverOut.of(driver)
-    if out.status == "offline":  # what the driver-projector is about to apply
-        out.status = "available"
-    return out.model_copy(update={"location": at})
+    return DriverOut.of(await svc.outbox.write(work))
 
 
 @router.post("/offline", response_model=DriverOut,
@@ -87,14 +92,25 @@ async def go_offline(who: DriverCaller, svc: Deps) -> DriverOut:
                       source=SOURCE, subject=who.sub)
 
     def work(session: Session) -> tuple[Driver, list[CloudEvent]]:
-        driver = _driver(session, who.sub)
-        if driver.status in ("reserved", "on_trip"):
+        _driver(session, who.sub)
+        # Conditional, so it cannot undo a reservation made a moment ago: on PostgreSQL
+        # the update waits for the reserving transaction and then matches nothing.
+        went = session.exec(update(Driver).where(col(Driver.driver_id) == who.sub)  # type: ignore[call-overload]
+                            .where(col(Driver.status).in_(("available", "offline")))
+                            .values(status="offline", updated_at=utcnow()))
+        driver = _fresh(session, who.sub)
+        if went.rowcount != 1:
             raise Problem(409, f"You are {driver.status} for ride {driver.ride_id}; finish or "
                                "cancel it before going offline")
         return driver, [event]
 
-    driver = await svc.outbox.write(work)
-    return DriverOut.of(driver).model_copy(update={"status": "offline"})
+    return DriverOut.of(await svc.outbox.write(work))
+
+
+def _fresh(session: Session, driver_id: str) -> Driver:
+    driver = session.get(Driver, driver_id, populate_existing=True)
+    assert driver is not None
+    return driver
 
 
 @router.post("/location", status_code=202, response_model=LocationAccepted,

@@ -92,6 +92,22 @@ async def _unsubscribe(sub: JetStreamContext.PullSubscription | None) -> None:
             await sub.unsubscribe()
 
 
+async def _unless_stopped(fetching: Awaitable[list[Msg]], stop: asyncio.Event
+                          ) -> list[Msg] | None:
+    """The fetch's messages, or None as soon as ``stop`` is set (the pull is cancelled;
+    a message it had already received is redelivered after the ack wait)."""
+    fetch = asyncio.ensure_future(fetching)
+    stopped = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait({fetch, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if fetch in done:
+        stopped.cancel()
+        return fetch.result()
+    fetch.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await fetch
+    return None
+
+
 async def _keep_in_progress(msg: Msg) -> None:
     """Tell JetStream the message is still being worked on, so a slow handler (Temporal
     busy, database locked) is not raced by a redelivery to another process."""
@@ -129,7 +145,7 @@ class ConsumerRunner:
                     # one at a time when ordered: JetStream holds back the next message
                     # until this one is acknowledged anyway (max_ack_pending=1)
                     batch = 1 if self.spec.ordered else self.spec.batch
-                    msgs = await sub.fetch(batch, timeout=FETCH_WAIT_S)
+                    msgs = await _unless_stopped(sub.fetch(batch, timeout=FETCH_WAIT_S), stop)
                 except (NatsTimeoutError, TimeoutError):
                     continue
                 except Exception as e:  # noqa: BLE001 — NATS reconnecting; try again shortly
@@ -138,6 +154,8 @@ class ConsumerRunner:
                     sub = None
                     await asyncio.sleep(1)
                     continue
+                if msgs is None:
+                    break  # stopping: an unfinished pull is abandoned, nothing was handled
                 if self.spec.ordered:
                     for msg in msgs:
                         await self._handle(msg)

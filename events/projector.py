@@ -63,7 +63,10 @@ def apply_ride_event(ride: Ride | None, event: CloudEvent, seq: int) -> Ride:
                 ride.driver_id = p.driver_id
                 ride.assigned_at = event.time
         case "ride.driver_released", c.DriverReleased():
-            if ride.status in BEFORE_TRIP and ride.driver_id == p.driver_id:
+            # only a driver backing out sends the ride back to matching; a release that
+            # is part of the ride ending leaves the driver on the record
+            if (p.reason == "driver_cancelled" and ride.status in BEFORE_TRIP
+                    and ride.driver_id == p.driver_id):
                 ride.status, ride.driver_id, ride.assigned_at = "matching", None, None
         case "ride.driver_arrived", c.DriverReported():
             if ride.status == "driver_assigned":
@@ -95,18 +98,20 @@ def apply_ride_event(ride: Ride | None, event: CloudEvent, seq: int) -> Ride:
     return ride
 
 
-def apply_driver_event(driver: Driver | None, event: CloudEvent) -> Driver:
+def apply_driver_event(driver: Driver | None, event: CloudEvent,
+                       rebuilding: bool = False) -> Driver:
+    """The driver's read model after ``event``. Position comes from the events; going
+    online or offline is applied by the API atomically with the event (a conditional
+    update that cannot undo a reservation), so here only while rebuilding."""
     p = event.payload()
     if driver is None:
         driver = Driver(driver_id=event.subject)
     if isinstance(p, c.DriverWentOnline | c.DriverLocationUpdated):
         driver.lat, driver.lng = p.location.lat, p.location.lng
         driver.h3_cell = driver_cell(p.location)
-    # Going online or offline only moves between "offline" and "available": a driver the
-    # saga has reserved or put on a trip stays so until the saga releases them.
-    if isinstance(p, c.DriverWentOnline) and driver.status == "offline":
+    if rebuilding and isinstance(p, c.DriverWentOnline) and driver.status == "offline":
         driver.status = "available"
-    if isinstance(p, c.DriverWentOffline) and driver.status == "available":
+    if rebuilding and isinstance(p, c.DriverWentOffline) and driver.status == "available":
         driver.status = "offline"
     driver.updated_at = event.time
     return driver
@@ -164,7 +169,7 @@ def _set_driver(session: Session, driver_id: str, ride_id: str, status: str,
     session.exec(q.values(updated_at=event.time))  # type: ignore[call-overload]
 
 
-def project_driver_event(session: Session, event: CloudEvent) -> None:
+def project_driver_event(session: Session, event: CloudEvent, rebuilding: bool = False) -> None:
     if not first_time(session, DRIVER_PROJECTOR, event.id):
         return
-    session.add(apply_driver_event(session.get(Driver, event.subject), event))
+    session.add(apply_driver_event(session.get(Driver, event.subject), event, rebuilding))

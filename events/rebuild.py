@@ -120,7 +120,7 @@ async def rebuild_projections(
             if stream == "RIDES":
                 project_ride_event(session, event, seq, rebuilding=True)
             else:
-                project_driver_event(session, event)
+                project_driver_event(session, event, rebuilding=True)
 
     async for (_, stream, seq), event in merged:
         batch.append((stream, seq, event))

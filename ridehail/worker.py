@@ -23,6 +23,9 @@ def build_worker(client: Client, db: Database, outbox: Outbox) -> Worker:
         activities=build_activities(db, outbox),
         max_concurrent_activities=64,
         graceful_shutdown_timeout=timedelta(seconds=10),
+        # A workflow task waits this long for the worker that has the ride cached before
+        # any worker may take it: short, so a crashed worker's rides move on quickly.
+        sticky_queue_schedule_to_start_timeout=timedelta(seconds=3),
     )
 
 

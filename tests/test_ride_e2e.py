@@ -111,3 +111,26 @@ async def test_one_ride_end_to_end(stack: Stack) -> None:
     attrs = {pair.key.name: pair.value for pair in desc.typed_search_attributes}
     assert (attrs["RideStatus"], attrs["RiderId"], attrs["DriverId"]) == ("completed", "r1", "d1")
     assert desc.workflow_type == "RideWorkflow" and desc.task_queue == "rides"
+
+
+async def test_going_offline_is_refused_while_the_driver_holds_a_ride(stack: Stack) -> None:
+    await driver_online(stack, "d1", {"lat": 40.7505, "lng": -73.9905})
+    r = await stack.call("POST", "/v1/rides", "rider", "r1", want=202,
+                         json={"pickup": PICKUP, "dropoff": DROPOFF})
+    ride_id = r.json()["ride_id"]
+    await wait_offer(stack, "d1", ride_id)
+    refused = await stack.call("POST", "/v1/drivers/me/offline", "driver", "d1", want=409)
+    assert "reserved" in refused.json()["detail"]
+    await stack.call("POST", f"/v1/rides/{ride_id}/decline", "driver", "d1", want=202)
+
+    async def released() -> bool:
+        me = await stack.call("GET", "/v1/drivers/me", "driver", "d1", want=200)
+        return me.json()["status"] == "available"
+
+    await eventually(released, "the driver to be released")
+    gone = await stack.call("POST", "/v1/drivers/me/offline", "driver", "d1", want=200)
+    assert gone.json()["status"] == "offline"
+    # and back online, available at once
+    back = await stack.call("POST", "/v1/drivers/me/online", "driver", "d1", want=200,
+                            json={"lat": 40.7505, "lng": -73.9905})
+    assert back.json()["status"] == "available"
