@@ -96,8 +96,8 @@ async def test_one_ride_end_to_end(stack: Stack) -> None:
         "ride.driver_arrived",
         "ride.trip_started",
         "ride.trip_ended",
-        "ride.payment_captured",
         "ride.driver_released",
+        "ride.payment_captured",
         "ride.completed",
     ]
     for e in events:

@@ -43,7 +43,7 @@ from tests.test_saga_paths import (
 from tests.test_saga_timers import outcome_skipping_time
 from workflows.ride import RideWorkflow
 from workflows.steps import COMPENSATION_RETRY
-from workflows.types import TASK_QUEUE, A, Capture, ReleaseRequest, SettleRequest
+from workflows.types import TASK_QUEUE, A, Capture, RideEnd, SettleRequest
 
 
 @pytest.fixture
@@ -122,24 +122,22 @@ async def test_a_compensation_that_keeps_failing_fails_the_ride_loudly(
     assert any(ride_id in m and "compensation_failed" in m for m in errors), errors
 
 
-def release_failing_after_the_trip(real: Callable[..., Any]) -> Callable[..., Any]:
-    @activity.defn(name=A.release_driver)
-    async def release_driver(req: ReleaseRequest) -> str | None:
-        if req.reason == "trip_completed":
-            raise ApplicationError("driver service rejected the release", non_retryable=True)
-        return await real(req)  # type: ignore[no-any-return]
+def completion_failing(real: Callable[..., Any]) -> Callable[..., Any]:
+    @activity.defn(name=A.complete_ride)
+    async def complete_ride(end: RideEnd) -> None:
+        raise ApplicationError("the ride record was refused", non_retryable=True)
 
-    return release_driver
+    return complete_ride
 
 
 async def test_a_step_failing_after_the_capture_refunds_the_fare(
     ts_stack_without_worker: Stack, time_skipping: WorkflowEnvironment
 ) -> None:
     stack = ts_stack_without_worker
-    real_release = next(
-        a for a in build_activities(stack.db, stack.rt.outbox) if a.__name__ == "release_driver"
+    real_complete = next(
+        a for a in build_activities(stack.db, stack.rt.outbox) if a.__name__ == "complete_ride"
     )
-    async with worker(stack, release_failing_after_the_trip(real_release)):
+    async with worker(stack, completion_failing(real_complete)):
         await driver_online(stack, "d1", NEAR)
         ride_id = await request_ride(stack)
         await accept(stack, ride_id, "d1")
@@ -166,16 +164,16 @@ async def test_a_step_failing_after_the_capture_refunds_the_fare(
         ("capture", final_fare()),
         ("refund", final_fare()),
     ]
-    # the compensation released the driver the failed step could not
+    # the driver was freed when the trip ended, before the capture
     await wait_driver_free(stack, "d1")
     evs = await events(stack, ride_id)
     assert [e["type"] for e in evs][-5:] == [
         "ride.trip_ended",
+        "ride.driver_released",
         "ride.payment_captured",
         "ride.payment_refunded",
-        "ride.driver_released",
         "ride.failed",
     ]
-    assert evs[-2]["data"]["reason"] == "ride_failed"
-    assert "release_driver" in evs[-1]["data"]["detail"]
+    assert evs[-4]["data"]["reason"] == "trip_completed"
+    assert "complete_ride" in evs[-1]["data"]["detail"]
     assert driver_row(stack, "d1") == ("available", None)

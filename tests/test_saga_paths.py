@@ -32,8 +32,8 @@ TRIP_EVENTS = [
     "ride.driver_arrived",
     "ride.trip_started",
     "ride.trip_ended",
-    "ride.payment_captured",
     "ride.driver_released",
+    "ride.payment_captured",
     "ride.completed",
 ]
 
@@ -254,8 +254,8 @@ async def test_happy_path(stack: Stack) -> None:
         "authorize_payment",
         "reserve_driver",
         "assign_driver",
+        "release_driver",  # before the capture since RELEASE_BEFORE_CAPTURE
         "capture_payment",
-        "release_driver",
         "complete_ride",
     ]
     assert all(r["summary"] and r["outcome"] == "completed" for r in runs)

@@ -46,6 +46,9 @@ with workflow.unsafe.imports_passed_through():
         SettleRequest,
     )
 
+# Patch id: the driver is released before the fare is captured (formerly after).
+RELEASE_BEFORE_CAPTURE = "release-driver-before-capture"
+
 RIDE_STATUS = SearchAttributeKey.for_keyword("RideStatus")
 RIDER_ID = SearchAttributeKey.for_keyword("RiderId")
 DRIVER_ID = SearchAttributeKey.for_keyword("DriverId")
@@ -149,20 +152,34 @@ class RideWorkflow:
                 await self._back_to_matching()
 
         saga.add("refund the fare", self._refund)
-        capture = await run_step(
-            A.capture_payment,
-            CaptureRequest(
-                ride_id=ride.ride_id,
-                quote=quote,
-                distance_m=trip.distance_m,
-                duration_s=trip.duration_s,
-            ),
-            Capture,
-            summary=f"capture the final fare ({trip.distance_m} m, {trip.duration_s} s)",
-        )
-        saga.discard("settle the hold")  # the capture settled it; a refund undoes it now
-        await self._release("trip_completed")
-        saga.discard("release the driver")
+
+        async def capture_fare() -> Capture:
+            captured = await run_step(
+                A.capture_payment,
+                CaptureRequest(
+                    ride_id=ride.ride_id,
+                    quote=quote,
+                    distance_m=trip.distance_m,
+                    duration_s=trip.duration_s,
+                ),
+                Capture,
+                summary=f"capture the final fare ({trip.distance_m} m, {trip.duration_s} s)",
+            )
+            saga.discard("settle the hold")  # the capture settled it; a refund undoes it now
+            return captured
+
+        async def free_driver() -> None:
+            await self._release("trip_completed")
+            saga.discard("release the driver")
+
+        if workflow.patched(RELEASE_BEFORE_CAPTURE):
+            # The driver is free for the next rider as soon as the trip ends, instead of
+            # waiting for the payment gateway (docs/VERSIONING.md).
+            await free_driver()
+            capture = await capture_fare()
+        else:  # rides that reached the end of their trip before this change
+            capture = await capture_fare()
+            await free_driver()
         await run_step(
             A.complete_ride,
             RideEnd(
