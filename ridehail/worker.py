@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import compileall
 from datetime import timedelta
+from pathlib import Path
 
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+import workflows.ride
 from activities import build_activities
 from events.outbox import Outbox
 from ridehail.db import Database
@@ -15,7 +18,15 @@ from workflows.ride import RideWorkflow
 from workflows.types import TASK_QUEUE
 
 
+def compile_workflow_modules() -> None:
+    """Write the workflow modules' bytecode once. The sandbox imports them afresh for
+    every ride; without a bytecode cache (PYTHONDONTWRITEBYTECODE) each import would
+    compile the source again."""
+    compileall.compile_dir(str(Path(workflows.ride.__file__).parent), quiet=1)
+
+
 def build_worker(client: Client, db: Database, outbox: Outbox) -> Worker:
+    compile_workflow_modules()
     return Worker(
         client,
         task_queue=TASK_QUEUE,

@@ -1,0 +1,1 @@
+"""The event backbone: catalog, envelope, streams, outbox, consumers and operations."""

@@ -1,0 +1,1 @@
+"""RideWorkflow and its saga helper: deterministic code only, no I/O."""
