@@ -69,6 +69,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
             yield
         finally:
             await app.state.streams.offers.aclose()
+            await app.state.services.outbox.flush()
             await nc.drain()
             db.dispose()
 

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from sqlalchemy import update
+from sqlalchemy import or_, update
 from sqlmodel import Session, col, select
 
 from events.envelope import CloudEvent
@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PUBLISH_TIMEOUT_S = 5.0
+# Published events are marked in batches, this long after the first PubAck of a batch:
+# one write transaction for many events instead of one each.
+MARK_DELAY_S = 0.05
 
 
 async def publish(js: JetStreamContext, subject: str, body: bytes, event_id: str) -> None:
@@ -58,17 +61,21 @@ def stage(session: Session, events: Sequence[CloudEvent]) -> list[OutboxEvent]:
 
 
 def _behind_unpublished(session: Session, rows: list[OutboxEvent]) -> bool:
-    """True when an earlier event of the same ride or driver is still unpublished: then
-    these must wait for the relay, which publishes in order."""
+    """True when an earlier event of the same ride or driver failed to publish (or has
+    been waiting longer than a publish can take): then these must wait for the relay,
+    which publishes in order. An earlier event that is merely being published right now,
+    or whose PubAck is in and is about to be marked, does not hold them back."""
     if not rows:
         return False
     first = min(r.position or 0 for r in rows)
     aggregates = {r.aggregate_id for r in rows}
+    stale = utcnow() - timedelta(seconds=PUBLISH_TIMEOUT_S + MARK_DELAY_S + 1)
     q = (
         select(OutboxEvent.position)
         .where(col(OutboxEvent.aggregate_id).in_(aggregates))
         .where(col(OutboxEvent.published_at).is_(None))
         .where(col(OutboxEvent.position) < first)
+        .where(or_(col(OutboxEvent.attempts) > 0, col(OutboxEvent.created_at) < stale))
         .limit(1)
     )
     return session.exec(q).first() is not None
@@ -79,6 +86,8 @@ class Outbox:
         self.db = db
         self.js = js
         self.nc = nc
+        self._to_mark: list[str] = []
+        self._marking: asyncio.Task[None] | None = None
 
     @property
     def connected(self) -> bool:
@@ -98,22 +107,50 @@ class Outbox:
         result, rows, deferred = await asyncio.to_thread(run)
         # While NATS is away, don't make the caller wait for a publish timeout: the rows
         # are committed and the relay publishes them once the connection is back.
-        if rows and not deferred and self.connected:
-            await self._publish_rows(rows)
+        if not rows or deferred:
+            return result
+        published = await self._publish_rows(rows) if self.connected else 0
+        self._mark_soon([r.event_id for r in rows[:published]])
+        if published < len(rows):
+            # counted as a failed attempt, so later events of the same ride wait for the
+            # relay instead of overtaking this one
+            await self.db.write(lambda s: self._count_attempt(s, rows[published].event_id))
         return result
 
     async def _publish_rows(self, rows: Sequence[OutboxEvent]) -> int:
-        """Publish rows in order; stop at the first failure (the rest keep their order)."""
-        done: list[str] = []
+        """Publish rows in order; stop at the first failure (the rest keep their order).
+        Returns how many were published."""
+        done = 0
         try:
             for row in rows:
                 await publish(self.js, row.subject, row.body.encode(), row.event_id)
-                done.append(row.event_id)
+                done += 1
         except Exception as e:  # noqa: BLE001 — any failure leaves the rest to the relay
             log.warning("outbox: publish failed, left for the relay: %s", e)
-        if done:
-            await self.db.write(lambda s: self._mark_published(s, done))
-        return len(done)
+        return done
+
+    def _mark_soon(self, event_ids: list[str]) -> None:
+        if not event_ids:
+            return
+        self._to_mark.extend(event_ids)
+        if self._marking is None or self._marking.done():
+            self._marking = asyncio.create_task(self._mark_batches())
+
+    async def _mark_batches(self) -> None:
+        await asyncio.sleep(MARK_DELAY_S)
+        while self._to_mark:
+            batch, self._to_mark = self._to_mark, []
+            try:
+                await self.db.write(lambda s, ids=batch: self._mark_published(s, ids))
+            except Exception:
+                # and JetStream drops the copies (same Nats-Msg-Id)
+                log.warning("outbox: could not mark %d events published", len(batch),
+                            exc_info=True)
+
+    async def flush(self) -> None:
+        """Mark what has been published (call before the process stops)."""
+        if self._marking is not None:
+            await asyncio.gather(self._marking, return_exceptions=True)
 
     @staticmethod
     def _mark_published(session: Session, event_ids: list[str]) -> None:
@@ -144,6 +181,9 @@ class Outbox:
         if not rows:
             return 0
         published = await self._publish_rows(rows)
+        if published:
+            ids = [r.event_id for r in rows[:published]]
+            await self.db.write(lambda s: self._mark_published(s, ids))
         if published < len(rows):
             await self.db.write(lambda s: self._count_attempt(s, rows[published].event_id))
         return published

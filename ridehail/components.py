@@ -60,7 +60,11 @@ async def runtime(settings: Settings, name: str, *, temporal: bool = True,
         if prepare:
             await ensure_streams(js, settings.stream_replicas)
         client = await connect_temporal(settings) if temporal else None
-        yield Runtime(settings, db, nc, js, Outbox(db, js, nc), client)
+        outbox = Outbox(db, js, nc)
+        try:
+            yield Runtime(settings, db, nc, js, outbox, client)
+        finally:
+            await outbox.flush()
     finally:
         with contextlib.suppress(Exception):
             await nc.drain()

@@ -287,3 +287,28 @@ async def test_redrive_publishes_a_dead_letter_again(stack: Stack) -> None:
     assert after == before + 1
     remaining = await list_dead_letters(stack.rt.js)
     assert first.id not in [d.id for d in remaining]
+
+
+async def test_an_event_whose_publish_failed_holds_back_later_events_of_its_ride(
+    settings: Settings, own_nats: RestartableNats
+) -> None:
+    """Per-ride order across an outage: the first event's publish fails, the broker
+    returns, and the ride's next event still does not overtake it."""
+    settings = settings.model_copy(update={"nats_url": own_nats.url})
+    async with running_stack(settings, components=("api",)) as stack:
+        own_nats.stop()
+        await eventually(lambda: _false_when(stack.rt.nc.is_connected), "the client to notice")
+        r = await stack.call("POST", "/v1/rides", "rider", "r1", want=202,
+                             json={"pickup": PICKUP, "dropoff": DROPOFF})
+        ride_id = r.json()["ride_id"]
+        await own_nats.restart()
+        await eventually(lambda: _true(stack.rt.nc.is_connected), "the client to reconnect")
+        await stack.call("POST", f"/v1/rides/{ride_id}/cancel", "rider", "r1", want=202)
+        assert await unpublished(stack) == 2  # the cancel waits behind the request
+        assert await stack.rt.outbox.relay_once(min_age_s=0) == 2
+        types = [e.type for _, e in await ride_history(stack.rt.js, ride_id)]
+        assert types == ["ride.requested", "ride.cancellation_requested"]
+
+
+async def _true(value: bool) -> bool:
+    return value
