@@ -162,7 +162,13 @@ class Outbox:
 
     async def relay_once(self, min_age_s: float = 2.0, batch: int = 500) -> int:
         """Publish unpublished events older than ``min_age_s`` (younger ones are still
-        being published by the process that wrote them), oldest first."""
+        being published by the process that wrote them), oldest first.
+
+        Several relays may run at once and pick the same rows: no row lock is taken (a
+        plain READ COMMITTED read on PostgreSQL). Each publishes with the event id as
+        ``Nats-Msg-Id``, so JetStream stores one copy, and marking a row published twice
+        is harmless; what a relay must never do, publish a ride's events out of order,
+        it avoids by publishing strictly by position and stopping at a failure."""
         cutoff = utcnow() - timedelta(seconds=min_age_s)
 
         def pending(session: Session) -> list[OutboxEvent]:

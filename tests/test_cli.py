@@ -111,3 +111,30 @@ async def test_dlq_list_and_redrive(stack: Stack) -> None:
     assert redriven.returncode == 0 and "rides.junk.requested" in redriven.stderr
     missing = run(stack.settings, "dlq", "redrive", "999")
     assert missing.returncode == 1 and "no dead letter 999" in missing.stderr
+
+
+def test_replay_command_passes_the_recorded_histories_and_fails_a_changed_one(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(data_dir=tmp_path, jwt_secret="s" * 32)
+    histories = Path(__file__).parent / "histories"
+    ok = run(settings, "replay", "--dir", str(histories))
+    assert ok.returncode == 0, ok.stderr
+    assert f"{len(list(histories.glob('*.json')))} of" in ok.stderr and "cleanly" in ok.stderr
+
+    # a history whose first two activities ran in the other order than the code asks
+    events = json.loads((histories / "happy_path.json").read_text())
+    scheduled = [e["activityTaskScheduledEventAttributes"]["activityType"]
+                 for e in events["events"] if "activityTaskScheduledEventAttributes" in e]
+    scheduled[0]["name"], scheduled[1]["name"] = scheduled[1]["name"], scheduled[0]["name"]
+    changed = tmp_path / "changed"
+    changed.mkdir()
+    (changed / "reordered.json").write_text(json.dumps(events))
+    bad = run(settings, "replay", "--dir", str(changed))
+    assert bad.returncode == 1
+    assert "FAIL reordered.json" in bad.stderr and "Nondeterminism" in bad.stderr
+
+    empty = run(settings, "replay", "--dir", str(tmp_path / "nothing"))
+    assert empty.returncode == 2 and "no *.json histories" in empty.stderr
+    neither = run(settings, "replay")
+    assert neither.returncode == 2 and "exactly one of --dir or --query" in neither.stderr

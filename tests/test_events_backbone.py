@@ -21,6 +21,7 @@ from events.consumer import ConsumerRunner, ConsumerSpec
 from events.dlq import list_dead_letters, redrive
 from events.envelope import CloudEvent
 from events.history import ride_history
+from events.outbox import Outbox
 from events.streams import ensure_streams
 from ridehail.components import consumer_specs
 from ridehail.config import Settings
@@ -312,3 +313,29 @@ async def test_an_event_whose_publish_failed_holds_back_later_events_of_its_ride
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_two_relays_publish_a_backlog_exactly_once(stack: Stack) -> None:
+    """Relays racing over the same unpublished rows (on PostgreSQL too): every event
+    reaches the stream once, in order per ride, and every row ends marked."""
+    rides = [uuid.uuid4().hex for _ in range(10)]
+
+    def backlog(session) -> None:  # type: ignore[no-untyped-def]
+        stale = datetime.now(UTC).replace(year=2025)
+        for n in range(5):
+            for ride in rides:
+                event = CloudEvent.model_validate_json(raw_event(
+                    "ride.trip_ended", ride,
+                    {"ride_id": ride, "driver_id": "d", "distance_m": n, "duration_s": n}))
+                session.add(OutboxEvent(event_id=event.id, aggregate_id=ride,
+                                        subject=event.nats_subject, body=event.to_json().decode(),
+                                        created_at=stale))
+
+    await stack.db.write(backlog)
+    relays = [Outbox(stack.db, stack.rt.js, stack.rt.nc) for _ in range(2)]
+    published = await asyncio.gather(*(r.relay_once() for r in relays))
+    assert sum(published) >= 50
+    assert await unpublished(stack) == 0
+    for ride in rides:
+        seen = [e.data["distance_m"] for _, e in await ride_history(stack.rt.js, ride)]
+        assert seen == [0, 1, 2, 3, 4], (ride, seen)
