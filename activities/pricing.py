@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -135,11 +134,13 @@ def price(
     )
 
 
-def make_quote(session: Session, rider_id: str, pickup: Point, dropoff: Point) -> Quote:
-    """A priced quote, stored so a ride requested with its id keeps the price."""
+def make_quote(session: Session, rider_id: str, pickup: Point, dropoff: Point,
+               quote_id: str) -> Quote:
+    """A priced quote under the id the caller chose (the API's request), stored so a
+    ride requested with that id keeps the price."""
     q = price(session, pickup, dropoff)
     quote = Quote(
-        quote_id=str(uuid.uuid4()),
+        quote_id=quote_id,
         rider_id=rider_id,
         pickup_lat=pickup.lat,
         pickup_lng=pickup.lng,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from fastapi import APIRouter
 from sqlmodel import Session
 
@@ -23,7 +25,8 @@ async def create_quote(body: QuoteIn, who: Rider, svc: Deps) -> QuoteOut:
     `quote_id` before `expires_at` to keep the price."""
 
     def run(session: Session) -> Quote:
-        return make_quote(session, who.sub, body.pickup.point, body.dropoff.point)
+        return make_quote(session, who.sub, body.pickup.point, body.dropoff.point,
+                          quote_id=str(uuid.uuid4()))
 
     q = await svc.db.write(run)
     return QuoteOut(quote_id=q.quote_id, fare=fmt(q.fare_cents) or "0.00", currency=q.currency,

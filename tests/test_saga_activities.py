@@ -131,7 +131,7 @@ async def test_retried_payment_steps_move_money_once(activity_worker: Stack) -> 
 async def test_a_live_quote_is_kept_only_for_its_own_trip(activity_worker: Stack) -> None:
     stack = activity_worker
     with stack.db.writing() as s:
-        quote = make_quote(s, "r1", PICKUP, DROPOFF)
+        quote = make_quote(s, "r1", PICKUP, DROPOFF, quote_id="q1")
         quote.fare_cents = 4321  # as if priced under surge a minute ago
         s.add(quote)
 

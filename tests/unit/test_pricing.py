@@ -142,7 +142,7 @@ def db(database_url: str):  # type: ignore[no-untyped-def]
 
 def test_a_quote_is_live_for_its_rider_until_it_expires(db: Database) -> None:
     with db.writing() as s:
-        quote = make_quote(s, "r1", TIMES_SQUARE, UNION_SQUARE)
+        quote = make_quote(s, "r1", TIMES_SQUARE, UNION_SQUARE, quote_id="q1")
         quote_id = quote.quote_id
     made = quote.created_at
     assert quote.expires_at - made == pytest.approx(QUOTE_TTL, abs=timedelta(seconds=1))
