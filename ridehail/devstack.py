@@ -270,12 +270,18 @@ async def _supervise(tasks: list[asyncio.Task[None]], stop: asyncio.Event) -> st
     """Wait for Ctrl-C; if a component dies first, stop the rest and report it."""
     stopping = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({stopping, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+    # A component that returns once Ctrl-C was pressed is stopping as asked (it can
+    # finish before the waiter on the event is scheduled); otherwise it died.
+    asked_to_stop = stop.is_set()
     failure = None
     for t in done:
-        if t is not stopping:
-            exc = t.exception()
-            failure = f"{t.get_name()} stopped unexpectedly: {exc!r}"
-            log.error(failure)
+        if t is stopping:
+            continue
+        exc = t.exception()
+        if exc is None and asked_to_stop:
+            continue
+        failure = f"{t.get_name()} stopped unexpectedly: {exc!r}"
+        log.error(failure)
     stop.set()
     results = await asyncio.gather(*tasks, return_exceptions=True)
     for t, r in zip(tasks, results, strict=True):
