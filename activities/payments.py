@@ -118,6 +118,15 @@ def _first(entries: list[LedgerEntry], kind: str) -> LedgerEntry | None:
     return next((e for e in entries if e.kind == kind), None)
 
 
+def _record(session: Session, ride_id: str, kind: str, amount_cents: int, currency: str,
+            key: str, gateway_ref: str, event_type: str, purpose: str) -> CloudEvent:
+    """Add a ledger entry and return the fact that reports it (same transaction)."""
+    session.add(LedgerEntry(ride_id=ride_id, kind=kind, amount_cents=amount_cents,
+                            currency=currency, idempotency_key=key, gateway_ref=gateway_ref))
+    return fact(event_type, ride_id, kind, PaymentMoved(
+        ride_id=ride_id, amount=to_decimal(amount_cents), currency=currency, purpose=purpose))
+
+
 class PaymentActivities:
     def __init__(self, db: Database, outbox: Outbox, gateway: SandboxGateway) -> None:
         self.db = db
@@ -218,27 +227,8 @@ class PaymentActivities:
             if capture is None or owed <= 0:
                 return Capture(amount_cents=0, currency="USD"), []
             ref = self.gateway.refund(capture.gateway_ref, owed, key)
-            session.add(
-                LedgerEntry(
-                    ride_id=req.ride_id,
-                    kind=REFUND,
-                    amount_cents=owed,
-                    currency=capture.currency,
-                    idempotency_key=key,
-                    gateway_ref=ref,
-                )
-            )
-            event = fact(
-                "ride.payment_refunded",
-                req.ride_id,
-                REFUND,
-                PaymentMoved(
-                    ride_id=req.ride_id,
-                    amount=to_decimal(owed),
-                    currency=capture.currency,
-                    purpose="fare",
-                ),
-            )
+            event = _record(session, req.ride_id, REFUND, owed, capture.currency, key, ref,
+                            "ride.payment_refunded", purpose="fare")
             return Capture(amount_cents=owed, currency=capture.currency), [event]
 
         return await self.outbox.write(run)
@@ -267,27 +257,8 @@ class PaymentActivities:
                 kind, moved, event_type = VOID, auth.amount_cents, "ride.payment_voided"
             # a concurrent settlement of the same hold fails on the unique key here; the
             # activity's retry then finds it above
-            session.add(
-                LedgerEntry(
-                    ride_id=ride_id,
-                    kind=kind,
-                    amount_cents=moved,
-                    currency=auth.currency,
-                    idempotency_key=key,
-                    gateway_ref=ref,
-                )
-            )
-            event = fact(
-                event_type,
-                ride_id,
-                kind,
-                PaymentMoved(
-                    ride_id=ride_id,
-                    amount=to_decimal(moved),
-                    currency=auth.currency,
-                    purpose=purpose,
-                ),
-            )
+            event = _record(session, ride_id, kind, moved, auth.currency, key, ref, event_type,
+                            purpose=purpose)
             return Capture(amount_cents=amount, currency=auth.currency), [event]
 
         return await self.outbox.write(run)

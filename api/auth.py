@@ -8,8 +8,7 @@ a good token for the wrong role is a 403.
 
 from __future__ import annotations
 
-import time
-from typing import Annotated, Literal
+from typing import Annotated
 
 import jwt
 from fastapi import Depends, Request
@@ -17,10 +16,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api.problems import Problem
+from ridehail.tokens import ALGORITHM, ROLES, Role, issue_token
 
-Role = Literal["rider", "driver", "admin"]
-ROLES: tuple[Role, ...] = ("rider", "driver", "admin")
-ALGORITHM = "HS256"
+__all__ = ["ROLES", "Principal", "Role", "issue_token", "principal", "require"]
 # Ids become NATS subject tokens (``drivers.<id>.online``) and database keys: no dots,
 # wildcards or whitespace, and no longer than the columns that hold them.
 SUB_PATTERN = r"^[A-Za-z0-9_@:|+-]{1,128}$"
@@ -35,12 +33,6 @@ class Principal(BaseModel):
 
     sub: str = Field(pattern=SUB_PATTERN)
     role: Role
-
-
-def issue_token(secret: str, role: Role, sub: str, ttl_s: int = 3600) -> str:
-    now = int(time.time())
-    return jwt.encode({"sub": sub, "role": role, "iat": now, "exp": now + ttl_s}, secret,
-                      algorithm=ALGORITHM)
 
 
 def _unauthorized(detail: str) -> Problem:
