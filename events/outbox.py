@@ -12,20 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import timedelta
 from typing import TypeVar
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from sqlalchemy import or_, update
+from sqlalchemy import Table, or_, update
+from sqlalchemy import select as core_select
 from sqlmodel import Session, col, select
 
-from events.envelope import CloudEvent
-from ridehail.db import Database
+from events.envelope import APPLIED_HEADER, CloudEvent
+from events.projector import project_inline
+from ridehail.db import Database, insert_unless_present
 from ridehail.tables import OutboxEvent, utcnow
 
 log = logging.getLogger(__name__)
+_OUTBOX: Table = OutboxEvent.__table__  # type: ignore[attr-defined]
 T = TypeVar("T")
 
 PUBLISH_TIMEOUT_S = 5.0
@@ -34,30 +37,36 @@ PUBLISH_TIMEOUT_S = 5.0
 MARK_DELAY_S = 0.05
 
 
-async def publish(js: JetStreamContext, subject: str, body: bytes, event_id: str) -> None:
+async def publish(js: JetStreamContext, subject: str, body: bytes, event_id: str,
+                  applied: bool = False) -> None:
     """Publish one event and wait for JetStream's PubAck (raises if it is not stored)."""
-    await js.publish(subject, body, timeout=PUBLISH_TIMEOUT_S, headers={"Nats-Msg-Id": event_id})
+    headers = {"Nats-Msg-Id": event_id}
+    if applied:
+        headers[APPLIED_HEADER] = "1"
+    await js.publish(subject, body, timeout=PUBLISH_TIMEOUT_S, headers=headers)
 
 
 def stage(session: Session, events: Sequence[CloudEvent]) -> list[OutboxEvent]:
-    """Add events to the outbox within the caller's transaction. Events whose id is
-    already there (a retried activity) are not added twice."""
-    ids = [e.id for e in events]
-    q = select(OutboxEvent.event_id).where(col(OutboxEvent.event_id).in_(ids))
-    known = set(session.exec(q))
-    rows = [
-        OutboxEvent(
-            event_id=e.id,
-            aggregate_id=e.subject,
-            subject=e.nats_subject,
-            body=e.to_json().decode(),
-        )
+    """Add events to the outbox within the caller's transaction; returns the rows added,
+    with their positions. Events whose id is already there (a retried activity) are not
+    added twice."""
+    if not events:
+        return []
+    now = utcnow()
+    values = [
+        {"event_id": e.id, "aggregate_id": e.subject, "subject": e.nats_subject,
+         "body": e.to_json().decode(), "created_at": now, "attempts": 0}
         for e in events
-        if e.id not in known
     ]
-    session.add_all(rows)
-    session.flush()
-    return rows
+    session.flush()  # the caller's own changes go first
+    insert = (
+        insert_unless_present(session, _OUTBOX, ["event_id"])
+        .values(values)
+        .returning(_OUTBOX.c.event_id, _OUTBOX.c.position)
+    )
+    added = {event_id: position for event_id, position in session.connection().execute(insert)}
+    return [OutboxEvent(position=added[v["event_id"]], **v)
+            for v in values if v["event_id"] in added]
 
 
 def _behind_unpublished(session: Session, rows: list[OutboxEvent]) -> bool:
@@ -70,15 +79,16 @@ def _behind_unpublished(session: Session, rows: list[OutboxEvent]) -> bool:
     first = min(r.position or 0 for r in rows)
     aggregates = {r.aggregate_id for r in rows}
     stale = utcnow() - timedelta(seconds=PUBLISH_TIMEOUT_S + MARK_DELAY_S + 1)
+    o = _OUTBOX.c
     q = (
-        select(OutboxEvent.position)
-        .where(col(OutboxEvent.aggregate_id).in_(aggregates))
-        .where(col(OutboxEvent.published_at).is_(None))
-        .where(col(OutboxEvent.position) < first)
-        .where(or_(col(OutboxEvent.attempts) > 0, col(OutboxEvent.created_at) < stale))
+        core_select(o.position)
+        .where(o.aggregate_id.in_(aggregates))
+        .where(o.published_at.is_(None))
+        .where(o.position < first)
+        .where(or_(o.attempts > 0, o.created_at < stale))
         .limit(1)
     )
-    return session.exec(q).first() is not None
+    return session.connection().execute(q).first() is not None
 
 
 class Outbox:
@@ -94,22 +104,25 @@ class Outbox:
         return self.nc is None or self.nc.is_connected
 
     async def write(self, work: Callable[[Session], tuple[T, Sequence[CloudEvent]]]) -> T:
-        """Run ``work`` in a write transaction, store the events it returns with it, and
-        publish them once committed. The result is returned even if NATS is down: the
+        """Run ``work`` in a write transaction, store the events it returns with it (and
+        apply them to the read models: events.projector), and publish them once
+        committed. The result is returned even if NATS is down: the
         events are safe in the outbox and the relay will publish them."""
 
         def run() -> tuple[T, list[OutboxEvent], bool]:
             with self.db.writing() as session:
                 result, events = work(session)
                 rows = stage(session, events)
-                return result, rows, _behind_unpublished(session, rows)
+                staged = {r.event_id for r in rows}
+                applied = project_inline(session, [e for e in events if e.id in staged])
+                return result, rows, applied, _behind_unpublished(session, rows)
 
-        result, rows, deferred = await asyncio.to_thread(run)
+        result, rows, applied, deferred = await asyncio.to_thread(run)
         # While NATS is away, don't make the caller wait for a publish timeout: the rows
         # are committed and the relay publishes them once the connection is back.
         if not rows or deferred:
             return result
-        published = await self._publish_rows(rows) if self.connected else 0
+        published = await self._publish_rows(rows, applied) if self.connected else 0
         self._mark_soon([r.event_id for r in rows[:published]])
         if published < len(rows):
             # counted as a failed attempt, so later events of the same ride wait for the
@@ -117,13 +130,15 @@ class Outbox:
             await self.db.write(lambda s: self._count_attempt(s, rows[published].event_id))
         return result
 
-    async def _publish_rows(self, rows: Sequence[OutboxEvent]) -> int:
+    async def _publish_rows(self, rows: Sequence[OutboxEvent],
+                            applied: Collection[str] = ()) -> int:
         """Publish rows in order; stop at the first failure (the rest keep their order).
         Returns how many were published."""
         done = 0
         try:
             for row in rows:
-                await publish(self.js, row.subject, row.body.encode(), row.event_id)
+                await publish(self.js, row.subject, row.body.encode(), row.event_id,
+                              row.event_id in applied)
                 done += 1
         except Exception as e:  # noqa: BLE001 — any failure leaves the rest to the relay
             log.warning("outbox: publish failed, left for the relay: %s", e)

@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
-from sqlmodel import Session, select
+from sqlalchemy import Table, select
+from sqlmodel import Session
 
-from ridehail.tables import ProcessedEvent
+from ridehail.db import insert_unless_present
+from ridehail.tables import ProcessedEvent, utcnow
+
+_PROCESSED: Table = ProcessedEvent.__table__  # type: ignore[attr-defined]
 
 
 def first_time(session: Session, consumer: str, event_id: str) -> bool:
     """Record that ``consumer`` applies ``event_id`` in this transaction; False if it
     already did. The unique constraint on (consumer, event_id) settles a race between
-    two processes: the loser's transaction fails and is retried, and then sees the row."""
-    seen = session.exec(
-        select(ProcessedEvent.id)
-        .where(ProcessedEvent.consumer == consumer)
-        .where(ProcessedEvent.event_id == event_id)
-    ).first()
-    if seen is not None:
-        return False
-    session.add(ProcessedEvent(consumer=consumer, event_id=event_id))
-    session.flush()
-    return True
+    two processes: the loser inserts nothing, and applies nothing."""
+    record = (
+        insert_unless_present(session, _PROCESSED, ["consumer", "event_id"])
+        .values(consumer=consumer, event_id=event_id, processed_at=utcnow())
+        .returning(_PROCESSED.c.id)
+    )
+    return session.connection().execute(record).first() is not None
+
+
+def processed(session: Session, consumer: str, event_id: str) -> bool:
+    """Whether ``consumer`` has applied ``event_id`` (a read; ``first_time`` decides)."""
+    q = (
+        select(_PROCESSED.c.id)
+        .where(_PROCESSED.c.consumer == consumer)
+        .where(_PROCESSED.c.event_id == event_id)
+    )
+    return session.connection().execute(q).first() is not None

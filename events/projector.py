@@ -1,8 +1,15 @@
-"""The read models: ``ride-projector`` keeps ``rides`` and ``driver-projector`` keeps
-``drivers`` current from the event streams.
+"""The read models: ``rides`` and ``drivers``, kept by applying events.
 
-Each applies an event and records it as processed in one transaction, so a redelivery
-changes nothing. Both are ordered consumers: a ride's events are applied in stream order.
+An event is applied where it is written: ``Outbox.write`` calls ``project_inline`` in
+the transaction that stores the event, so the read model changes when the event commits
+— a caller that was told of an event (an API answer, a ride's event stream) never finds
+the read model behind it. The ``ride-projector`` and ``driver-projector`` consumers
+apply whatever was not applied that way (an event that reached the stream by another
+road) and rebuild the tables from the streams (``ridehail projections rebuild``).
+
+Applying an event records it as processed in the same transaction, so it is applied
+once, whoever gets there first; the consumers are ordered, so what they apply, they
+apply in stream order.
 """
 
 from __future__ import annotations
@@ -13,8 +20,8 @@ from sqlmodel import Session, col
 
 from events import catalog as c
 from events.consumer import ConsumerSpec
-from events.envelope import CloudEvent
-from events.processed import first_time
+from events.envelope import APPLIED_HEADER, CloudEvent
+from events.processed import first_time, processed
 from ridehail.db import Database
 from ridehail.geo import driver_cell, zone_cell
 from ridehail.money import to_cents
@@ -31,7 +38,7 @@ class NotYetKnown(RuntimeError):
     """An event for a ride the read model has not seen requested; retried later."""
 
 
-def apply_ride_event(ride: Ride | None, event: CloudEvent, seq: int) -> Ride:
+def apply_ride_event(ride: Ride | None, event: CloudEvent) -> Ride:
     """The read model after ``event``: a pure function of the row and the event."""
     p = event.payload()
     if isinstance(p, c.RideRequested):
@@ -93,7 +100,6 @@ def apply_ride_event(ride: Ride | None, event: CloudEvent, seq: int) -> Ride:
         case "ride.failed", c.RideFailed():
             ride.status = "failed"
             ride.failure_reason = p.reason
-    ride.last_event_seq = max(ride.last_event_seq, seq)
     ride.updated_at = max(ride.updated_at, event.time) if ride.updated_at else event.time
     return ride
 
@@ -130,21 +136,45 @@ class Projectors:
         ]
 
     async def project_ride(self, event: CloudEvent, msg: Msg) -> None:
-        seq = msg.metadata.sequence.stream
-        await self.db.write(lambda session: project_ride_event(session, event, seq))
+        if not await self._applied(msg, RIDE_PROJECTOR, event):
+            await self.db.write(lambda session: project_ride_event(session, event))
 
     async def project_driver(self, event: CloudEvent, msg: Msg) -> None:
-        await self.db.write(lambda session: project_driver_event(session, event))
+        if not await self._applied(msg, DRIVER_PROJECTOR, event):
+            await self.db.write(lambda session: project_driver_event(session, event))
+
+    async def _applied(self, msg: Msg, consumer: str, event: CloudEvent) -> bool:
+        """Whether the event was applied where it was written: its publisher says so in
+        a header, or (published by the relay, or by anyone else) its record says so."""
+        if msg.headers and msg.headers.get(APPLIED_HEADER):
+            return True
+        return await self.db.read(lambda s: processed(s, consumer, event.id))
 
 
-def project_ride_event(session: Session, event: CloudEvent, seq: int,
-                       rebuilding: bool = False) -> None:
+def project_inline(session: Session, events: list[CloudEvent]) -> set[str]:
+    """Apply freshly written events to the read models in the writer's transaction;
+    returns the ids of those applied."""
+    applied = set()
+    for event in events:
+        if event.type.startswith("ride."):
+            if event.type != "ride.requested" and session.get(Ride, event.subject) is None:
+                continue  # a ride this database does not know (yet): the projector waits
+            project_ride_event(session, event)
+        elif event.type.startswith("driver."):
+            project_driver_event(session, event)
+        else:
+            continue
+        applied.add(event.id)
+    return applied
+
+
+def project_ride_event(session: Session, event: CloudEvent, rebuilding: bool = False) -> None:
     """Apply a RIDES event once. While rebuilding, also replay the saga's effects on
     drivers (reservations and releases), which in normal operation the activities make
     directly and atomically; replaying them then would race with the live saga."""
     if not first_time(session, RIDE_PROJECTOR, event.id):
         return
-    ride = apply_ride_event(session.get(Ride, event.subject), event, seq)
+    ride = apply_ride_event(session.get(Ride, event.subject), event)
     session.add(ride)
     p = event.payload()
     driver_id = getattr(p, "driver_id", None)

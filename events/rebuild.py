@@ -112,18 +112,18 @@ async def rebuild_projections(
             yield (event.time, stream, seq), event
 
     merged = _merge(tagged("DRIVERS", "drivers"), tagged("RIDES", "rides"))
-    batch: list[tuple[str, int, CloudEvent]] = []
+    batch: list[tuple[str, CloudEvent]] = []
     done = 0
 
     def apply(session: Session) -> None:
-        for stream, seq, event in batch:
+        for stream, event in batch:
             if stream == "RIDES":
-                project_ride_event(session, event, seq, rebuilding=True)
+                project_ride_event(session, event, rebuilding=True)
             else:
                 project_driver_event(session, event, rebuilding=True)
 
-    async for (_, stream, seq), event in merged:
-        batch.append((stream, seq, event))
+    async for (_, stream, _seq), event in merged:
+        batch.append((stream, event))
         counts[stream] += 1
         if len(batch) >= BATCH:
             await db.write(apply)

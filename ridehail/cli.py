@@ -63,7 +63,7 @@ def dev(
         console.print(f"[bold cyan]ridehail[/] {line}")
 
     try:
-        asyncio.run(run_dev(settings, say))
+        asyncio.run(run_dev(settings, say, verbose))
     except DevStackError as e:
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(1) from None
@@ -89,6 +89,9 @@ def token(
     print(issue_token(settings.require_jwt_secret(), role, sub, ttl))  # type: ignore[arg-type]
 
 
+RUNNING = "running"  # what a component prints once it runs (ridehail dev waits for it)
+
+
 def _run_component(name: str, verbose: bool, body) -> None:  # type: ignore[no-untyped-def]
     """Run one long-running component until SIGINT/SIGTERM."""
     _logging(verbose)
@@ -101,7 +104,7 @@ def _run_component(name: str, verbose: bool, body) -> None:  # type: ignore[no-u
         stop = asyncio.Event()
         install_stop_handlers(stop)
         async with runtime(settings, name, temporal=name != "relay") as rt:
-            console.print(f"[bold cyan]ridehail[/] {name} running — Ctrl-C to stop")
+            console.print(f"[bold cyan]ridehail[/] {name} {RUNNING} — Ctrl-C to stop")
             await body(rt, stop)
 
     asyncio.run(main())
@@ -375,3 +378,6 @@ from ridehail.simulate import register as _register_simulate  # noqa: E402
 
 _register_bench(app)
 _register_simulate(app)
+
+if __name__ == "__main__":  # how ridehail dev starts its worker process
+    app()

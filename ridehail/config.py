@@ -69,6 +69,14 @@ class Settings(BaseSettings):
             )
         return self.jwt_secret
 
+    def as_env(self) -> dict[str, str]:
+        """These settings as ``RIDEHAIL_*`` variables, for a process started with them."""
+        return {
+            f"RIDEHAIL_{name.upper()}": str(value)
+            for name, value in self.model_dump().items()
+            if value is not None
+        }
+
     def with_dev_secret(self) -> Settings:
         """The settings with a JWT secret, creating one in the data dir if none is set."""
         if self.jwt_secret:

@@ -14,11 +14,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import event
+from sqlalchemy import Table, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine
 
 T = TypeVar("T")
+
+
+def insert_unless_present(session: Session, table: Table, key: list[str]):  # type: ignore[no-untyped-def]
+    """A Core ``INSERT … ON CONFLICT (key) DO NOTHING`` for the session's database: one
+    statement where a look-up and an insert would take two, and safe against a
+    concurrent insert of the same key. The hot paths (the outbox, processed-event
+    records) use Core statements; the ORM's unit of work costs several times as much."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing(index_elements=key)
 
 
 def make_engine(url: str) -> Engine:

@@ -3,9 +3,16 @@
 Starts the Temporal dev server (UI on, state in ``<data dir>/temporal.db``, the ride
 search attributes registered) and nats-server with JetStream (store in
 ``<data dir>/nats``) unless one already answers at its configured address, then runs the
-worker, the consumers, the outbox relay and the API in this process. On Ctrl-C or
-SIGTERM it stops its own components first, then the servers it started, and waits for
-them, so nothing is left running. Run it again and it resumes with the same data.
+components as production does, in processes of their own: the Temporal worker as a
+``ridehail worker`` child process (its output forwarded, prefixed ``worker |``), and the
+API, the consumers and the outbox relay in this one. Two Python processes, because one
+has a single interpreter lock: the worker's workflow tasks and activities and the API's
+requests would otherwise queue for the same core while the machine has more.
+
+On Ctrl-C or SIGTERM it stops its own components and the worker first, then the
+servers it started, and waits for them, so nothing is left running; if it is killed,
+Linux stops its children (``PR_SET_PDEATHSIG``). Run it again and it resumes with the
+same data.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -35,6 +43,9 @@ log = logging.getLogger(__name__)
 
 SEARCH_ATTRIBUTES = ("RideStatus", "RiderId", "DriverId")
 STARTUP_TIMEOUT_S = 60.0
+# A child component gets this long to finish its work after SIGTERM (the worker's own
+# graceful shutdown is 10 s), then it is killed.
+CHILD_STOP_TIMEOUT_S = 20.0
 
 
 class DevStackError(RuntimeError):
@@ -112,6 +123,59 @@ class ServerProcess:
             log.warning("%s did not stop in %.0fs; killing it", self.name, timeout)
             self.proc.kill()
             self.proc.wait()
+
+
+@dataclass
+class ComponentProcess:
+    """A component (``ridehail <name>``) run in a child process with these settings: its
+    output is forwarded line by line, prefixed with its name; ``ready`` is set once it
+    says it runs. ``run`` returns when it stopped after ``stop`` was set, and raises if
+    it ended before."""
+
+    name: str
+    settings: Settings
+    verbose: bool = False
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    _last: list[str] = field(default_factory=list, repr=False)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        argv = [sys.executable, "-m", "ridehail.cli", self.name, *(["-v"] if self.verbose else [])]
+        proc = await asyncio.create_subprocess_exec(
+            *argv, env={**os.environ, **self.settings.as_env()},
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches us; we stop it in order
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
+        assert proc.stdout is not None
+        forwarding = asyncio.create_task(self._forward(proc.stdout))
+        stopping = asyncio.create_task(stop.wait())
+        exited = asyncio.create_task(proc.wait())
+        try:
+            await asyncio.wait({stopping, exited}, return_when=asyncio.FIRST_COMPLETED)
+            if exited.done() and not stop.is_set():
+                await forwarding
+                raise DevStackError(f"the {self.name} process exited with code "
+                                    f"{proc.returncode}:\n" + "\n".join(self._last))
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(asyncio.shield(exited), CHILD_STOP_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("the %s process did not stop in %.0fs; killing it", self.name,
+                            CHILD_STOP_TIMEOUT_S)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            stopping.cancel()
+            await forwarding
+
+    async def _forward(self, out: asyncio.StreamReader) -> None:
+        while line := (await out.readline()).decode(errors="replace").rstrip():
+            if not self.ready.is_set() and f"{self.name} running" in line:
+                self.ready.set()
+                continue
+            self._last = [*self._last[-14:], line]
+            print(f"{self.name} | {line}", file=sys.stderr, flush=True)
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -215,14 +279,8 @@ def install_stop_handlers(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-async def run_dev(settings: Settings, say: Callable[[str], None]) -> None:
-    from ridehail.components import (
-        run_api,
-        run_consumers,
-        run_relay,
-        run_temporal_worker,
-        runtime,
-    )
+async def run_dev(settings: Settings, say: Callable[[str], None], verbose: bool = False) -> None:
+    from ridehail.components import run_api, run_consumers, run_relay, runtime
 
     stop = asyncio.Event()
     install_stop_handlers(stop)
@@ -230,14 +288,19 @@ async def run_dev(settings: Settings, say: Callable[[str], None]) -> None:
     await stack.start_servers()
     try:
         async with runtime(settings, "dev") as rt:
+            # the worker first: once the API answers, a ride requested goes all the way
+            worker = ComponentProcess("worker", settings, verbose)
+            tasks = [asyncio.create_task(worker.run(stop), name="worker")]
+            await _wait_until(lambda: worker.ready.is_set(), tasks,
+                              "the worker process did not start")
             components = {
-                "worker": run_temporal_worker(rt, stop),
                 "consumers": run_consumers(rt, stop),
                 "relay": run_relay(rt, stop),
                 "api": run_api(rt, stop),
             }
-            tasks = [asyncio.create_task(c, name=n) for n, c in components.items()]
-            await _wait_until_serving(settings, tasks)
+            tasks += [asyncio.create_task(c, name=n) for n, c in components.items()]
+            await _wait_until(lambda: answering(settings.api_host, settings.api_port), tasks,
+                              f"the API did not start on {settings.api_url}")
             say(f"API        {settings.api_url}")
             say(f"API docs   {settings.api_url}/docs")
             say(f"Temporal   {settings.temporal_ui_url}  (workflow history, UI)")
@@ -254,15 +317,18 @@ async def run_dev(settings: Settings, say: Callable[[str], None]) -> None:
         say("stopped")
 
 
-async def _wait_until_serving(settings: Settings, tasks: list[asyncio.Task[None]]) -> None:
+async def _wait_until(ready: Callable[[], bool], tasks: list[asyncio.Task[None]],
+                      late: str) -> None:
+    """Wait for ``ready`` while the components start; a component that ends meanwhile
+    raises its error."""
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while not answering(settings.api_host, settings.api_port):
+    while not ready():
         for t in tasks:
             if t.done():
                 t.result()  # surfaces the component's error
                 raise DevStackError(f"{t.get_name()} stopped during start-up")
         if time.monotonic() > deadline:
-            raise DevStackError(f"the API did not start on {settings.api_url}")
+            raise DevStackError(late)
         await asyncio.sleep(0.05)
 
 

@@ -106,16 +106,33 @@ def stack_processes(settings: Settings) -> dict[str, int]:
         pid = listening_pid(port)
         if pid is not None:
             roles[role] = pid
+    worker = _worker_child(roles["api"]) if "api" in roles else None
+    if worker is not None:
+        roles["worker"] = worker
     roles["bench"] = os.getpid()
     return roles
+
+
+def _worker_child(api_pid: int) -> int | None:
+    """The worker process ``ridehail dev`` runs beside its own (ridehail.devstack)."""
+    try:
+        for child in psutil.Process(api_pid).children():
+            if child.cmdline()[-2:] in (["ridehail.cli", "worker"], ["worker", "-v"]):
+                return child.pid
+    except psutil.Error:
+        pass
+    return None
 
 
 def describe_role(role: str, roles: dict[str, int]) -> str:
     if role == "api":
         if roles.get("api") == os.getpid():
             return "API + worker + consumers + relay + this bench client (one process)"
-        return "API + worker + consumers + relay (the `ridehail dev` process)"
-    return {"temporal": "Temporal server", "nats": "nats-server",
+        if "worker" in roles:
+            return "API + consumers + relay (the `ridehail dev` process)"
+        return "API + worker + consumers + relay (one process)"
+    return {"worker": "the Temporal worker (a child process of `ridehail dev`)",
+            "temporal": "Temporal server", "nats": "nats-server",
             "bench": "this bench process (clients; the anchor's worker)"}.get(role, role)
 
 

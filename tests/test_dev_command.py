@@ -36,6 +36,10 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def command(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_text().rstrip("\0").split("\0")
+
+
 def alive(pid: int) -> bool:
     try:
         status = Path(f"/proc/{pid}/status").read_text()
@@ -187,9 +191,29 @@ def test_dev_reuses_servers_already_running(
         dev.wait_ready()
         log = dev.log.read_text()
         assert "reusing the nats-server" in log and "reusing the temporal" in log, log
-        assert descendants(dev.proc.pid) == []  # it started no server of its own
+        # it started no server of its own: its only child is its worker process
+        assert [command(p) for p in descendants(dev.proc.pid)] == [
+            [sys.executable, "-m", "ridehail.cli", "worker"]]
         assert dev.interrupt() == []
     finally:
         dev.kill()
     # the servers it reused are still serving
     assert answering(*servers.nats_host_port) and answering(*servers.temporal_host_port)
+
+
+def test_dev_stops_everything_when_its_worker_process_dies(
+    dev_env: dict[str, str], tmp_path: Path
+) -> None:
+    dev = DevProcess(dev_env, tmp_path / "dev.log")
+    try:
+        dev.wait_ready()
+        tree = descendants(dev.proc.pid)
+        [worker] = [p for p in tree if command(p)[-1] == "worker"]
+        os.kill(worker, signal.SIGKILL)
+        assert dev.proc.wait(60) == 1
+        time.sleep(0.5)
+        assert [p for p in tree if alive(p)] == []
+        log = dev.log.read_text()
+        assert "worker stopped unexpectedly" in log and "exited with code -9" in log, log
+    finally:
+        dev.kill()

@@ -21,11 +21,12 @@ from events.consumer import ConsumerRunner, ConsumerSpec
 from events.dlq import list_dead_letters, redrive
 from events.envelope import CloudEvent
 from events.history import ride_history
+from events.lag import all_caught_up
 from events.outbox import Outbox
 from events.streams import ensure_streams
 from ridehail.components import consumer_specs
 from ridehail.config import Settings
-from ridehail.tables import OutboxEvent, ProcessedEvent, Ride
+from ridehail.tables import OutboxEvent, ProcessedEvent
 from tests.support.servers import RestartableNats
 from tests.support.stack import Stack, eventually, running_stack
 from tests.test_ride_e2e import DROPOFF, PICKUP, driver_online, wait_offer
@@ -173,8 +174,7 @@ async def test_redelivered_and_republished_events_have_no_second_effect(stack: S
     await stack.wait_status(ride_id, "r1", "driver_assigned")
     history = [e.type for _, e in await ride_history(stack.rt.js, ride_id)]
     assert history.count("ride.driver_accepted") == 3
-    await eventually(lambda: _processed_all(stack, ride_id, len(history)),
-                     "the projector to process every copy")
+    await eventually(lambda: all_caught_up(stack.rt.js), "the projector to process every copy")
     assert history.count("ride.driver_assigned") == 1
 
     processed = await stack.db.read(lambda s: list(s.exec(
@@ -186,12 +186,6 @@ async def test_redelivered_and_republished_events_have_no_second_effect(stack: S
                if e.HasField("workflow_execution_signaled_event_attributes")]
     assert len(signals) == 3  # delivered three times, applied once (ids de-duplicated)
     assert await handle.query("status") == "driver_assigned"
-
-
-async def _processed_all(stack: Stack, ride_id: str, n: int) -> bool:
-    ride = await stack.db.read(lambda s: s.get(Ride, ride_id))
-    info = await stack.rt.js.stream_info("RIDES")
-    return ride is not None and ride.last_event_seq == info.state.last_seq
 
 
 async def test_each_ride_is_applied_in_order_by_two_processes_sharing_the_group(

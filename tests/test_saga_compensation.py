@@ -108,8 +108,8 @@ async def test_a_compensation_that_keeps_failing_fails_the_ride_loudly(
 
     # retried to the bound, then given up
     voids = [r for r in await activity_runs(stack.temporal, ride_id) if r["name"] == "void_payment"]
-    assert [(r["attempt"], r["outcome"]) for r in voids] == [
-        (COMPENSATION_RETRY.maximum_attempts, "failed")
+    assert [(r["attempt"], r["outcome"], r["local"]) for r in voids] == [
+        (COMPENSATION_RETRY.maximum_attempts, "failed", False)
     ]
     assert await search_attributes(stack.temporal, ride_id) == {
         "RideStatus": "failed",
@@ -152,10 +152,12 @@ async def test_a_step_failing_after_the_capture_refunds_the_fare(
             want=202,
             json={"distance_m": 2300, "duration_s": 540},
         )
+        # the ending needs no timer: wait for it in real time (unlocking time skipping
+        # before the trip_ended signal is in would skip to the workflow's timeout)
+        ride = await ended(stack, ride_id)
         outcome = await outcome_skipping_time(time_skipping, ride_id)
 
     assert (outcome.status, outcome.failure_reason) == ("failed", "step_failed")
-    ride = await ended(stack, ride_id)
     assert (ride["status"], ride["failure_reason"]) == ("failed", "step_failed")
     assert ride["payment"]["status"] == "refunded"
     # captured, then refunded in full: a ride that did not complete keeps no money
@@ -177,3 +179,12 @@ async def test_a_step_failing_after_the_capture_refunds_the_fare(
     assert evs[-4]["data"]["reason"] == "trip_completed"
     assert "complete_ride" in evs[-1]["data"]["detail"]
     assert driver_row(stack, "d1") == ("available", None)
+    # the recording step (a local activity) failed for good; the refund ran as an activity
+    runs = await activity_runs(stack.temporal, ride_id)
+    assert [(r["name"], r["local"], r["outcome"]) for r in runs][-5:] == [
+        ("release_driver", True, "completed"),
+        ("capture_payment", False, "completed"),
+        ("complete_ride", True, "failed"),
+        ("refund_payment", False, "completed"),
+        ("fail_ride", True, "completed"),
+    ]

@@ -6,12 +6,16 @@ The helpers here are shared by the other ``test_saga_*`` modules."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from sqlmodel import select
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import PayloadConverter
 
 from activities.payments import hold_cents
 from activities.pricing import estimate_trip, fare_cents
@@ -163,25 +167,54 @@ async def search_attributes(temporal: Client, ride_id: str, ended: bool = True) 
     }
 
 
+# How the SDK records a local activity in the history: one marker, whose details hold the
+# activity's type and final attempt ("data") and its result; a failure is the marker's own.
+LOCAL_ACTIVITY_MARKER = "core_local_activity"
+
+
 async def activity_runs(temporal: Client, ride_id: str) -> list[dict[str, Any]]:
-    """Each activity of the ride's workflow in history order: its name, its summary, the
-    attempt that finished it and how it finished — once the workflow has closed."""
+    """Each step of the ride's workflow in history order, once the workflow has closed
+    (see ``step_runs``)."""
     handle = workflow(temporal, ride_id)
     await handle.result()
-    converter = temporal.data_converter.payload_converter
+    history = await handle.fetch_history()
+    return step_runs(history.events, temporal.data_converter.payload_converter)
+
+
+def step_runs(
+    events: Iterable[HistoryEvent],
+    converter: PayloadConverter = pydantic_data_converter.payload_converter,
+) -> list[dict[str, Any]]:
+    """Each step in a workflow history, in order — an activity (scheduled, started,
+    completed or failed) or a local activity (one marker): its name, its summary, the
+    attempt that finished it, how it finished, and whether it ran as a local activity."""
+
+    def summary(e: HistoryEvent) -> str | None:
+        if not e.user_metadata.HasField("summary"):
+            return None
+        return str(converter.from_payload(e.user_metadata.summary, str))
+
     runs: dict[int, dict[str, Any]] = {}
-    async for e in handle.fetch_history_events():
-        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-            summary = (
-                converter.from_payload(e.user_metadata.summary, str)
-                if e.user_metadata.HasField("summary")
-                else None
-            )
+    for e in events:
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
+            marker = e.marker_recorded_event_attributes
+            if marker.marker_name != LOCAL_ACTIVITY_MARKER:
+                continue  # a patch marker
+            data = converter.from_payload(marker.details["data"].payloads[0], dict[str, Any])
+            runs[e.event_id] = {
+                "name": data["activity_type"],
+                "summary": summary(e),
+                "attempt": data["attempt"],
+                "outcome": "failed" if marker.HasField("failure") else "completed",
+                "local": True,
+            }
+        elif e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             runs[e.event_id] = {
                 "name": e.activity_task_scheduled_event_attributes.activity_type.name,
-                "summary": summary,
+                "summary": summary(e),
                 "attempt": None,
                 "outcome": None,
+                "local": False,
             }
         elif e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
             a = e.activity_task_started_event_attributes
@@ -259,7 +292,14 @@ async def test_happy_path(stack: Stack) -> None:
         "complete_ride",
     ]
     assert all(r["summary"] and r["outcome"] == "completed" for r in runs)
-    assert runs[3]["summary"] == "assign driver d1 to the ride"
+    # the payment gateway's steps are activities; the bookkeeping steps ran as local
+    # activities, their summaries on their markers
+    assert [r["name"] for r in runs if not r["local"]] == ["authorize_payment", "capture_payment"]
+    assert (runs[3]["name"], runs[3]["summary"], runs[3]["local"]) == (
+        "assign_driver",
+        "assign driver d1 to the ride",
+        True,
+    )
 
     # a finished ride cannot be cancelled
     r = await stack.call("POST", f"/v1/rides/{ride_id}/cancel", "rider", "r1", want=409)
@@ -290,15 +330,17 @@ async def test_payment_declined_is_not_retried(stack: Stack) -> None:
             "summary": authorize[0]["summary"],
             "attempt": 1,
             "outcome": "failed",
+            "local": False,
         }
     ]
     # straight to the compensation (nothing to void) and the ending
-    assert [r["name"] for r in runs] == [
-        "quote_fare",
-        "authorize_payment",
-        "void_payment",
-        "fail_ride",
+    assert [(r["name"], r["local"]) for r in runs] == [
+        ("quote_fare", True),
+        ("authorize_payment", False),
+        ("void_payment", False),
+        ("fail_ride", True),
     ]
+    assert all(r["summary"] for r in runs)
     assert await search_attributes(stack.temporal, ride_id) == {
         "RideStatus": "failed",
         "RiderId": "r1",
@@ -318,7 +360,9 @@ async def test_transient_payment_failure_is_retried_then_succeeds(stack: Stack) 
     # the sandbox failed the first two attempts; the third went through, once
     runs = await activity_runs(stack.temporal, ride_id)
     authorize = [r for r in runs if r["name"] == "authorize_payment"]
-    assert [(r["attempt"], r["outcome"]) for r in authorize] == [(3, "completed")]
+    assert [(r["attempt"], r["outcome"], r["local"]) for r in authorize] == [
+        (3, "completed", False)
+    ]
     assert ledger(stack, ride_id) == [
         ("authorize", hold_cents(quoted_fare())),
         ("capture", final_fare()),

@@ -84,6 +84,7 @@ async def test_no_driver_before_the_matching_deadline(
         r for r in await activity_runs(stack.temporal, ride_id) if r["name"] == "reserve_driver"
     ]
     assert len(searches) >= settings.matching_deadline_s / 3
+    assert all(r["local"] and r["outcome"] == "completed" for r in searches)
     assert await search_attributes(stack.temporal, ride_id) == {
         "RideStatus": "failed",
         "RiderId": "r1",

@@ -1,24 +1,43 @@
-"""A workflow change made the safe way: releasing the driver before capturing the fare
-is behind ``workflow.patched``. Rides recorded before it still replay down the old
-branch, new rides take the new order, and without the guard the old histories break."""
+"""Workflow changes made the safe way, behind ``workflow.patched``: releasing the driver
+before capturing the fare, and running the bookkeeping steps as local activities. Rides
+recorded before each change still replay down the old branch, new rides take the new
+one, and without the guard the old histories break."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio import workflow
+from temporalio.api.enums.v1 import EventType
+from temporalio.converter import decode_typed_search_attributes
 
 from events.history import ride_history
 from ridehail.replay import load_history, replay_files
-from ridehail.scenarios import City, Timeouts, happy_path
+from ridehail.scenarios import (
+    City,
+    Timeouts,
+    happy_path,
+    payment_declined,
+    rider_cancels_before_assignment,
+)
 from tests.support.stack import Stack
-from workflows.ride import RELEASE_BEFORE_CAPTURE
+from tests.test_replay import patches, recorded
+from tests.test_saga_paths import activity_runs, step_runs
+from workflows.ride import LOCAL_BOOKKEEPING, RELEASE_BEFORE_CAPTURE
 
 HISTORIES = Path(__file__).parent / "histories"
-BEFORE = HISTORIES / "happy_path.json"  # recorded before the change
+BEFORE = HISTORIES / "happy_path.json"  # recorded before the driver was released first
 AFTER = HISTORIES / "happy_path_release_first.json"  # recorded after it
+LOCAL = HISTORIES / "happy_path_local_steps.json"  # after the bookkeeping steps went local
+
+# The steps that call the payment gateway: activities, whichever the branch. Every other
+# step is bookkeeping, run as a local activity since LOCAL_BOOKKEEPING.
+PAYMENT_STEPS = {"authorize_payment", "capture_payment", "void_payment", "refund_payment",
+                 "charge_cancellation_fee"}
 
 
 def activity_order(path: Path) -> list[str]:
@@ -30,6 +49,16 @@ def activity_order(path: Path) -> list[str]:
 def has_marker(path: Path) -> bool:
     return any("markerRecordedEventAttributes" in e
                for e in json.loads(path.read_text())["events"])
+
+
+def steps(runs: list[dict[str, Any]]) -> list[tuple[str, bool]]:
+    """Each step's name and whether it ran as a local activity."""
+    return [(r["name"], r["local"]) for r in runs]
+
+
+def as_bookkeeping_local(names: list[str]) -> list[tuple[str, bool]]:
+    """What ``steps`` shows since LOCAL_BOOKKEEPING for steps of these names."""
+    return [(n, n not in PAYMENT_STEPS) for n in names]
 
 
 def test_the_recorded_histories_show_both_orders() -> None:
@@ -67,3 +96,85 @@ async def test_a_new_ride_completes_with_the_driver_released_first(stack: Stack)
     history = await stack.temporal.get_workflow_handle(f"ride-{ride_id}").fetch_history()
     assert any(e.HasField("marker_recorded_event_attributes") for e in history.events)
     assert load_history(AFTER).workflow_id == AFTER.stem
+
+
+# --- the bookkeeping steps as local activities -----------------------------------------------
+
+
+def test_the_recorded_histories_show_both_kinds_of_steps() -> None:
+    names = ["quote_fare", "authorize_payment", "reserve_driver", "assign_driver",
+             "release_driver", "capture_payment", "complete_ride"]
+    for old in (BEFORE, AFTER):
+        assert LOCAL_BOOKKEEPING not in patches(recorded(old))
+        assert not any(local for _, local in steps(step_runs(recorded(old))))
+    new = recorded(LOCAL)
+    assert patches(new) == [LOCAL_BOOKKEEPING, RELEASE_BEFORE_CAPTURE]
+    runs = step_runs(new)
+    assert steps(runs) == as_bookkeeping_local(names)
+    assert all(r["summary"] and r["outcome"] == "completed" for r in runs)
+
+
+@pytest.mark.parametrize(("forced", "path"), [(True, BEFORE), (False, LOCAL)],
+                         ids=["old ride, always local", "new ride, never local"])
+async def test_without_the_local_bookkeeping_guard_histories_break(
+    monkeypatch: pytest.MonkeyPatch, forced: bool, path: Path,
+) -> None:
+    """The change deployed carelessly (always local) fails the old rides; and the
+    histories recorded since pin the new branch (code without it fails them)."""
+    real = workflow.patched
+    monkeypatch.setattr(workflow, "patched",
+                        lambda patch_id: forced if patch_id == LOCAL_BOOKKEEPING
+                        else real(patch_id))
+    [outcome] = await replay_files([path])
+    assert not outcome.ok and "Nondeterminism" in (outcome.error or "")
+
+
+NEW_RIDES: dict[Callable[[City], Awaitable[str]], list[str]] = {
+    happy_path: ["quote_fare", "authorize_payment", "reserve_driver", "assign_driver",
+                 "release_driver", "capture_payment", "complete_ride"],
+    payment_declined: ["quote_fare", "authorize_payment", "void_payment", "fail_ride"],
+    rider_cancels_before_assignment: ["quote_fare", "authorize_payment", "reserve_driver",
+                                      "release_driver", "void_payment", "cancel_ride"],
+}
+
+
+@pytest.mark.parametrize("scenario", list(NEW_RIDES), ids=lambda f: f.__name__)
+async def test_a_new_ride_runs_its_bookkeeping_steps_as_local_activities(
+    stack: Stack, scenario: Callable[[City], Awaitable[str]],
+) -> None:
+    settings = stack.settings
+    city = City(stack.http, settings.require_jwt_secret(), 0,
+                Timeouts(settings.offer_timeout_s, settings.matching_deadline_s,
+                         settings.free_cancel_s))
+    ride_id = await scenario(city)
+    runs = await activity_runs(stack.temporal, ride_id)
+    history = await stack.temporal.get_workflow_handle(f"ride-{ride_id}").fetch_history()
+    events = list(history.events)
+
+    # the patch is checked first thing: its marker comes before any step's
+    markers = [e for e in events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
+    assert patches(markers[:1]) == [LOCAL_BOOKKEEPING]
+    # local-activity markers for the bookkeeping steps, activities for the payment steps
+    assert steps(runs) == as_bookkeeping_local(NEW_RIDES[scenario])
+    assert all(r["summary"] for r in runs)
+
+    # the trigger set the status and the rider when it started the workflow; the
+    # workflow does not upsert them again
+    started = events[0].workflow_execution_started_event_attributes
+    at_start = {p.key.name: p.value
+                for p in decode_typed_search_attributes(started.search_attributes)}
+    assert at_start == {"RideStatus": "requested", "RiderId": city.rider}
+    upserts = [
+        {p.key.name: p.value for p in decode_typed_search_attributes(
+            e.upsert_workflow_search_attributes_event_attributes.search_attributes)
+         if p.key.name != "TemporalChangeVersion"}  # the SDK's record of the patches
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
+    ]
+    upserts = [u for u in upserts if u]
+    assert not any("RiderId" in u or u.get("RideStatus") == "requested" for u in upserts)
+    # an assignment's driver and status in one upsert
+    assert [u for u in upserts if "DriverId" in u] == (
+        [{"DriverId": f"driver-{city.tag}-1", "RideStatus": "driver_assigned"}]
+        if "assign_driver" in NEW_RIDES[scenario] else []
+    )

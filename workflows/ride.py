@@ -12,16 +12,18 @@ signals, de-duplicated by event id; activities do the work and publish the facts
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import SearchAttributeKey
+from temporalio.common import SearchAttributeKey, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic import BaseModel
+
     from workflows.inbox import CancelRequest, Inbox
     from workflows.saga import CompensationFailure, Saga, shielded
     from workflows.steps import failure_of, run_step
@@ -46,8 +48,13 @@ with workflow.unsafe.imports_passed_through():
         SettleRequest,
     )
 
-# Patch id: the driver is released before the fare is captured (formerly after).
+# Patch ids (docs/VERSIONING.md). The driver is released before the fare is captured
+# (formerly after):
 RELEASE_BEFORE_CAPTURE = "release-driver-before-capture"
+# The bookkeeping steps run as local activities (workflows/steps.py), the search
+# attributes the trigger sets at start are not upserted again, and an assignment's
+# driver and status go in one upsert (formerly: every step an activity, and more upserts):
+LOCAL_BOOKKEEPING = "local-bookkeeping-steps"
 
 RIDE_STATUS = SearchAttributeKey.for_keyword("RideStatus")
 RIDER_ID = SearchAttributeKey.for_keyword("RiderId")
@@ -101,9 +108,11 @@ class RideWorkflow:
     async def run(self, ride: RideInput) -> RideOutcome:
         self._ride = ride
         saga = Saga(ride.ride_id)
-        workflow.upsert_search_attributes(
-            [RIDE_STATUS.value_set("requested"), RIDER_ID.value_set(ride.rider_id)]
-        )
+        self._local = workflow.patched(LOCAL_BOOKKEEPING)
+        if not self._local:  # the trigger starts the workflow with these set
+            workflow.upsert_search_attributes(
+                [RIDE_STATUS.value_set("requested"), RIDER_ID.value_set(ride.rider_id)]
+            )
         try:
             return await self._book(saga)
         except _Cancelled as c:
@@ -121,7 +130,7 @@ class RideWorkflow:
 
     async def _book(self, saga: Saga) -> RideOutcome:
         ride = self._ride
-        quote = await run_step(
+        quote = await self._step(
             A.quote_fare,
             QuoteRequest(
                 ride_id=ride.ride_id,
@@ -136,7 +145,7 @@ class RideWorkflow:
         # registered before the step: an authorization can go through and its answer
         # still be lost; the void looks at the ledger and does nothing if there is no hold
         saga.add("settle the hold", self._settle_hold)
-        await run_step(
+        await self._step(
             A.authorize_payment,
             AuthorizeRequest(ride_id=ride.ride_id, payment_method=ride.payment_method, quote=quote),
             Authorization,
@@ -154,7 +163,7 @@ class RideWorkflow:
         saga.add("refund the fare", self._refund)
 
         async def capture_fare() -> Capture:
-            captured = await run_step(
+            captured = await self._step(
                 A.capture_payment,
                 CaptureRequest(
                     ride_id=ride.ride_id,
@@ -180,7 +189,7 @@ class RideWorkflow:
         else:  # rides that reached the end of their trip before this change
             capture = await capture_fare()
             await free_driver()
-        await run_step(
+        await self._step(
             A.complete_ride,
             RideEnd(
                 ride_id=ride.ride_id,
@@ -209,7 +218,7 @@ class RideWorkflow:
                 raise _NoDriver()
             self._attempt += 1
             attempt = self._attempt
-            offer: OfferMade | None = await run_step(
+            offer: OfferMade | None = await self._step(
                 A.reserve_driver,
                 ReserveRequest(
                     ride_id=ride.ride_id,
@@ -250,16 +259,20 @@ class RideWorkflow:
             if answer is not None and answer.type == "ride.driver_accepted":
                 self._driver_id = offer.driver_id
                 self._assigned_at = workflow.now()
-                await run_step(
+                await self._step(
                     A.assign_driver, ref, summary=f"assign driver {offer.driver_id} to the ride"
                 )
-                workflow.upsert_search_attributes([DRIVER_ID.value_set(offer.driver_id)])
+                assigned = DRIVER_ID.value_set(offer.driver_id)
+                if not self._local:
+                    workflow.upsert_search_attributes([assigned])
                 self._set_status(
-                    "driver_assigned", f"Driver {offer.driver_id} on the way to pickup"
+                    "driver_assigned",
+                    f"Driver {offer.driver_id} on the way to pickup",
+                    *([assigned] if self._local else []),
                 )
                 return
             declined = answer is not None
-            await run_step(
+            await self._step(
                 A.decline_offer if declined else A.expire_offer,
                 ref,
                 summary=f"{'declined' if declined else 'expired'}: free driver "
@@ -306,7 +319,7 @@ class RideWorkflow:
                 "compensation_failed", f"cancelled by the {c.by_role}, then {_describe(failures)}"
             )
         fee = self._fee_cents or None
-        await run_step(
+        await self._step(
             A.cancel_ride,
             RideEnd(
                 ride_id=self._ride.ride_id,
@@ -335,7 +348,7 @@ class RideWorkflow:
             else workflow.logger.warning
         )
         log("ride %s failed: %s%s", self._ride.ride_id, reason, f" — {detail}" if detail else "")
-        await run_step(
+        await self._step(
             A.fail_ride,
             RideEnd(ride_id=self._ride.ride_id, reason=reason, detail=detail),
             summary=f"record the failure: {reason}",
@@ -352,7 +365,7 @@ class RideWorkflow:
         ride = self._ride
         c = self._cancellation
         if c is not None and c.by_role == "rider" and self._assigned_at is not None:
-            fee: Capture = await run_step(
+            fee: Capture = await self._step(
                 A.charge_cancellation_fee,
                 FeeRequest(
                     ride_id=ride.ride_id,
@@ -366,7 +379,7 @@ class RideWorkflow:
             )
             self._fee_cents = fee.amount_cents
             return
-        await run_step(
+        await self._step(
             A.void_payment,
             SettleRequest(ride_id=ride.ride_id),
             compensation=True,
@@ -380,7 +393,7 @@ class RideWorkflow:
     async def _release(self, reason: str, *, compensation: bool = False) -> None:
         """Free whichever driver the ride holds (an offered or an assigned one)."""
         self._releases += 1
-        await run_step(
+        await self._step(
             A.release_driver,
             ReleaseRequest(ride_id=self._ride.ride_id, reason=reason, step=str(self._releases)),
             compensation=compensation,
@@ -389,7 +402,7 @@ class RideWorkflow:
 
     async def _refund(self) -> None:
         """A ride that does not complete keeps none of the rider's money."""
-        await run_step(
+        await self._step(
             A.refund_payment,
             SettleRequest(ride_id=self._ride.ride_id, reason="ride did not complete"),
             Capture,
@@ -426,14 +439,19 @@ class RideWorkflow:
             raise _Cancelled(cancel)
         return inbox.take(pred)
 
+    def _step(
+        self, name: str, arg: BaseModel, result_type: type[BaseModel] | None = None, **kw: Any
+    ) -> Awaitable[Any]:
+        return run_step(name, arg, result_type, local=self._local, **kw)
+
     def _raise_if_cancelled(self) -> None:
         cancel = self._inbox.live_cancel(self._driver_id)
         if cancel is not None:
             raise _Cancelled(cancel)
 
-    def _set_status(self, status: str, details: str) -> None:
+    def _set_status(self, status: str, details: str, *more: SearchAttributeUpdate[Any]) -> None:
         self._status = status
-        workflow.upsert_search_attributes([RIDE_STATUS.value_set(status)])
+        workflow.upsert_search_attributes([RIDE_STATUS.value_set(status), *more])
         workflow.set_current_details(details)
 
     def _outcome(self, **kw: Any) -> RideOutcome:

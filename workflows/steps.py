@@ -1,5 +1,14 @@
-"""How the ride's workflow runs an activity: timeouts, retry policies, cancellation, and
-what a step's final failure means for the ride."""
+"""How the ride's workflow runs an activity: timeouts, retry policies, cancellation,
+local or not, and what a step's final failure means for the ride.
+
+Steps that talk to the payment gateway are ordinary activities: in production the
+gateway is another company's service, with its own latency and outages, and the server
+schedules its retries and shows every attempt. Every other step is ridehail's own
+bookkeeping — a database transaction of a few milliseconds and the events it publishes
+— and runs as a *local* activity: in the worker that runs the workflow, within the same
+workflow task, recorded as one marker instead of a scheduled/started/completed triple
+and a workflow task round trip through the server. Both kinds are retried with the same
+policy and run at least once, so both are idempotent (keyed on the ride and step)."""
 
 from __future__ import annotations
 
@@ -11,6 +20,9 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.exceptions import CancelledError as TemporalCancelledError
+from temporalio.exceptions import TimeoutError as TemporalTimeoutError
+
+from workflows.types import A
 
 PAYMENT_DECLINED = "PaymentDeclined"  # the error type of a declined card
 STEP_TIMEOUT = timedelta(seconds=15)
@@ -35,6 +47,18 @@ COMPENSATION_RETRY = RetryPolicy(
 )
 
 
+# The steps that call the payment gateway: never local.
+GATEWAY_STEPS = frozenset(
+    {
+        A.authorize_payment,
+        A.capture_payment,
+        A.void_payment,
+        A.refund_payment,
+        A.charge_cancellation_fee,
+    }
+)
+
+
 async def run_step(
     name: str,
     arg: BaseModel,
@@ -43,15 +67,15 @@ async def run_step(
     summary: str,
     compensation: bool = False,
     optional: bool = False,
+    local: bool = False,
 ) -> Any:
     """Run activity ``name``; ``optional`` when it may answer None, ``summary`` for the
-    history in the Temporal UI."""
+    history in the Temporal UI; ``local`` to run a bookkeeping step (any step but the
+    payment gateway's) as a local activity."""
     expected: Any = result_type
     if optional and result_type is not None:
         expected = result_type | None
-    return await workflow.execute_activity(
-        name,
-        arg,
+    options: dict[str, Any] = dict(
         result_type=expected,
         start_to_close_timeout=STEP_TIMEOUT,
         retry_policy=COMPENSATION_RETRY if compensation else STEP_RETRY,
@@ -60,6 +84,22 @@ async def run_step(
         cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         summary=summary,
     )
+    if not local or name in GATEWAY_STEPS:
+        return await workflow.execute_activity(name, arg, **options)
+    try:
+        return await workflow.execute_local_activity(name, arg, **options)
+    except (ApplicationError, TemporalTimeoutError) as e:
+        # A local activity's final failure arrives unwrapped; wrap it as a regular
+        # activity's is, so that the saga handles both alike and names the step.
+        raise ActivityError(
+            f"local activity {name} failed",
+            scheduled_event_id=0,
+            started_event_id=0,
+            identity="",
+            activity_type=name,
+            activity_id="",
+            retry_state=None,
+        ) from e
 
 
 def failure_of(e: ActivityError) -> tuple[str, str | None]:
