@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from sqlalchemy import Table, or_, update
+from sqlalchemy import Table, bindparam, or_, update
 from sqlalchemy import select as core_select
 from sqlmodel import Session, col, select
 
@@ -59,14 +59,23 @@ def stage(session: Session, events: Sequence[CloudEvent]) -> list[OutboxEvent]:
         for e in events
     ]
     session.flush()  # the caller's own changes go first
-    insert = (
-        insert_unless_present(session, _OUTBOX, ["event_id"])
-        .values(values)
-        .returning(_OUTBOX.c.event_id, _OUTBOX.c.position)
-    )
-    added = {event_id: position for event_id, position in session.connection().execute(insert)}
+    insert = insert_unless_present(session, _OUTBOX, ["event_id"], ("event_id", "position"))
+    added = {event_id: position
+             for event_id, position in session.connection().execute(insert, values)}
     return [OutboxEvent(position=added[v["event_id"]], **v)
             for v in values if v["event_id"] in added]
+
+
+_o = _OUTBOX.c
+# An earlier event of the same aggregates that is unpublished and failed, or overdue.
+_BEHIND = (
+    core_select(_o.position)
+    .where(_o.aggregate_id.in_(bindparam("aggregates", expanding=True)))
+    .where(_o.published_at.is_(None))
+    .where(_o.position < bindparam("first"))
+    .where(or_(_o.attempts > 0, _o.created_at < bindparam("stale")))
+    .limit(1)
+)
 
 
 def _behind_unpublished(session: Session, rows: list[OutboxEvent]) -> bool:
@@ -76,19 +85,12 @@ def _behind_unpublished(session: Session, rows: list[OutboxEvent]) -> bool:
     or whose PubAck is in and is about to be marked, does not hold them back."""
     if not rows:
         return False
-    first = min(r.position or 0 for r in rows)
-    aggregates = {r.aggregate_id for r in rows}
-    stale = utcnow() - timedelta(seconds=PUBLISH_TIMEOUT_S + MARK_DELAY_S + 1)
-    o = _OUTBOX.c
-    q = (
-        core_select(o.position)
-        .where(o.aggregate_id.in_(aggregates))
-        .where(o.published_at.is_(None))
-        .where(o.position < first)
-        .where(or_(o.attempts > 0, o.created_at < stale))
-        .limit(1)
-    )
-    return session.connection().execute(q).first() is not None
+    params = {
+        "aggregates": list({r.aggregate_id for r in rows}),
+        "first": min(r.position or 0 for r in rows),
+        "stale": utcnow() - timedelta(seconds=PUBLISH_TIMEOUT_S + MARK_DELAY_S + 1),
+    }
+    return session.connection().execute(_BEHIND, params).first() is not None
 
 
 class Outbox:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -29,6 +30,14 @@ def _settings(data_dir: Path | None = None, **overrides: object) -> Settings:
     except Exception as e:  # noqa: BLE001 — pydantic explains what is wrong
         console.print(f"[red]invalid settings:[/] {e}")
         raise typer.Exit(2) from None
+
+
+def run_service(main: Coroutine[Any, Any, None]) -> None:
+    """Run a long-running process's main coroutine on uvloop, the faster event loop the
+    API, the worker and the consumers all spend much of their time in."""
+    import uvloop
+
+    uvloop.run(main)
 
 
 def _logging(verbose: bool) -> None:
@@ -63,7 +72,7 @@ def dev(
         console.print(f"[bold cyan]ridehail[/] {line}")
 
     try:
-        asyncio.run(run_dev(settings, say, verbose))
+        run_service(run_dev(settings, say, verbose))
     except DevStackError as e:
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(1) from None
@@ -107,7 +116,7 @@ def _run_component(name: str, verbose: bool, body) -> None:  # type: ignore[no-u
             console.print(f"[bold cyan]ridehail[/] {name} {RUNNING} — Ctrl-C to stop")
             await body(rt, stop)
 
-    asyncio.run(main())
+    run_service(main())
 
 
 Verbose = Annotated[bool, typer.Option("--verbose", "-v")]

@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Table, event
 from sqlalchemy.dialects import postgresql, sqlite
@@ -22,13 +22,26 @@ from sqlmodel import Session, SQLModel, create_engine
 T = TypeVar("T")
 
 
-def insert_unless_present(session: Session, table: Table, key: list[str]):  # type: ignore[no-untyped-def]
+def insert_unless_present(session: Session, table: Table, key: list[str],  # type: ignore[no-untyped-def]
+                          returning: tuple[str, ...] = ()):
     """A Core ``INSERT … ON CONFLICT (key) DO NOTHING`` for the session's database: one
     statement where a look-up and an insert would take two, and safe against a
     concurrent insert of the same key. The hot paths (the outbox, processed-event
-    records) use Core statements; the ORM's unit of work costs several times as much."""
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    return dialect.insert(table).on_conflict_do_nothing(index_elements=key)
+    records) use Core statements, built once; the ORM's unit of work costs several
+    times as much. ``returning`` names columns of the inserted rows to return."""
+    dialect = session.get_bind().dialect.name
+    cache_key = (dialect, table.name, tuple(key), returning)
+    stmt = _INSERTS.get(cache_key)
+    if stmt is None:
+        module = postgresql if dialect == "postgresql" else sqlite
+        stmt = module.insert(table).on_conflict_do_nothing(index_elements=key)
+        if returning:
+            stmt = stmt.returning(*(table.c[name] for name in returning))
+        _INSERTS[cache_key] = stmt
+    return stmt
+
+
+_INSERTS: dict[tuple[object, ...], Any] = {}
 
 
 def make_engine(url: str) -> Engine:

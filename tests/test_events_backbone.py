@@ -245,7 +245,8 @@ async def test_each_ride_is_applied_in_order_by_two_processes_sharing_the_group(
 async def test_consumers_resume_after_a_nats_restart(
     settings: Settings, own_nats: RestartableNats
 ) -> None:
-    settings = settings.model_copy(update={"nats_url": own_nats.url})
+    # an offer that outlives the restart: the acceptance must not race the offer's timer
+    settings = settings.model_copy(update={"nats_url": own_nats.url, "offer_timeout_s": 60})
     async with running_stack(settings) as stack:
         await driver_online(stack, "d1", {"lat": 40.7505, "lng": -73.9905})
         r = await stack.call("POST", "/v1/rides", "rider", "r1", want=202,

@@ -181,7 +181,8 @@ class RideWorkflow:
             await self._release("trip_completed")
             saga.discard("release the driver")
 
-        if workflow.patched(RELEASE_BEFORE_CAPTURE):
+        # (rides with local steps came later: they always release first, no second patch)
+        if self._local or workflow.patched(RELEASE_BEFORE_CAPTURE):
             # The driver is free for the next rider as soon as the trip ends, instead of
             # waiting for the payment gateway (docs/VERSIONING.md).
             await free_driver()
