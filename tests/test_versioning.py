@@ -108,7 +108,7 @@ def test_the_recorded_histories_show_both_kinds_of_steps() -> None:
         assert LOCAL_BOOKKEEPING not in patches(recorded(old))
         assert not any(local for _, local in steps(step_runs(recorded(old))))
     new = recorded(LOCAL)
-    assert patches(new) == [LOCAL_BOOKKEEPING, RELEASE_BEFORE_CAPTURE]
+    assert patches(new) == [LOCAL_BOOKKEEPING]  # release-first is implied, no second patch
     runs = step_runs(new)
     assert steps(runs) == as_bookkeeping_local(names)
     assert all(r["summary"] and r["outcome"] == "completed" for r in runs)
