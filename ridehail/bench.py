@@ -212,11 +212,13 @@ class Phase:
     side spills into the other's block."""
 
     def __init__(self, name: str, one: Callable[[int], Awaitable[RideResult]],
-                 roles: dict[str, int], drain: Callable[[], Awaitable[bool]] | None = None
-                 ) -> None:
+                 roles: dict[str, int], drain: Callable[[], Awaitable[bool]] | None = None,
+                 others: dict[str, int] | None = None) -> None:
         self.name = name
         self.one = one
         self.roles = roles
+        self.others = others or {}  # the other side's processes, watched but not counted
+        self.others_cpu_s: dict[str, float] = {}
         self.drain = drain
         self.results: list[RideResult] = []
         self.elapsed_s = 0.0
@@ -240,6 +242,8 @@ class Phase:
         self.load_before = self.load_before or os.getloadavg()
         watch = ProcessWatch(self.roles)
         watch.start()
+        bystanders = ProcessWatch(self.others)
+        bystanders.start()
         results, elapsed = await run_workload(size, concurrency, self.one, done,
                                               first_index=len(self.results))
         if self.drain is not None:
@@ -247,6 +251,8 @@ class Phase:
             self.drained = await self.drain() and self.drained
             self.drain_s += time.perf_counter() - t0
             elapsed += time.perf_counter() - t0
+        for u in await bystanders.stop():
+            self.others_cpu_s[u.role] = self.others_cpu_s.get(u.role, 0.0) + u.cpu_s
         for u in await watch.stop():
             seen = self.usage.get(u.role)
             if seen is not None:
@@ -262,6 +268,7 @@ class Phase:
         out.processes = list(self.usage.values())
         out.load_before, out.load_after = self.load_before, self.load_after
         out.blocks, out.drain_s = blocks, self.drain_s
+        out.others_cpu_s = {k: round(v, 2) for k, v in self.others_cpu_s.items()}
         if out.completed and out.processes:
             out.cpu_per_ride_s = sum(p.cpu_s for p in out.processes) / out.completed
         return out
@@ -366,8 +373,9 @@ async def run_bench(settings: Settings, *, rides: int, drivers: int, concurrency
             await stack.enter_async_context(await build_baseline_worker(client))
             # what the anchor costs: the Temporal server, and this process (its worker and
             # its client); ridehail's own processes sit idle meanwhile
-            phases.append(Phase("baseline", one, {k: v for k, v in roles.items()
-                                                  if k in ("temporal", "bench")}))
+            anchor = ("temporal", "bench")
+            phases.append(Phase("baseline", one, {k: v for k, v in roles.items() if k in anchor},
+                                others={k: v for k, v in roles.items() if k not in anchor}))
         with _progress(console) as progress:
             tasks = {p.name: progress.add_task(f"{p.name:<8}", total=rides, rate="")
                      for p in phases}

@@ -59,6 +59,9 @@ class RunFigures:
     blocks: int = 1  # the rides ran in this many blocks, alternating with the other side
     drain_s: float = 0.0  # of elapsed_s: waiting for the consumers to catch up
     cpu_per_ride_s: float | None = None  # CPU of every measured process, per completed ride
+    # CPU of the other side's own processes during this side's blocks (not counted above):
+    # what the anchor's blocks leave ridehail's processes doing
+    others_cpu_s: dict[str, float] = field(default_factory=dict)
 
 
 def figures(name: str, results: list[RideResult], concurrency: int, elapsed: float
@@ -175,6 +178,9 @@ def print_report(report: BenchReport, console: Console) -> None:
             mem.append("—" if p is None else f"{p.peak_rss_mb:.0f}")
         row(f"{role} CPU s", cpu)
         row(f"{role} peak RSS (MB)", mem)
+    if any(r.others_cpu_s for r in runs):
+        row("meanwhile, the other side's processes (CPU s)",
+            [", ".join(f"{k} {v:.1f}" for k, v in r.others_cpu_s.items()) or "—" for r in runs])
     row("CPU per ride, all measured (ms)",
         ["—" if r.cpu_per_ride_s is None else f"{r.cpu_per_ride_s * 1000:.0f}" for r in runs],
         ratio(report.cpu_ratio) + " (base ÷ rh)" if report.cpu_ratio else "")
