@@ -49,6 +49,9 @@ class ConsumerSpec:
     max_deliver: int = 6
     backoff_s: tuple[float, ...] = field(default=(0.5, 1, 2, 5, 10))
     batch: int = 32
+    # a message carrying this header needs nothing from this consumer: it is acknowledged
+    # unread (the projectors: events applied where they were written)
+    done_if_header: str | None = None
 
 
 def durable_names(spec: ConsumerSpec) -> list[tuple[str, str]]:
@@ -167,6 +170,9 @@ class ConsumerRunner:
     async def _handle(self, msg: Msg) -> None:
         spec = self.spec
         meta = msg.metadata
+        if spec.done_if_header and msg.headers and msg.headers.get(spec.done_if_header):
+            await msg.ack()
+            return
         try:
             event = parse_event(msg.data)
         except InvalidEvent as e:

@@ -130,25 +130,22 @@ class Projectors:
     def specs(self) -> list[ConsumerSpec]:
         return [
             ConsumerSpec(name=RIDE_PROJECTOR, stream="RIDES", prefix="rides",
-                         handler=self.project_ride),
+                         handler=self.project_ride, done_if_header=APPLIED_HEADER),
             ConsumerSpec(name=DRIVER_PROJECTOR, stream="DRIVERS", prefix="drivers",
-                         handler=self.project_driver),
+                         handler=self.project_driver, done_if_header=APPLIED_HEADER),
         ]
 
+    # Events whose publisher applied them where they were written carry APPLIED_HEADER
+    # and never reach these handlers (ConsumerSpec.done_if_header). The others (published
+    # by the relay, redriven, or by anyone else) were most likely applied too: look first.
+
     async def project_ride(self, event: CloudEvent, msg: Msg) -> None:
-        if not await self._applied(msg, RIDE_PROJECTOR, event):
+        if not await self.db.read(lambda s: processed(s, RIDE_PROJECTOR, event.id)):
             await self.db.write(lambda session: project_ride_event(session, event))
 
     async def project_driver(self, event: CloudEvent, msg: Msg) -> None:
-        if not await self._applied(msg, DRIVER_PROJECTOR, event):
+        if not await self.db.read(lambda s: processed(s, DRIVER_PROJECTOR, event.id)):
             await self.db.write(lambda session: project_driver_event(session, event))
-
-    async def _applied(self, msg: Msg, consumer: str, event: CloudEvent) -> bool:
-        """Whether the event was applied where it was written: its publisher says so in
-        a header, or (published by the relay, or by anyone else) its record says so."""
-        if msg.headers and msg.headers.get(APPLIED_HEADER):
-            return True
-        return await self.db.read(lambda s: processed(s, consumer, event.id))
 
 
 def project_inline(session: Session, events: list[CloudEvent]) -> set[str]:
