@@ -179,7 +179,7 @@ def print_report(report: BenchReport, console: Console) -> None:
         row(f"{role} CPU s", cpu)
         row(f"{role} peak RSS (MB)", mem)
     if any(r.others_cpu_s for r in runs):
-        row("meanwhile, the other side's processes (CPU s)",
+        row("other side meanwhile (CPU s)",
             [", ".join(f"{k} {v:.1f}" for k, v in r.others_cpu_s.items()) or "—" for r in runs])
     row("CPU per ride, all measured (ms)",
         ["—" if r.cpu_per_ride_s is None else f"{r.cpu_per_ride_s * 1000:.0f}" for r in runs],

@@ -291,7 +291,7 @@ async def run_dev(settings: Settings, say: Callable[[str], None], verbose: bool 
             # the worker first: once the API answers, a ride requested goes all the way
             worker = ComponentProcess("worker", settings, verbose)
             tasks = [asyncio.create_task(worker.run(stop), name="worker")]
-            await _wait_until(lambda: worker.ready.is_set(), tasks,
+            await _wait_until(lambda: worker.ready.is_set() or stop.is_set(), tasks,
                               "the worker process did not start")
             components = {
                 "consumers": run_consumers(rt, stop),
@@ -299,15 +299,11 @@ async def run_dev(settings: Settings, say: Callable[[str], None], verbose: bool 
                 "api": run_api(rt, stop),
             }
             tasks += [asyncio.create_task(c, name=n) for n, c in components.items()]
-            await _wait_until(lambda: answering(settings.api_host, settings.api_port), tasks,
-                              f"the API did not start on {settings.api_url}")
-            say(f"API        {settings.api_url}")
-            say(f"API docs   {settings.api_url}/docs")
-            say(f"Temporal   {settings.temporal_ui_url}  (workflow history, UI)")
-            say(f"data       {settings.data_dir.resolve()}")
-            say("tokens     export RIDEHAIL_JWT_SECRET=$(cat "
-                f"{settings.data_dir / 'jwt_secret'}); ridehail token --role rider --sub r1")
-            say("ready — Ctrl-C to stop")
+            await _wait_until(
+                lambda: stop.is_set() or answering(settings.api_host, settings.api_port),
+                tasks, f"the API did not start on {settings.api_url}")
+            if not stop.is_set():  # (Ctrl-C during start-up: straight to stopping)
+                _say_ready(settings, say)
             failed = await _supervise(tasks, stop)
             if failed:
                 raise DevStackError(failed)
@@ -317,6 +313,16 @@ async def run_dev(settings: Settings, say: Callable[[str], None], verbose: bool 
         say("stopped")
 
 
+def _say_ready(settings: Settings, say: Callable[[str], None]) -> None:
+    say(f"API        {settings.api_url}")
+    say(f"API docs   {settings.api_url}/docs")
+    say(f"Temporal   {settings.temporal_ui_url}  (workflow history, UI)")
+    say(f"data       {settings.data_dir.resolve()}")
+    say("tokens     export RIDEHAIL_JWT_SECRET=$(cat "
+        f"{settings.data_dir / 'jwt_secret'}); ridehail token --role rider --sub r1")
+    say("ready — Ctrl-C to stop")
+
+
 async def _wait_until(ready: Callable[[], bool], tasks: list[asyncio.Task[None]],
                       late: str) -> None:
     """Wait for ``ready`` while the components start; a component that ends meanwhile
@@ -324,7 +330,7 @@ async def _wait_until(ready: Callable[[], bool], tasks: list[asyncio.Task[None]]
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while not ready():
         for t in tasks:
-            if t.done():
+            if t.done():  # (a component that stopped because of Ctrl-C has made ready true)
                 t.result()  # surfaces the component's error
                 raise DevStackError(f"{t.get_name()} stopped during start-up")
         if time.monotonic() > deadline:

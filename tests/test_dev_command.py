@@ -37,7 +37,10 @@ def descendants(pid: int) -> list[int]:
 
 
 def command(pid: int) -> list[str]:
-    return Path(f"/proc/{pid}/cmdline").read_text().rstrip("\0").split("\0")
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().rstrip("\0").split("\0")
+    except FileNotFoundError:  # it has just exited
+        return []
 
 
 def alive(pid: int) -> bool:
@@ -215,5 +218,21 @@ def test_dev_stops_everything_when_its_worker_process_dies(
         assert [p for p in tree if alive(p)] == []
         log = dev.log.read_text()
         assert "worker stopped unexpectedly" in log and "exited with code -9" in log, log
+    finally:
+        dev.kill()
+
+
+def test_ctrl_c_while_the_worker_starts_stops_everything_cleanly(
+    dev_env: dict[str, str], tmp_path: Path
+) -> None:
+    dev = DevProcess(dev_env, tmp_path / "dev.log")
+    try:
+        deadline = time.monotonic() + 60
+        while not any(command(p)[-1:] == ["worker"] for p in descendants(dev.proc.pid)):
+            assert time.monotonic() < deadline, dev.log.read_text()
+            time.sleep(0.02)
+        assert dev.interrupt() == []
+        assert dev.proc.returncode == 0, dev.log.read_text()
+        assert "error" not in dev.log.read_text().lower()
     finally:
         dev.kill()

@@ -68,6 +68,19 @@ def test_the_recorded_histories_show_both_orders() -> None:
     assert not has_marker(BEFORE) and has_marker(AFTER)
 
 
+def force_patch(monkeypatch: pytest.MonkeyPatch, patch_id: str, answer: bool) -> None:
+    """Make ``workflow.patched(patch_id)`` answer as code without that guard would."""
+    real = workflow.patched
+    monkeypatch.setattr(workflow, "patched",
+                        lambda pid: answer if pid == patch_id else real(pid))
+
+
+async def fails_replay(path: Path) -> bool:
+    """The recorded history no longer replays: a non-determinism error."""
+    [outcome] = await replay_files([path])
+    return not outcome.ok and "Nondeterminism" in (outcome.error or "")
+
+
 async def test_both_histories_replay_against_the_patched_code() -> None:
     outcomes = await replay_files([BEFORE, AFTER])
     assert [o.ok for o in outcomes] == [True, True], [o.error for o in outcomes]
@@ -77,12 +90,8 @@ async def test_without_the_guard_the_old_history_would_break(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The change deployed carelessly (always the new order) fails the old rides."""
-    real = workflow.patched
-    monkeypatch.setattr(workflow, "patched",
-                        lambda patch_id: True if patch_id == RELEASE_BEFORE_CAPTURE
-                        else real(patch_id))
-    [outcome] = await replay_files([BEFORE])
-    assert not outcome.ok and "Nondeterminism" in (outcome.error or "")
+    force_patch(monkeypatch, RELEASE_BEFORE_CAPTURE, True)
+    assert await fails_replay(BEFORE)
 
 
 async def test_a_new_ride_completes_with_the_driver_released_first(stack: Stack) -> None:
@@ -121,12 +130,8 @@ async def test_without_the_local_bookkeeping_guard_histories_break(
 ) -> None:
     """The change deployed carelessly (always local) fails the old rides; and the
     histories recorded since pin the new branch (code without it fails them)."""
-    real = workflow.patched
-    monkeypatch.setattr(workflow, "patched",
-                        lambda patch_id: forced if patch_id == LOCAL_BOOKKEEPING
-                        else real(patch_id))
-    [outcome] = await replay_files([path])
-    assert not outcome.ok and "Nondeterminism" in (outcome.error or "")
+    force_patch(monkeypatch, LOCAL_BOOKKEEPING, forced)
+    assert await fails_replay(path)
 
 
 NEW_RIDES: dict[Callable[[City], Awaitable[str]], list[str]] = {
