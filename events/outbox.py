@@ -108,10 +108,10 @@ class Outbox:
     async def write(self, work: Callable[[Session], tuple[T, Sequence[CloudEvent]]]) -> T:
         """Run ``work`` in a write transaction, store the events it returns with it (and
         apply them to the read models: events.projector), and publish them once
-        committed. The result is returned even if NATS is down: the
-        events are safe in the outbox and the relay will publish them."""
+        committed. The result is returned even if NATS is down: the events are safe in
+        the outbox and the relay will publish them."""
 
-        def run() -> tuple[T, list[OutboxEvent], bool]:
+        def run() -> tuple[T, list[OutboxEvent], set[str], bool]:
             with self.db.writing() as session:
                 result, events = work(session)
                 rows = stage(session, events)

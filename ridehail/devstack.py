@@ -143,6 +143,7 @@ class ComponentProcess:
         proc = await asyncio.create_subprocess_exec(
             *argv, env={**os.environ, **self.settings.as_env()},
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            limit=1 << 20,  # the longest line it may print (a traceback's repr, say)
             start_new_session=True,  # Ctrl-C reaches us; we stop it in order
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
@@ -170,7 +171,8 @@ class ComponentProcess:
             await forwarding
 
     async def _forward(self, out: asyncio.StreamReader) -> None:
-        while line := (await out.readline()).decode(errors="replace").rstrip():
+        while raw := await out.readline():  # b"" only at the end of its output
+            line = raw.decode(errors="replace").rstrip()
             if not self.ready.is_set() and f"{self.name} running" in line:
                 self.ready.set()
                 continue
