@@ -22,6 +22,9 @@ from sqlmodel import Session, SQLModel, create_engine
 T = TypeVar("T")
 
 
+_INSERTS: dict[tuple[object, ...], Any] = {}  # built once per database kind and shape
+
+
 def insert_unless_present(session: Session, table: Table, key: list[str],  # type: ignore[no-untyped-def]
                           returning: tuple[str, ...] = ()):
     """A Core ``INSERT … ON CONFLICT (key) DO NOTHING`` for the session's database: one
@@ -39,9 +42,6 @@ def insert_unless_present(session: Session, table: Table, key: list[str],  # typ
             stmt = stmt.returning(*(table.c[name] for name in returning))
         _INSERTS[cache_key] = stmt
     return stmt
-
-
-_INSERTS: dict[tuple[object, ...], Any] = {}
 
 
 def make_engine(url: str) -> Engine:

@@ -125,6 +125,16 @@ class ServerProcess:
             self.proc.wait()
 
 
+def component_command(name: str) -> list[str]:
+    """How ``ridehail dev`` starts a component in a child process."""
+    return [sys.executable, "-m", "ridehail.cli", name]
+
+
+def runs_component(cmdline: list[str], name: str) -> bool:
+    """Whether a process's command line is that of a component ``ridehail dev`` started."""
+    return cmdline[1:4] == component_command(name)[1:]
+
+
 @dataclass
 class ComponentProcess:
     """A component (``ridehail <name>``) run in a child process with these settings: its
@@ -139,7 +149,7 @@ class ComponentProcess:
     _last: list[str] = field(default_factory=list, repr=False)
 
     async def run(self, stop: asyncio.Event) -> None:
-        argv = [sys.executable, "-m", "ridehail.cli", self.name, *(["-v"] if self.verbose else [])]
+        argv = [*component_command(self.name), *(["-v"] if self.verbose else [])]
         proc = await asyncio.create_subprocess_exec(
             *argv, env={**os.environ, **self.settings.as_env()},
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

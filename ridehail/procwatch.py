@@ -115,9 +115,11 @@ def stack_processes(settings: Settings) -> dict[str, int]:
 
 def _worker_child(api_pid: int) -> int | None:
     """The worker process ``ridehail dev`` runs beside its own (ridehail.devstack)."""
+    from ridehail.devstack import runs_component
+
     try:
         for child in psutil.Process(api_pid).children():
-            if child.cmdline()[-2:] in (["ridehail.cli", "worker"], ["worker", "-v"]):
+            if runs_component(child.cmdline(), "worker"):
                 return child.pid
     except psutil.Error:
         pass

@@ -16,7 +16,7 @@ import pytest
 
 from api.auth import issue_token
 from ridehail.config import Settings
-from ridehail.devstack import answering
+from ridehail.devstack import answering, runs_component
 from tests.support.servers import free_port
 
 RIDEHAIL = str(Path(sys.executable).parent / "ridehail")
@@ -211,7 +211,7 @@ def test_dev_stops_everything_when_its_worker_process_dies(
     try:
         dev.wait_ready()
         tree = descendants(dev.proc.pid)
-        [worker] = [p for p in tree if command(p)[-1] == "worker"]
+        [worker] = [p for p in tree if runs_component(command(p), "worker")]
         os.kill(worker, signal.SIGKILL)
         assert dev.proc.wait(60) == 1
         time.sleep(0.5)
@@ -228,7 +228,7 @@ def test_ctrl_c_while_the_worker_starts_stops_everything_cleanly(
     dev = DevProcess(dev_env, tmp_path / "dev.log")
     try:
         deadline = time.monotonic() + 60
-        while not any(command(p)[-1:] == ["worker"] for p in descendants(dev.proc.pid)):
+        while not any(runs_component(command(p), "worker") for p in descendants(dev.proc.pid)):
             assert time.monotonic() < deadline, dev.log.read_text()
             time.sleep(0.02)
         assert dev.interrupt() == []

@@ -264,13 +264,12 @@ class RideWorkflow:
                     A.assign_driver, ref, summary=f"assign driver {offer.driver_id} to the ride"
                 )
                 assigned = DRIVER_ID.value_set(offer.driver_id)
-                if not self._local:
+                on_the_way = f"Driver {offer.driver_id} on the way to pickup"
+                if self._local:  # one upsert for driver and status
+                    self._set_status("driver_assigned", on_the_way, assigned)
+                else:
                     workflow.upsert_search_attributes([assigned])
-                self._set_status(
-                    "driver_assigned",
-                    f"Driver {offer.driver_id} on the way to pickup",
-                    *([assigned] if self._local else []),
-                )
+                    self._set_status("driver_assigned", on_the_way)
                 return
             declined = answer is not None
             await self._step(
