@@ -6,6 +6,7 @@ NATS and the test's database; the API, consumers and relay run in the test proce
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -97,6 +98,10 @@ async def test_worker_killed_mid_ride_and_restarted(settings: Settings, tmp_path
 
         with worker_process(settings, tmp_path / "worker-2.log"):
             done = await stack.wait_status(ride_id, "r1", "completed", timeout=60)
+            # the read model says completed when the last step commits; the workflow
+            # closes when that workflow task reaches the server: keep the worker till then
+            async with asyncio.timeout(60):
+                await workflow(stack.temporal, ride_id).result()
 
         assert done["fare"]["final"] == f"{final_fare() / 100:.2f}"
         # charged once: one hold, one capture, each once on the stream too
