@@ -22,18 +22,16 @@ from dataclasses import dataclass, field
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from events.envelope import PARTITIONS, CloudEvent, InvalidEvent, logical_subject, parse_event
+from events.envelope import CloudEvent, InvalidEvent, logical_subject, parse_event
+from events.topology import ACK_WAIT_S, ConsumerGroup
 
 log = logging.getLogger(__name__)
 
 # How long one pull waits for messages; also how soon a loop notices it should stop.
 FETCH_WAIT_S = 2.0
-# A message not acknowledged within this is redelivered (to another process, if the one
-# holding it died). Handlers that take longer keep it by reporting progress.
-ACK_WAIT_S = 10.0
 
 Handler = Callable[[CloudEvent, Msg], Awaitable[None]]
 
@@ -53,12 +51,14 @@ class ConsumerSpec:
     # unread (the projectors: events applied where they were written)
     done_if_header: str | None = None
 
+    @property
+    def group(self) -> ConsumerGroup:
+        return ConsumerGroup(self.name, self.stream, self.prefix, self.ordered)
+
 
 def durable_names(spec: ConsumerSpec) -> list[tuple[str, str]]:
     """(durable name, filter subject) pairs that make up the consumer group."""
-    if spec.ordered:
-        return [(f"{spec.name}-p{p}", f"{spec.prefix}.{p}.>") for p in range(PARTITIONS)]
-    return [(spec.name, f"{spec.prefix}.>")]
+    return spec.group.durables()
 
 
 async def ensure_consumers(js: JetStreamContext, spec: ConsumerSpec,
@@ -71,18 +71,7 @@ async def ensure_consumers(js: JetStreamContext, spec: ConsumerSpec,
             continue
         except NotFoundError:
             pass
-        config = ConsumerConfig(
-            durable_name=durable,
-            name=durable,
-            filter_subject=subject,
-            deliver_policy=DeliverPolicy.ALL,
-            ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=ACK_WAIT_S,
-            # the runner counts deliveries itself and dead-letters; JetStream must not
-            # silently stop redelivering first
-            max_deliver=-1,
-            max_ack_pending=1 if spec.ordered else 256,
-        )
+        config = spec.group.config(durable, subject)
         if start_after is not None:
             config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
             config.opt_start_seq = start_after + 1

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ridehail.config import Settings, SettingsError
 
@@ -37,7 +39,21 @@ def run_service(main: Coroutine[Any, Any, None]) -> None:
     API, the worker and the consumers all spend much of their time in."""
     import uvloop
 
-    uvloop.run(main)
+    with _unfit_servers_exit():
+        uvloop.run(main)
+
+
+@contextlib.contextmanager
+def _unfit_servers_exit() -> Iterator[None]:
+    """A server that does not fit ridehail ends the command with its explanation."""
+    from events.fitcheck import NatsUnfit
+    from ridehail.temporalcheck import TemporalUnfit
+
+    try:
+        yield
+    except (NatsUnfit, TemporalUnfit) as e:
+        console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 def _logging(verbose: bool) -> None:
@@ -69,12 +85,12 @@ def dev(
     settings = _settings(data_dir, api_port=api_port).with_dev_secret()
 
     def say(line: str) -> None:
-        console.print(f"[bold cyan]ridehail[/] {line}")
+        console.print(f"[bold cyan]ridehail[/] {escape(line)}", soft_wrap=True)
 
     try:
         run_service(run_dev(settings, say, verbose))
     except DevStackError as e:
-        console.print(f"[red]error:[/] {e}")
+        console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
         raise typer.Exit(1) from None
 
 
@@ -179,7 +195,8 @@ def _once(name: str, body, *, temporal: bool = False):  # type: ignore[no-untype
         async with runtime(settings, name, temporal=temporal, prepare=False) as rt:
             return await body(rt)
 
-    return asyncio.run(main())
+    with _unfit_servers_exit():
+        return asyncio.run(main())
 
 
 @app.command()
@@ -384,9 +401,11 @@ if __name__ == "__main__":  # pragma: no cover
 # Commands that live in their own modules.
 from ridehail.bench import register as _register_bench  # noqa: E402
 from ridehail.simulate import register as _register_simulate  # noqa: E402
+from ridehail.streamscli import register as _register_streams  # noqa: E402
 
 _register_bench(app)
 _register_simulate(app)
+_register_streams(app, _settings, console)
 
 if __name__ == "__main__":  # how ridehail dev starts its worker process
     app()

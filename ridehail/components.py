@@ -19,15 +19,16 @@ from nats.js import JetStreamContext
 from temporalio.client import Client
 
 from events.consumer import ConsumerRunner, ConsumerSpec
+from events.fitcheck import require_fit
 from events.notifier import Notifier
 from events.outbox import Outbox
 from events.projector import Projectors
-from events.streams import ensure_streams
 from events.trigger import WorkflowTrigger
 from ridehail.config import Settings
 from ridehail.connections import connect_nats, connect_temporal
 from ridehail.db import Database
 from ridehail.migrate import prepare_schema
+from ridehail.temporalcheck import prepare_temporal
 from ridehail.worker import build_worker, run_worker
 
 log = logging.getLogger(__name__)
@@ -50,16 +51,21 @@ class Runtime:
 @contextlib.asynccontextmanager
 async def runtime(settings: Settings, name: str, *, temporal: bool = True,
                   prepare: bool = True) -> AsyncIterator[Runtime]:
-    """Connect to everything; with ``prepare``, create the streams and the tables."""
+    """Connect to everything and fit-check the servers (NATS: streams and consumers
+    created or updated in place where they differ, ``NatsUnfit`` where they cannot be;
+    Temporal: namespace and search attributes, ``TemporalUnfit``); with ``prepare``,
+    create or migrate the tables too."""
     if prepare:
         await asyncio.to_thread(prepare_schema, settings.db_url)
     db = Database(settings.db_url)
     nc = await connect_nats(settings, name)
     js = nc.jetstream()
     try:
-        if prepare:
-            await ensure_streams(js, settings.stream_replicas)
+        await require_fit(nc, js, replicas=settings.stream_replicas)
         client = await connect_temporal(settings) if temporal else None
+        if client is not None:
+            await prepare_temporal(client, settings.temporal_namespace,
+                                   settings.temporal_address)
         outbox = Outbox(db, js, nc)
         try:
             yield Runtime(settings, db, nc, js, outbox, client)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -43,12 +42,12 @@ class Settings(BaseSettings):
         """The servers of RIDEHAIL_NATS_URL (a cluster is a comma-separated list)."""
         return [u.strip() for u in self.nats_url.split(",") if u.strip()]
 
-    @cached_property
+    @property
     def nats_host_port(self) -> tuple[str, int]:
         parsed = urlparse(self.nats_servers[0])
         return parsed.hostname or "127.0.0.1", parsed.port or 4222
 
-    @cached_property
+    @property
     def temporal_host_port(self) -> tuple[str, int]:
         host, _, port = self.temporal_address.rpartition(":")
         return host or "127.0.0.1", int(port)

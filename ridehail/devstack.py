@@ -28,20 +28,18 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
 
+from events.fitcheck import FitReport, fit_check
 from ridehail.config import Settings
+from ridehail.temporalcheck import SEARCH_ATTRIBUTES, TemporalUnfit, prepare_temporal
 
 log = logging.getLogger(__name__)
 
-SEARCH_ATTRIBUTES = ("RideStatus", "RiderId", "DriverId")
 STARTUP_TIMEOUT_S = 60.0
 # A child component gets this long to finish its work after SIGTERM (the worker's own
 # graceful shutdown is 10 s), then it is killed.
@@ -72,6 +70,12 @@ def answering(host: str, port: int, timeout: float = 0.5) -> bool:
             return True
     except OSError:
         return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
 
 
 def _die_with_parent() -> None:  # pragma: no cover — runs in the child before exec
@@ -221,22 +225,6 @@ def nats_server(settings: Settings) -> ServerProcess:
     return ServerProcess("nats-server", argv, data / "logs" / "nats.log", host, port)
 
 
-async def register_search_attributes(client: Client, namespace: str) -> None:
-    """Make sure the ride search attributes exist (a reused server may lack them)."""
-    try:
-        await client.operator_service.add_search_attributes(
-            AddSearchAttributesRequest(
-                namespace=namespace,
-                search_attributes={
-                    n: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for n in SEARCH_ATTRIBUTES
-                },
-            )
-        )
-    except RPCError as e:
-        if e.status != RPCStatusCode.ALREADY_EXISTS:
-            raise
-
-
 async def connect_temporal_when_up(settings: Settings, timeout: float = STARTUP_TIMEOUT_S
                                    ) -> Client:
     from ridehail.connections import connect_temporal
@@ -252,37 +240,144 @@ async def connect_temporal_when_up(settings: Settings, timeout: float = STARTUP_
 
 
 class DevStack:
-    """The embedded servers this process started (none if all were already running)."""
+    """The embedded servers this process started (none if all were already running).
 
-    def __init__(self, settings: Settings, say: Callable[[str], None]) -> None:
+    A server already answering at its address is reused only if it fits ridehail (the
+    fit-checks of ``events.fitcheck`` and ``ridehail.temporalcheck``). One that does not
+    fit is refused when its address was set explicitly (``RIDEHAIL_NATS_URL``,
+    ``RIDEHAIL_TEMPORAL_ADDRESS``); at the default address, ridehail starts a server of
+    its own on a free port instead and says why. ``settings`` then points at it."""
+
+    def __init__(self, settings: Settings, say: Callable[[str], None],
+                 explicit: set[str] | None = None) -> None:
         self.settings = settings
         self.say = say
+        # the settings the user gave (environment, flags): their addresses are kept
+        self.explicit = set(settings.model_fields_set if explicit is None else explicit)
         self.started: list[ServerProcess] = []
+        self.notes: list[str] = []  # for the banner: which servers and why
 
     async def start_servers(self) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        wanted: Sequence[ServerProcess] = (nats_server(self.settings),
-                                           temporal_server(self.settings))
-        for server in wanted:
-            if answering(server.host, server.port):
-                self.say(f"reusing the {server.name} already answering on "
-                         f"{server.host}:{server.port}")
-                continue
-            server.start()
-            self.started.append(server)
         try:
+            await self._nats()
+            await self._temporal()
             await asyncio.gather(*(s.wait_ready() for s in self.started))
             client = await connect_temporal_when_up(self.settings)
-            await register_search_attributes(client, self.settings.temporal_namespace)
+            await prepare_temporal(client, self.settings.temporal_namespace,
+                                   self.settings.temporal_address, register_namespace=True)
+        except TemporalUnfit as e:
+            self.stop_servers()
+            raise DevStackError(str(e)) from None
         except BaseException:
             self.stop_servers()
             raise
+
+    async def _nats(self) -> None:
+        server = nats_server(self.settings)
+        where = f"{server.host}:{server.port}"
+        if not answering(server.host, server.port):
+            self._start(server)
+            return
+        report = await probe_nats(self.settings)
+        if report.ok:
+            self.say(f"reusing the nats-server {report.version} already answering on {where}")
+            self.notes.append(f"NATS       {self.settings.nats_url} (reused)")
+            return
+        if "nats_url" in self.explicit:  # the user chose it: never swap it for another
+            raise DevStackError(
+                f"{report.explain()}\nRIDEHAIL_NATS_URL names this server, so ridehail dev "
+                "uses no other; unset it to let ridehail dev start a nats-server of its own.")
+        why = "; ".join(f"{f.target}: {f.field} is {f.found}, needed {f.needed}"
+                        for f in report.findings)
+        port = free_port(server.host)
+        self.settings = self.settings.model_copy(
+            update={"nats_url": f"nats://{server.host}:{port}"})
+        self.say(f"the nats-server on {where} does not fit ridehail ({why}); "
+                 f"starting one of its own on {server.host}:{port}")
+        self.notes.append(f"NATS       {self.settings.nats_url} (own: the one on {where} "
+                          "does not fit)")
+        self._start(nats_server(self.settings))
+
+    async def _temporal(self) -> None:
+        host, port = self.settings.temporal_host_port
+        if not answering(host, port):
+            self._start_temporal()
+            return
+        problem = await probe_temporal(self.settings)
+        if problem is None:
+            self.say(f"reusing the temporal server already answering on {host}:{port}")
+            return
+        if "temporal_address" in self.explicit:
+            raise DevStackError(
+                f"{problem}\nRIDEHAIL_TEMPORAL_ADDRESS names this server, so ridehail dev "
+                "uses no other; unset it to let ridehail dev start a Temporal server of its "
+                "own.")
+        new_port = free_port(host)
+        self.settings = self.settings.model_copy(
+            update={"temporal_address": f"{host}:{new_port}"})
+        self.say(f"the server on {host}:{port} does not fit ridehail ({problem}); "
+                 f"starting a Temporal server of its own on {host}:{new_port}")
+        self.notes.append(f"Temporal   {self.settings.temporal_address} (own: the one on "
+                          f"{host}:{port} does not fit)")
+        self._start_temporal()
+
+    def _start_temporal(self) -> None:
+        if answering(self.settings.temporal_host_port[0], self.settings.temporal_ui_port):
+            if "temporal_ui_port" in self.explicit:
+                raise DevStackError(f"the Temporal UI port {self.settings.temporal_ui_port} "
+                                    "is taken; set RIDEHAIL_TEMPORAL_UI_PORT to a free one")
+            self.settings = self.settings.model_copy(update={"temporal_ui_port": free_port()})
+        self._start(temporal_server(self.settings))
+
+    def _start(self, server: ServerProcess) -> None:
+        server.start()
+        self.started.append(server)
 
     def stop_servers(self) -> None:
         # Temporal first (it holds no NATS state), then NATS; each waits for its exit.
         for server in reversed(self.started):
             server.stop()
         self.started.clear()
+
+
+async def probe_nats(settings: Settings) -> FitReport:
+    """The fit-check of the NATS server at the settings' address, with repair (what every
+    component does at start), as a report; a server that does not speak NATS fails it."""
+    from nats.aio.client import Client as NATS
+
+    from events.fitcheck import Finding
+
+    nc = NATS()
+    try:
+        await nc.connect(servers=settings.nats_servers, connect_timeout=3,
+                         allow_reconnect=False, max_reconnect_attempts=0)
+    except Exception as e:  # noqa: BLE001 — whatever answers there is no usable NATS
+        report = FitReport(servers=settings.nats_url)
+        report.findings.append(Finding("server", "protocol", f"not NATS ({e!r})", "NATS",
+                                       "point RIDEHAIL_NATS_URL at a nats-server"))
+        return report
+    try:
+        return await fit_check(nc, nc.jetstream(), replicas=settings.stream_replicas,
+                               repair=True)
+    finally:
+        await nc.close()
+
+
+async def probe_temporal(settings: Settings) -> str | None:
+    """Why the Temporal server at the settings' address does not fit, or None if it does
+    (its namespace and search attributes registered where missing)."""
+    from ridehail.connections import connect_temporal
+
+    try:
+        client = await asyncio.wait_for(connect_temporal(settings), 10)
+        await prepare_temporal(client, settings.temporal_namespace, settings.temporal_address,
+                               register_namespace=True)
+    except TemporalUnfit as e:
+        return str(e)
+    except Exception as e:  # noqa: BLE001 — whatever answers there is no usable Temporal
+        return f"no Temporal frontend answers there ({type(e).__name__}: {e})"
+    return None
 
 
 def install_stop_handlers(stop: asyncio.Event) -> None:
@@ -298,6 +393,7 @@ async def run_dev(settings: Settings, say: Callable[[str], None], verbose: bool 
     install_stop_handlers(stop)
     stack = DevStack(settings, say)
     await stack.start_servers()
+    settings = stack.settings  # pointing at the servers it chose
     try:
         async with runtime(settings, "dev") as rt:
             # the worker first: once the API answers, a ride requested goes all the way
@@ -315,7 +411,7 @@ async def run_dev(settings: Settings, say: Callable[[str], None], verbose: bool 
                 lambda: stop.is_set() or answering(settings.api_host, settings.api_port),
                 tasks, f"the API did not start on {settings.api_url}")
             if not stop.is_set():  # (Ctrl-C during start-up: straight to stopping)
-                _say_ready(settings, say)
+                _say_ready(settings, say, stack.notes)
             failed = await _supervise(tasks, stop)
             if failed:
                 raise DevStackError(failed)
@@ -325,10 +421,12 @@ async def run_dev(settings: Settings, say: Callable[[str], None], verbose: bool 
         say("stopped")
 
 
-def _say_ready(settings: Settings, say: Callable[[str], None]) -> None:
+def _say_ready(settings: Settings, say: Callable[[str], None], notes: list[str]) -> None:
     say(f"API        {settings.api_url}")
     say(f"API docs   {settings.api_url}/docs")
     say(f"Temporal   {settings.temporal_ui_url}  (workflow history, UI)")
+    for note in notes:
+        say(note)
     say(f"data       {settings.data_dir.resolve()}")
     say("tokens     export RIDEHAIL_JWT_SECRET=$(cat "
         f"{settings.data_dir / 'jwt_secret'}); ridehail token --role rider --sub r1")

@@ -26,6 +26,7 @@ from ridehail.components import (
     runtime,
 )
 from ridehail.config import Settings
+from ridehail.connections import connect_nats
 from ridehail.devstack import answering
 
 T = TypeVar("T")
@@ -45,11 +46,15 @@ async def eventually(check: Callable[[], Awaitable[T]], what: str, timeout: floa
 
 
 async def reset_streams(settings: Settings) -> None:
-    """Delete the streams (and so every durable consumer) a previous test left."""
-    async with runtime(settings, "test-reset", temporal=False, prepare=False) as rt:
+    """Delete the streams (and so every durable consumer) a previous test left, whatever
+    their configuration."""
+    nc = await connect_nats(settings, "test-reset")
+    try:
         for config in stream_configs():
             with contextlib.suppress(NotFoundError):
-                await rt.js.delete_stream(config.name)
+                await nc.jetstream().delete_stream(config.name)
+    finally:
+        await nc.close()
 
 
 async def terminate_running(client: Client) -> None:
@@ -106,8 +111,9 @@ class Stack:
 @contextlib.asynccontextmanager
 async def running_stack(settings: Settings, temporal: Client | None = None,
                         components: tuple[str, ...] = ("worker", "consumers", "relay", "api"),
-                        ) -> AsyncIterator[Stack]:
-    await reset_streams(settings)
+                        reset: bool = True) -> AsyncIterator[Stack]:
+    if reset:
+        await reset_streams(settings)
     stop = asyncio.Event()
     async with runtime(settings, "test") as rt:
         if temporal is not None:

@@ -1,0 +1,65 @@
+"""The durable consumers ridehail declares, beside the streams of ``events.streams``.
+
+One declaration serves the consumers that pull from these durables
+(``events.consumer``) and the fit-check that holds what a server has against it
+(``events.fitcheck``), so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from events.envelope import PARTITIONS
+
+# A message not acknowledged within this is redelivered (to another process, if the one
+# holding it died). Handlers that take longer keep it by reporting progress.
+ACK_WAIT_S = 10.0
+# The runner counts deliveries itself and dead-letters; JetStream must not silently stop
+# redelivering first, so the durables allow unlimited deliveries.
+MAX_DELIVER = -1
+ORDERED_MAX_ACK_PENDING = 1
+UNORDERED_MAX_ACK_PENDING = 256
+
+
+@dataclass(frozen=True)
+class ConsumerGroup:
+    """A named consumer on one stream. An ordered group keeps one durable per stream
+    partition with one message in flight; an unordered one, a single durable."""
+
+    name: str
+    stream: str
+    prefix: str  # "rides", "drivers", "notifications"
+    ordered: bool = True
+
+    def durables(self) -> list[tuple[str, str]]:
+        """(durable name, filter subject) pairs that make up the group."""
+        if self.ordered:
+            return [(f"{self.name}-p{p}", f"{self.prefix}.{p}.>") for p in range(PARTITIONS)]
+        return [(self.name, f"{self.prefix}.>")]
+
+    def config(self, durable: str, subject: str) -> ConsumerConfig:
+        """The declared configuration of one of the group's durables (from the start of
+        the stream; a caller may set another start)."""
+        return ConsumerConfig(
+            durable_name=durable,
+            name=durable,
+            filter_subject=subject,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=ACK_WAIT_S,
+            max_deliver=MAX_DELIVER,
+            max_ack_pending=(ORDERED_MAX_ACK_PENDING if self.ordered
+                             else UNORDERED_MAX_ACK_PENDING),
+        )
+
+
+WORKFLOW_TRIGGER = ConsumerGroup("workflow-trigger", "RIDES", "rides")
+RIDE_PROJECTOR = ConsumerGroup("ride-projector", "RIDES", "rides")
+DRIVER_PROJECTOR = ConsumerGroup("driver-projector", "DRIVERS", "drivers")
+NOTIFIER = ConsumerGroup("notifier", "RIDES", "rides", ordered=False)
+
+CONSUMER_GROUPS: tuple[ConsumerGroup, ...] = (
+    WORKFLOW_TRIGGER, RIDE_PROJECTOR, DRIVER_PROJECTOR, NOTIFIER,
+)

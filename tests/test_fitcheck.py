@@ -1,0 +1,270 @@
+"""The NATS fit-check against real servers: one without JetStream, Debian's 2.9 (where
+installed), a RIDES stream left without its partitioning transform, durables with the
+wrong configuration. Each is refused with what to do, or migrated, and rides run
+afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+from nats.js.api import AckPolicy
+
+from events.catalog import Point, RideRequested
+from events.envelope import new_event
+from events.fitcheck import NatsUnfit, fit_check, parse_version
+from events.migrate_streams import migrate
+from events.streams import stream_configs
+from events.topology import WORKFLOW_TRIGGER
+from ridehail.components import runtime
+from ridehail.config import Settings
+from ridehail.devstack import DevStack, DevStackError, ServerProcess, binary
+from tests.support.servers import free_port
+from tests.support.stack import Stack, eventually, running_stack
+
+DEBIAN_NATS = Path("/usr/sbin/nats-server")
+
+
+def _server(tmp_path: Path, name: str, exe: str, *, jetstream: bool = True) -> ServerProcess:
+    port = free_port()
+    argv = [exe, "-a", "127.0.0.1", "-p", str(port)]
+    if jetstream:
+        argv += ["-js", "-sd", str(tmp_path / name)]
+    return ServerProcess(name, argv, tmp_path / f"{name}.log", "127.0.0.1", port)
+
+
+def _debian_nats_version() -> str | None:
+    if not DEBIAN_NATS.exists():
+        return None
+    out = subprocess.run([str(DEBIAN_NATS), "--version"], capture_output=True, text=True)
+    return out.stdout.split()[-1] if out.stdout.strip() else None
+
+
+@pytest.fixture
+async def nats_29(tmp_path: Path) -> AsyncIterator[ServerProcess]:
+    """Debian's nats-server (2.9 on Debian 12), on a free port of this test's own."""
+    version = await asyncio.to_thread(_debian_nats_version)
+    if version is None:
+        pytest.skip("Debian's nats-server is not installed (apt-get install nats-server)")
+    if parse_version(version) >= (2, 10, 0):
+        pytest.skip(f"Debian's nats-server is {version}, not older than 2.10")
+    server = _server(tmp_path, "nats-29", str(DEBIAN_NATS))
+    server.start()
+    try:
+        await server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+async def _connect(url: str) -> NATS:
+    return await nats.connect(url, allow_reconnect=False)
+
+
+async def test_a_server_without_jetstream_is_refused(tmp_path: Path, settings: Settings) -> None:
+    server = _server(tmp_path, "no-js", binary("nats-server"), jetstream=False)
+    server.start()
+    try:
+        await server.wait_ready()
+        url = f"nats://127.0.0.1:{server.port}"
+        with pytest.raises(NatsUnfit) as refused:
+            async with runtime(settings.model_copy(update={"nats_url": url}), "test",
+                               temporal=False):
+                pass
+        message = str(refused.value)
+        assert f"NATS at {url} does not fit ridehail" in message
+        assert "server: JetStream is not available" in message
+        assert "nats-server -js" in message  # how to fix it
+
+        check = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "ridehail.cli", "streams", "check", "--json"],
+            env={**os.environ, "RIDEHAIL_NATS_URL": url}, capture_output=True, text=True,
+            timeout=60)
+        assert check.returncode == 1, check.stderr
+        report = json.loads(check.stdout)
+        assert report["jetstream"] is False and report["ok"] is False
+        assert [f["field"] for f in report["findings"]] == ["JetStream"]
+    finally:
+        server.stop()
+
+
+async def test_nats_29_is_refused_naming_the_feature_it_lacks(nats_29: ServerProcess,
+                                                              settings: Settings) -> None:
+    url = f"nats://127.0.0.1:{nats_29.port}"
+    nc = await _connect(url)
+    try:
+        report = await fit_check(nc, nc.jetstream(), repair=True)
+    finally:
+        await nc.close()
+    assert report.version is not None and report.version.startswith("2.9.")
+    assert not report.ok and report.jetstream
+    (finding,) = report.findings
+    assert (finding.target, finding.field) == ("server", "version")
+    assert "2.10.0 or newer" in finding.needed and "subject transforms" in finding.needed
+    assert report.done == []  # nothing was created on a server that cannot hold it
+
+    # an address the user chose is never swapped for another
+    chosen = settings.model_copy(update={"nats_url": url})
+    stack = DevStack(chosen, say=lambda line: None, explicit={"nats_url"})
+    with pytest.raises(DevStackError, match=r"version is 2\.9\.\d+; needed 2\.10\.0"):
+        await stack.start_servers()
+    assert stack.started == []
+
+
+async def test_dev_starts_its_own_nats_when_the_default_one_is_2_9(
+        nats_29: ServerProcess, settings: Settings, tmp_path: Path) -> None:
+    """As on a machine whose own nats-server 2.9 holds the default address: the address
+    was not chosen by the user, so ridehail dev starts a server of its own elsewhere."""
+    url = f"nats://127.0.0.1:{nats_29.port}"
+    said: list[str] = []
+    dev = settings.model_copy(update={"nats_url": url, "data_dir": tmp_path / "dev"})
+    stack = DevStack(dev, say=said.append, explicit=set())
+    await stack.start_servers()
+    try:
+        assert [s.name for s in stack.started] == ["nats-server"]  # Temporal was reused
+        assert stack.settings.nats_url != url
+        assert any("does not fit ridehail" in line and "version is 2.9" in line
+                   and "starting one of its own" in line for line in said), said
+        assert any("own: the one on" in note for note in stack.notes)
+        nc = await _connect(stack.settings.nats_url)
+        try:
+            assert (await fit_check(nc, nc.jetstream())).ok
+        finally:
+            await nc.close()
+    finally:
+        stack.stop_servers()
+
+
+def _stranded_request(rider: str) -> tuple[str, bytes, str]:
+    ride_id = uuid.uuid4().hex
+    event = new_event(
+        "ride.requested",
+        RideRequested(ride_id=ride_id, rider_id=rider, pickup=Point(lat=40.75, lng=-73.99),
+                      dropoff=Point(lat=40.76, lng=-73.97)),
+        source="ridehail-api", subject=ride_id)
+    return ride_id, event.to_json(), event.nats_subject
+
+
+async def _complete_with_driver(stack: Stack, ride_id: str, rider: str, driver: str) -> None:
+    await stack.call("PUT", "/v1/drivers/me", "driver", driver, want=200, json={
+        "name": "Dee", "vehicle": {"make": "Kia", "model": "Niro", "plate": "FIT-1"}})
+    await stack.call("POST", "/v1/drivers/me/online", "driver", driver, want=200,
+                     json={"lat": 40.7505, "lng": -73.9905})
+
+    async def offered() -> bool:
+        r = await stack.call("GET", "/v1/drivers/me/offers", "driver", driver, want=200)
+        return any(o["ride_id"] == ride_id for o in r.json())
+
+    await eventually(offered, f"an offer of ride {ride_id}", timeout=60)
+    for step, status in (("accept", "driver_assigned"), ("arrive", "driver_arrived"),
+                         ("start", "in_progress")):
+        await stack.call("POST", f"/v1/rides/{ride_id}/{step}", "driver", driver, want=202)
+        await stack.wait_status(ride_id, rider, status, timeout=60)
+    await stack.call("POST", f"/v1/rides/{ride_id}/complete", "driver", driver, want=202,
+                     json={"distance_m": 2300, "duration_s": 540})
+    await stack.wait_status(ride_id, rider, "completed", timeout=60)
+
+
+async def test_a_rides_stream_as_nats_29_leaves_it_is_migrated_and_its_ride_completes(
+        own_nats, settings: Settings, tmp_path: Path) -> None:
+    s = settings.model_copy(update={"nats_url": own_nats.url})
+    rides = next(c for c in stream_configs() if c.name == "RIDES")
+    nc = await _connect(own_nats.url)
+    js = nc.jetstream()
+    try:
+        # RIDES as 2.9 creates it (the transform dropped), with a ride requested meanwhile:
+        # stored as rides.<id>.requested, where no partition's consumer looks
+        await js.add_stream(dataclasses.replace(rides, subject_transform=None))
+        ride_id, data, subject = _stranded_request("stranded-rider")
+        await js.publish(subject, data)
+
+        found = await fit_check(nc, js, repair=False)
+        assert [(f.target, f.field) for f in found.findings if f.target == "stream RIDES"] \
+            == [("stream RIDES", "subject_transform")]
+
+        # every component refuses to run on it, naming the stream, the field and the fix
+        with pytest.raises(NatsUnfit) as refused:
+            async with runtime(s, "test", temporal=False):
+                pass
+        message = str(refused.value)
+        assert "stream RIDES: messages outside the partitions is 1" in message
+        assert "ridehail streams migrate" in message
+
+        result = await migrate(nc, js, replicas=1, backup_dir=tmp_path / "backups",
+                               say=lambda line: None)
+        assert result.ok, result.after.explain()
+        assert result.rewritten == {"RIDES": 1}
+        backup = result.backups[0].read_text().splitlines()
+        assert len(backup) == 1 and json.loads(backup[0])["subject"] == subject
+        info = await js.stream_info("RIDES")
+        assert info.config.subject_transform is not None and info.state.messages == 1
+    finally:
+        await nc.close()
+
+    # the ride requested while the stream was wrong is booked now, and completes
+    async with running_stack(s, reset=False) as stack:
+        await _complete_with_driver(stack, ride_id, "stranded-rider", "fit-driver")
+
+
+async def test_durables_with_another_configuration_are_fixed_or_refused(
+        own_nats, settings: Settings, tmp_path: Path) -> None:
+    s = settings.model_copy(update={"nats_url": own_nats.url})
+    nc = await _connect(own_nats.url)
+    js = nc.jetstream()
+    try:
+        assert (await fit_check(nc, js, repair=True)).ok  # streams created as declared
+        (durable, subject), (other, _) = WORKFLOW_TRIGGER.durables()[:2]
+        # a wrong filter: updated in place, keeping the durable's position
+        wrong_filter = WORKFLOW_TRIGGER.config(durable, "rides.>")
+        await js.add_consumer("RIDES", wrong_filter)
+        # a wrong ack policy: JetStream cannot change it in place
+        wrong_ack = WORKFLOW_TRIGGER.config(other, WORKFLOW_TRIGGER.durables()[1][1])
+        wrong_ack.ack_policy = AckPolicy.ALL
+        await js.add_consumer("RIDES", wrong_ack)
+
+        found = await fit_check(nc, js, repair=False)
+        fields = {(f.target, f.field, f.found) for f in found.findings}
+        assert (f"consumer RIDES > {durable}", "filter_subject", "rides.>") in fields
+        assert (f"consumer RIDES > {other}", "ack_policy", "all") in fields
+
+        with pytest.raises(NatsUnfit) as refused:
+            async with runtime(s, "test", temporal=False):
+                pass
+        message = str(refused.value)
+        assert f"consumer RIDES > {other}: ack_policy is all; needed explicit" in message
+        assert durable + ":" not in message  # the filter was fixed in place
+        assert (await js.consumer_info("RIDES", durable)).config.filter_subject == subject
+
+        result = await migrate(nc, js, replicas=1, backup_dir=tmp_path, say=lambda _: None)
+        assert result.ok, result.after.explain()
+        assert result.recreated == [f"RIDES > {other} from sequence 1"]
+        fixed = await js.consumer_info("RIDES", other)
+        assert fixed.config.ack_policy == AckPolicy.EXPLICIT
+    finally:
+        await nc.close()
+
+    # and rides run on the repaired durables
+    async with running_stack(s, reset=False) as stack:
+        r = await stack.call("POST", "/v1/rides", "rider", "fit-rider", want=202, json={
+            "pickup": {"lat": 40.75, "lng": -73.99}, "dropoff": {"lat": 40.76, "lng": -73.97}})
+        await _complete_with_driver(stack, r.json()["ride_id"], "fit-rider", "fit-driver-2")
+
+
+def test_streams_migrate_refuses_an_unreachable_server() -> None:
+    port = free_port()
+    run = subprocess.run(
+        [sys.executable, "-m", "ridehail.cli", "streams", "migrate"],
+        env={**os.environ, "RIDEHAIL_NATS_URL": f"nats://127.0.0.1:{port}"},
+        capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    assert f"cannot reach NATS at nats://127.0.0.1:{port}" in run.stderr
