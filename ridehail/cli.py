@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -392,10 +391,6 @@ def db_upgrade(
 
 def main() -> None:  # pragma: no cover
     app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
 
 
 # Commands that live in their own modules.
