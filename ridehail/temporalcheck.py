@@ -61,6 +61,8 @@ async def prepare_temporal(client: Client, namespace: str, address: str, *,
     and has the ride search attributes (added if missing); raise ``TemporalUnfit`` with
     what to do otherwise."""
     where = f"Temporal at {address}"
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     try:
         if not await namespace_exists(client, namespace):
             if not register_namespace:
@@ -71,15 +73,20 @@ async def prepare_temporal(client: Client, namespace: str, address: str, *,
                 namespace=namespace,
                 workflow_execution_retention_period=Duration(
                     seconds=int(DEV_RETENTION.total_seconds()))))
-        missing = await missing_search_attributes(client, namespace)
-        if missing:
-            await register_search_attributes(client, namespace)
-            # a namespace registered a moment ago may take a moment to accept them
-            deadline = asyncio.get_running_loop().time() + timeout
-            while missing := await missing_search_attributes(client, namespace):
-                if asyncio.get_running_loop().time() > deadline:
-                    break
-                await asyncio.sleep(0.2)
+        while True:
+            try:
+                missing = await missing_search_attributes(client, namespace)
+                if missing:
+                    await register_search_attributes(client, namespace)
+                    missing = await missing_search_attributes(client, namespace)
+            except RPCError as e:
+                # a namespace registered a moment ago is not known everywhere at once
+                if e.status != RPCStatusCode.NOT_FOUND or loop.time() > deadline:
+                    raise
+                missing = list(SEARCH_ATTRIBUTES)
+            if not missing or loop.time() > deadline:
+                break
+            await asyncio.sleep(0.2)
     except RPCError as e:
         raise TemporalUnfit(
             f"{where} refused to set up namespace {namespace!r} ({e.status.name}: {e}). "

@@ -28,7 +28,9 @@ from events.streams import stream_configs
 from events.topology import WORKFLOW_TRIGGER
 from ridehail.components import runtime
 from ridehail.config import Settings
+from ridehail.connections import connect_temporal
 from ridehail.devstack import DevStack, DevStackError, ServerProcess, binary
+from ridehail.temporalcheck import missing_search_attributes, namespace_exists
 from tests.support.servers import free_port
 from tests.support.stack import Stack, eventually, running_stack
 
@@ -268,3 +270,43 @@ def test_streams_migrate_refuses_an_unreachable_server() -> None:
         capture_output=True, text=True, timeout=60)
     assert run.returncode == 2
     assert f"cannot reach NATS at nats://127.0.0.1:{port}" in run.stderr
+
+
+async def test_dev_registers_a_namespace_the_temporal_server_lacks(
+        settings: Settings, tmp_path: Path) -> None:
+    namespace = f"rides-{uuid.uuid4().hex[:8]}"
+    dev = settings.model_copy(update={"temporal_namespace": namespace,
+                                      "data_dir": tmp_path / "dev"})
+    stack = DevStack(dev, say=lambda line: None, explicit={"temporal_address", "nats_url"})
+    await stack.start_servers()
+    try:
+        assert stack.started == []  # both servers reused
+        client = await connect_temporal(stack.settings)
+        assert await namespace_exists(client, namespace)
+        assert await missing_search_attributes(client, namespace) == []
+    finally:
+        stack.stop_servers()
+
+
+async def test_dev_starts_its_own_temporal_when_the_default_address_is_not_temporal(
+        settings: Settings, tmp_path: Path) -> None:
+    """Something else answers on the (default) Temporal address: here, a nats-server."""
+    nats_host, nats_port = settings.nats_host_port
+    dev = settings.model_copy(update={"temporal_address": f"{nats_host}:{nats_port}",
+                                      "temporal_ui_port": free_port(),
+                                      "data_dir": tmp_path / "dev"})
+    said: list[str] = []
+    stack = DevStack(dev, say=said.append, explicit={"nats_url"})
+    await stack.start_servers()
+    try:
+        assert [s.name for s in stack.started] == ["temporal"]
+        assert stack.settings.temporal_address != dev.temporal_address
+        assert any("starting a Temporal server of its own" in line for line in said), said
+        client = await connect_temporal(stack.settings)
+        assert await missing_search_attributes(client, dev.temporal_namespace) == []
+    finally:
+        stack.stop_servers()
+
+    refused = DevStack(dev, say=lambda line: None, explicit={"nats_url", "temporal_address"})
+    with pytest.raises(DevStackError, match="no Temporal frontend answers there"):
+        await refused.start_servers()
