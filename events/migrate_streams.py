@@ -195,9 +195,11 @@ async def migrate(nc: NATS, js: JetStreamContext, *, replicas: int, backup_dir: 
     if not before.server_fits:
         raise NatsUnfit(before)
     if not force and (active := await active_durables(js)):
+        groups = sorted({d.split(" > ")[1].rsplit("-p", 1)[0] for d in active})
         raise ComponentsRunning(
-            "ridehail consumers are pulling from " + ", ".join(active)
-            + "; stop them (or `ridehail dev`) first, or pass --force")
+            f"ridehail consumers are pulling from {len(active)} durables "
+            f"({', '.join(groups)}); stop `ridehail consumers` (or `ridehail dev`) first, "
+            "or pass --force")
     result = MigrationResult(before=before, after=before)
     for line in before.done:
         say(line)
