@@ -36,7 +36,8 @@ async def healthz() -> Health:
 async def readyz(svc: Deps) -> Health | JSONResponse:
     """The database, NATS (with JetStream) and Temporal are reachable (readiness: send
     traffic only while this is 200). A 503 names the ones that are not, in `detail` and
-    in `checks`."""
+    in `checks`. Where the event consumers run in this process, `checks.consumers` says
+    which are blocked by a failing dependency, and since when."""
 
     async def database() -> None:
         await svc.db.read(lambda s: s.exec(text("SELECT 1")).one())  # type: ignore[call-overload]
@@ -65,6 +66,11 @@ async def readyz(svc: Deps) -> Health | JSONResponse:
     results = await asyncio.gather(check(database), check(nats), check(temporal))
     checks = dict(zip(names, results, strict=True))
     down = [n for n, v in checks.items() if v != "ok"]
+    if svc.consumer_health is not None:
+        # consumers held up by a dependency: reported, but the API itself still serves
+        # (its writes wait in the outbox and the streams until they catch up)
+        blocked = svc.consumer_health.summary()
+        checks["consumers"] = "ok" if blocked is None else blocked[:1000]
     if down:
         return problem_response(503, f"Not ready: {', '.join(down)} unavailable", checks=checks)
     return Health(status="ready", checks=checks)

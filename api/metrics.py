@@ -22,7 +22,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.openapi import documented_path
 from events.dlq import dlq_depth
+from events.health import ConsumerHealth
 from events.lag import consumer_lag
+from events.topology import CONSUMER_GROUPS
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ class Metrics:
     consumer_pending: Gauge
     consumer_ack_pending: Gauge
     dlq_depth: Gauge
+    consumer_blocked: Gauge
 
     @classmethod
     def create(cls) -> Metrics:
@@ -64,7 +67,16 @@ class Metrics:
                                        ["consumer"], registry=registry),
             dlq_depth=Gauge("ridehail_dlq_depth", "Dead-lettered events on the DLQ stream",
                             registry=registry),
+            consumer_blocked=Gauge(
+                "ridehail_consumer_blocked_seconds",
+                "How long a consumer group of this process has been held up by a failing "
+                "dependency (0: not blocked)", ["consumer"], registry=registry),
         )
+
+    def refresh_blocked(self, health: ConsumerHealth) -> None:
+        blocked = health.by_group()
+        for group in CONSUMER_GROUPS:
+            self.consumer_blocked.labels(group.name).set(blocked.get(group.name, 0.0))
 
     async def refresh_backbone(self, js: JetStreamContext) -> None:
         """Consumer lag and DLQ depth, read from JetStream at scrape time."""
@@ -133,6 +145,8 @@ def install_metrics(app: FastAPI) -> Metrics:
         """Request counts and latency by route and status, consumer lag and DLQ depth, in
         the Prometheus text format."""
         services = getattr(request.app.state, "services", None)
+        if services is not None and services.consumer_health is not None:
+            metrics.refresh_blocked(services.consumer_health)
         if services is not None:
             try:
                 await asyncio.wait_for(metrics.refresh_backbone(services.js), 2)

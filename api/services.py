@@ -10,6 +10,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from temporalio.client import Client
 
+from events.health import ConsumerHealth
 from events.outbox import Outbox
 from ridehail.config import Settings
 from ridehail.db import Database
@@ -23,6 +24,8 @@ class Services:
     js: JetStreamContext
     outbox: Outbox
     temporal: Client | None = None
+    # the consumers running in this process (ridehail dev), if any
+    consumer_health: ConsumerHealth | None = None
 
 
 def get_services(request: Request) -> Services:

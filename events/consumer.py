@@ -5,10 +5,15 @@ Ordered consumers (those that must apply a ride's events in order) keep one dura
 stream partition with one message in flight; several processes can pull from the same
 durables and order still holds. Unordered consumers use one durable with a larger window.
 
-A message is acknowledged only after its handler's effect is done. A handler failure is
-redelivered with a growing delay; after ``max_deliver`` deliveries, or at once for a
-message that is not a valid event, the message is copied to
-``dlq.<consumer>.<original subject>`` with headers saying why, then terminated.
+A message is acknowledged only after its handler's effect is done. An infrastructure
+failure (``events.failures``: Temporal, the database or NATS unavailable) is retried in
+place, holding the message, for as long as it lasts, and never dead-letters it; the
+consumer is reported blocked meanwhile (``events.health``). A poison message (not a valid
+event, or refused with ``PermanentError``) is copied at once to
+``dlq.<consumer>.<original subject>`` with headers saying why, then terminated; any other
+handler failure is redelivered with a growing delay and dead-lettered after
+``max_deliver`` deliveries. Nothing a message does, nor an ack or a DLQ publish failing,
+ends the pull loop.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -26,6 +32,8 @@ from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from events.envelope import CloudEvent, InvalidEvent, logical_subject, parse_event
+from events.failures import PermanentError, describe, is_transient
+from events.health import ConsumerHealth
 from events.topology import ACK_WAIT_S, ConsumerGroup
 
 log = logging.getLogger(__name__)
@@ -109,12 +117,28 @@ async def _keep_in_progress(msg: Msg) -> None:
             await msg.in_progress()
 
 
+# Transient failures are retried in place, holding the message (so a ride's later events
+# wait behind it), with a delay doubling from the first to the cap.
+TRANSIENT_FIRST_DELAY_S = 0.5
+TRANSIENT_MAX_DELAY_S = 30.0
+# While blocked, the log says so at most this often.
+BLOCKED_LOG_EVERY_S = 60.0
+
+
+def transient_delay(attempt: int) -> float:
+    return min(TRANSIENT_MAX_DELAY_S, TRANSIENT_FIRST_DELAY_S * 2 ** max(attempt - 1, 0))
+
+
 class ConsumerRunner:
-    def __init__(self, js: JetStreamContext, spec: ConsumerSpec) -> None:
+    def __init__(self, js: JetStreamContext, spec: ConsumerSpec,
+                 health: ConsumerHealth | None = None) -> None:
         self.js = js
         self.spec = spec
+        self.health = health or ConsumerHealth()
+        self._stop = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._stop = stop
         await ensure_consumers(self.js, self.spec)
         loops = [
             asyncio.create_task(self._pull(durable, subject, stop), name=durable)
@@ -144,19 +168,31 @@ class ConsumerRunner:
                     log.warning("%s: fetch failed (%s); retrying", durable, e)
                     await _unsubscribe(sub)
                     sub = None
-                    await asyncio.sleep(1)
+                    await _sleep_unless(stop, 1)
                     continue
                 if msgs is None:
                     break  # stopping: an unfinished pull is abandoned, nothing was handled
                 if self.spec.ordered:
                     for msg in msgs:
-                        await self._handle(msg)
+                        await self._handle_safely(durable, msg)
                 else:
-                    await asyncio.gather(*(self._handle(m) for m in msgs))
+                    await asyncio.gather(*(self._handle_safely(durable, m) for m in msgs))
         finally:
             await _unsubscribe(sub)
 
-    async def _handle(self, msg: Msg) -> None:
+    async def _handle_safely(self, durable: str, msg: Msg) -> None:
+        """Handle one message; nothing that goes wrong (an ack, a nak or a DLQ publish
+        failing while NATS is away included) ends the pull loop: an unacknowledged
+        message is redelivered after the ack wait, and the handlers are idempotent."""
+        try:
+            await self._handle(durable, msg)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 — see above
+            log.warning("%s: message %s left for redelivery: %s", durable,
+                        _seq(msg), describe(e))
+
+    async def _handle(self, durable: str, msg: Msg) -> None:
         spec = self.spec
         meta = msg.metadata
         if spec.done_if_header and msg.headers and msg.headers.get(spec.done_if_header):
@@ -172,15 +208,15 @@ class ConsumerRunner:
             return
         keepalive = asyncio.create_task(_keep_in_progress(msg))
         try:
-            await spec.handler(event, msg)
-        except InvalidEvent as e:
-            await self._dead_letter(msg, str(e))
+            handled = await self._run_handler(durable, event, msg)
+        except (InvalidEvent, PermanentError) as e:
+            await self._dead_letter(msg, describe(e))
             return
-        except Exception as e:  # noqa: BLE001 — any failure is retried, then dead-lettered
+        except Exception as e:  # noqa: BLE001 — a handler's own failure: retried, then DLQ
             n = meta.num_delivered
             if n >= spec.max_deliver:
                 log.error("%s: %s failed %d times, dead-lettering: %s", spec.name, event.id, n, e)
-                await self._dead_letter(msg, f"{type(e).__name__}: {e}")
+                await self._dead_letter(msg, describe(e))
                 return
             delay = spec.backoff_s[min(n - 1, len(spec.backoff_s) - 1)]
             log.warning("%s: %s failed (delivery %d), retry in %ss: %s", spec.name, event.id,
@@ -189,7 +225,39 @@ class ConsumerRunner:
             return
         finally:
             keepalive.cancel()
-        await msg.ack()
+        if handled:
+            await msg.ack()
+        # else: stopping while blocked; the message is redelivered to whoever runs next
+
+    async def _run_handler(self, durable: str, event: CloudEvent, msg: Msg) -> bool:
+        """Run the handler, retrying transient failures in place for as long as they last
+        (the message held, so nothing behind it overtakes it). False if asked to stop
+        meanwhile."""
+        attempt = 0
+        last_log = 0.0
+        while True:
+            try:
+                await self.spec.handler(event, msg)
+            except Exception as e:
+                if not is_transient(e):
+                    raise
+                attempt += 1
+                blocked = self.health.block(durable, describe(e))
+                now = time.monotonic()
+                if now - last_log >= BLOCKED_LOG_EVERY_S:
+                    last_log = now
+                    log.warning("%s: blocked on %s %s since %s (%d tries): %s; retrying "
+                                "until it clears", durable, event.type, event.id,
+                                blocked.since.isoformat(timespec="seconds"), blocked.attempts,
+                                blocked.reason)
+                if await _sleep_unless(self._stop, transient_delay(attempt)):
+                    return False
+                continue
+            cleared = self.health.clear(durable)
+            if cleared is not None:
+                log.warning("%s: unblocked after %.0fs and %d tries", durable, cleared.seconds,
+                            cleared.attempts)
+            return True
 
     async def _dead_letter(self, msg: Msg, error: str) -> None:
         meta = msg.metadata
@@ -208,3 +276,19 @@ class ConsumerRunner:
             headers={**headers, "Nats-Msg-Id": f"dlq:{self.spec.name}:{meta.sequence.stream}"},
         )
         await msg.term()
+
+
+def _seq(msg: Msg) -> str:
+    try:
+        return str(msg.metadata.sequence.stream)
+    except Exception:  # noqa: BLE001 — not a JetStream message
+        return "?"
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep, waking early if ``stop`` is set; True if it was."""
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True

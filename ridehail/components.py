@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import uvicorn
 from nats.aio.client import Client as NATS
@@ -20,6 +20,7 @@ from temporalio.client import Client
 
 from events.consumer import ConsumerRunner, ConsumerSpec
 from events.fitcheck import require_fit
+from events.health import ConsumerHealth
 from events.notifier import Notifier
 from events.outbox import Outbox
 from events.projector import Projectors
@@ -46,6 +47,8 @@ class Runtime:
     js: JetStreamContext
     outbox: Outbox
     temporal: Client | None
+    # which of this process's consumers are held up by a failing dependency
+    consumer_health: ConsumerHealth = field(default_factory=ConsumerHealth)
 
 
 @contextlib.asynccontextmanager
@@ -95,7 +98,8 @@ def consumer_specs(rt: Runtime, names: Iterator[str] | tuple[str, ...] = CONSUME
 
 async def run_consumers(rt: Runtime, stop: asyncio.Event,
                         names: tuple[str, ...] = CONSUMERS) -> None:
-    runners = [ConsumerRunner(rt.js, spec) for spec in consumer_specs(rt, names)]
+    runners = [ConsumerRunner(rt.js, spec, rt.consumer_health)
+               for spec in consumer_specs(rt, names)]
     await asyncio.gather(*(r.run(stop) for r in runners))
 
 
@@ -120,7 +124,8 @@ async def run_api(rt: Runtime, stop: asyncio.Event) -> None:
     from api.app import close_streams, create_app
     from api.services import Services
 
-    services = Services(rt.settings, rt.db, rt.nc, rt.js, rt.outbox, rt.temporal)
+    services = Services(rt.settings, rt.db, rt.nc, rt.js, rt.outbox, rt.temporal,
+                        rt.consumer_health)
     app = create_app(rt.settings, services)
     config = uvicorn.Config(app, host=rt.settings.api_host, port=rt.settings.api_port,
                             log_level="warning", lifespan="on", timeout_graceful_shutdown=10)

@@ -62,8 +62,8 @@ async def test_live_and_ready(api: Stack) -> None:
     assert r.status_code == 200 and r.json()["status"] == "ok"
     r = await api.http.get("/readyz")
     assert r.status_code == 200, r.text
-    assert r.json() == {"status": "ready",
-                        "checks": {"database": "ok", "nats": "ok", "temporal": "ok"}}
+    assert r.json() == {"status": "ready", "checks": {
+        "database": "ok", "nats": "ok", "temporal": "ok", "consumers": "ok"}}
 
 
 async def test_database_down(servers: Settings) -> None:
