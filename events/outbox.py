@@ -32,18 +32,21 @@ _OUTBOX: Table = OutboxEvent.__table__  # type: ignore[attr-defined]
 T = TypeVar("T")
 
 PUBLISH_TIMEOUT_S = 5.0
+# How long a writer waits, after its commit, for its events' PubAcks before it answers and
+# leaves the rest to the relay: a stalled or slow broker never holds up a write longer.
+PUBLISH_AFTER_COMMIT_S = 0.5
 # Published events are marked in batches, this long after the first PubAck of a batch:
 # one write transaction for many events instead of one each.
 MARK_DELAY_S = 0.05
 
 
 async def publish(js: JetStreamContext, subject: str, body: bytes, event_id: str,
-                  applied: bool = False) -> None:
+                  applied: bool = False, timeout: float = PUBLISH_TIMEOUT_S) -> None:
     """Publish one event and wait for JetStream's PubAck (raises if it is not stored)."""
     headers = {"Nats-Msg-Id": event_id}
     if applied:
         headers[APPLIED_HEADER] = "1"
-    await js.publish(subject, body, timeout=PUBLISH_TIMEOUT_S, headers=headers)
+    await js.publish(subject, body, timeout=timeout, headers=headers)
 
 
 def stage(session: Session, events: Sequence[CloudEvent]) -> list[OutboxEvent]:
@@ -124,7 +127,8 @@ class Outbox:
         # are committed and the relay publishes them once the connection is back.
         if not rows or deferred:
             return result
-        published = await self._publish_rows(rows, applied) if self.connected else 0
+        published = (await self._publish_rows(rows, applied, PUBLISH_AFTER_COMMIT_S)
+                     if self.connected else 0)
         self._mark_soon([r.event_id for r in rows[:published]])
         if published < len(rows):
             # counted as a failed attempt, so later events of the same ride wait for the
@@ -132,15 +136,22 @@ class Outbox:
             await self.db.write(lambda s: self._count_attempt(s, rows[published].event_id))
         return result
 
-    async def _publish_rows(self, rows: Sequence[OutboxEvent],
-                            applied: Collection[str] = ()) -> int:
-        """Publish rows in order; stop at the first failure (the rest keep their order).
-        Returns how many were published."""
+    async def _publish_rows(self, rows: Sequence[OutboxEvent], applied: Collection[str] = (),
+                            within_s: float | None = None) -> int:
+        """Publish rows in order; stop at the first failure, or once ``within_s`` has
+        passed (the rest keep their order). Returns how many were published. A publish
+        given up on may still be stored: the relay's copy then has the same
+        ``Nats-Msg-Id``, and JetStream drops it."""
         done = 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (within_s if within_s is not None else float("inf"))
         try:
             for row in rows:
+                timeout = min(PUBLISH_TIMEOUT_S, deadline - loop.time())
+                if timeout <= 0:
+                    raise TimeoutError(f"no PubAck within {within_s}s")
                 await publish(self.js, row.subject, row.body.encode(), row.event_id,
-                              row.event_id in applied)
+                              row.event_id in applied, timeout)
                 done += 1
         except Exception as e:  # noqa: BLE001 — any failure leaves the rest to the relay
             log.warning("outbox: publish failed, left for the relay: %s", e)
