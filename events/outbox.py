@@ -35,6 +35,9 @@ PUBLISH_TIMEOUT_S = 5.0
 # How long a writer waits, after its commit, for its events' PubAcks before it answers and
 # leaves the rest to the relay: a stalled or slow broker never holds up a write longer.
 PUBLISH_AFTER_COMMIT_S = 0.5
+# After a publish gave up that way, writers skip publishing for this long (the broker is
+# stalled: waiting again would only add the same delay); the relay publishes meanwhile.
+STALL_BACKOFF_S = 2.0
 # Published events are marked in batches, this long after the first PubAck of a batch:
 # one write transaction for many events instead of one each.
 MARK_DELAY_S = 0.05
@@ -103,10 +106,16 @@ class Outbox:
         self.nc = nc
         self._to_mark: list[str] = []
         self._marking: asyncio.Task[None] | None = None
+        self._stalled_until = 0.0  # loop time; see STALL_BACKOFF_S
 
     @property
     def connected(self) -> bool:
         return self.nc is None or self.nc.is_connected
+
+    def _publishing_after_commit(self) -> bool:
+        """Whether a writer should publish right after its commit: not while NATS is
+        away, nor for a moment after a publish found it stalled."""
+        return self.connected and asyncio.get_running_loop().time() >= self._stalled_until
 
     async def write(self, work: Callable[[Session], tuple[T, Sequence[CloudEvent]]]) -> T:
         """Run ``work`` in a write transaction, store the events it returns with it (and
@@ -127,8 +136,11 @@ class Outbox:
         # are committed and the relay publishes them once the connection is back.
         if not rows or deferred:
             return result
-        published = (await self._publish_rows(rows, applied, PUBLISH_AFTER_COMMIT_S)
-                     if self.connected else 0)
+        published = 0
+        if self._publishing_after_commit():
+            published = await self._publish_rows(rows, applied, PUBLISH_AFTER_COMMIT_S)
+            if published < len(rows):
+                self._stalled_until = asyncio.get_running_loop().time() + STALL_BACKOFF_S
         self._mark_soon([r.event_id for r in rows[:published]])
         if published < len(rows):
             # counted as a failed attempt, so later events of the same ride wait for the
