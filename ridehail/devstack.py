@@ -44,6 +44,12 @@ STARTUP_TIMEOUT_S = 60.0
 # A child component gets this long to finish its work after SIGTERM (the worker's own
 # graceful shutdown is 10 s), then it is killed.
 CHILD_STOP_TIMEOUT_S = 20.0
+# A component process or server that dies is restarted after 1, 2, 4 … up to this many
+# seconds; one that then ran this long starts the count again.
+RESTART_MAX_DELAY_S = 30.0
+RESTART_RESET_S = 60.0
+# How often ridehail dev looks at the servers it runs or reuses.
+WATCH_INTERVAL_S = 1.0
 
 
 class DevStackError(RuntimeError):
@@ -143,16 +149,41 @@ def runs_component(cmdline: list[str], name: str) -> bool:
 class ComponentProcess:
     """A component (``ridehail <name>``) run in a child process with these settings: its
     output is forwarded line by line, prefixed with its name; ``ready`` is set once it
-    says it runs. ``run`` returns when it stopped after ``stop`` was set, and raises if
-    it ended before."""
+    says it runs. ``run`` returns when it stopped after ``stop`` was set; a process that
+    dies after it started is restarted, one that dies before raises."""
 
     name: str
     settings: Settings
     verbose: bool = False
+    say: Callable[[str], None] = field(default=lambda line: log.warning("%s", line))
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     _last: list[str] = field(default_factory=list, repr=False)
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Run the process until ``stop``; once it has started, restart it with growing
+        delays whenever it dies (a component that never started raises instead)."""
+        restarts = 0
+        while True:
+            started = time.monotonic()
+            code = await self._run_once(stop)
+            if code is None:
+                return
+            if not self.ready.is_set():
+                raise DevStackError(f"the {self.name} process exited with code {code}:\n"
+                                    + "\n".join(self._last))
+            restarts = 1 if time.monotonic() - started > RESTART_RESET_S else restarts + 1
+            delay = min(RESTART_MAX_DELAY_S, 2.0 ** (restarts - 1))
+            self.say(f"the {self.name} process exited with code {code}; restarting it in "
+                     f"{delay:.0f}s (restart {restarts})")
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+                return
+            except TimeoutError:
+                pass
+
+    async def _run_once(self, stop: asyncio.Event) -> int | None:
+        """One run of the process: None once it stopped because ``stop`` was set, its exit
+        code if it ended by itself."""
         argv = [*component_command(self.name), *(["-v"] if self.verbose else [])]
         proc = await asyncio.create_subprocess_exec(
             *argv, env={**os.environ, **self.settings.as_env()},
@@ -169,14 +200,14 @@ class ComponentProcess:
             await asyncio.wait({stopping, exited}, return_when=asyncio.FIRST_COMPLETED)
             if exited.done() and not stop.is_set():
                 await forwarding
-                raise DevStackError(f"the {self.name} process exited with code "
-                                    f"{proc.returncode}:\n" + "\n".join(self._last))
+                return proc.returncode
             proc.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(asyncio.shield(exited), CHILD_STOP_TIMEOUT_S)
             except TimeoutError:
                 log.warning("the %s process did not stop in %.0fs; killing it", self.name,
                             CHILD_STOP_TIMEOUT_S)
+            return None
         finally:
             if proc.returncode is None:
                 proc.kill()
@@ -255,6 +286,7 @@ class DevStack:
         # the settings the user gave (environment, flags): their addresses are kept
         self.explicit = set(settings.model_fields_set if explicit is None else explicit)
         self.started: list[ServerProcess] = []
+        self.reused: list[tuple[str, str, int]] = []  # (name, host, port)
         self.notes: list[str] = []  # for the banner: which servers and why
 
     async def start_servers(self) -> None:
@@ -282,6 +314,7 @@ class DevStack:
         report = await probe_nats(self.settings)
         if report.ok:
             self.say(f"reusing the nats-server {report.version} already answering on {where}")
+            self.reused.append(("nats-server", server.host, server.port))
             self.notes.append(f"NATS       {self.settings.nats_url} (reused)")
             return
         if "nats_url" in self.explicit:  # the user chose it: never swap it for another
@@ -307,6 +340,7 @@ class DevStack:
         problem = await probe_temporal(self.settings)
         if problem is None:
             self.say(f"reusing the temporal server already answering on {host}:{port}")
+            self.reused.append(("temporal server", host, port))
             return
         if "temporal_address" in self.explicit:
             raise DevStackError(
@@ -333,6 +367,39 @@ class DevStack:
     def _start(self, server: ServerProcess) -> None:
         server.start()
         self.started.append(server)
+
+    async def watch(self, stop: asyncio.Event) -> None:
+        """Until ``stop``: a server this process started that dies is restarted on its
+        data (rides in flight resume); a reused one that stops answering is reported, and
+        again when it is back."""
+        down: set[str] = set()
+        while True:
+            try:
+                await asyncio.wait_for(stop.wait(), WATCH_INTERVAL_S)
+                return
+            except TimeoutError:
+                pass
+            for server in self.started:
+                if server.proc is None or server.proc.poll() is None:
+                    continue
+                self.say(f"{server.name} exited with code {server.proc.returncode}; "
+                         f"restarting it on its data (log: {server.log_path})")
+                server.start()
+                try:
+                    await server.wait_ready(timeout=RESTART_MAX_DELAY_S)
+                except DevStackError as e:
+                    self.say(f"{server.name} could not be restarted yet: {e}")
+                else:
+                    self.say(f"{server.name} is back on {server.host}:{server.port}")
+            for name, host, port in self.reused:
+                up = await asyncio.to_thread(answering, host, port)
+                if not up and name not in down:
+                    down.add(name)
+                    self.say(f"the {name} on {host}:{port} stopped answering; rides wait "
+                             "for it (ridehail dev did not start it, so it cannot restart it)")
+                elif up and name in down:
+                    down.discard(name)
+                    self.say(f"the {name} on {host}:{port} answers again")
 
     def stop_servers(self) -> None:
         # Temporal first (it holds no NATS state), then NATS; each waits for its exit.
@@ -397,11 +464,12 @@ async def run_dev(settings: Settings, say: Callable[[str], None], verbose: bool 
     try:
         async with runtime(settings, "dev") as rt:
             # the worker first: once the API answers, a ride requested goes all the way
-            worker = ComponentProcess("worker", settings, verbose)
+            worker = ComponentProcess("worker", settings, verbose, say)
             tasks = [asyncio.create_task(worker.run(stop), name="worker")]
             await _wait_until(lambda: worker.ready.is_set() or stop.is_set(), tasks,
                               "the worker process did not start")
             components = {
+                "servers": stack.watch(stop),
                 "consumers": run_consumers(rt, stop),
                 "relay": run_relay(rt, stop),
                 "api": run_api(rt, stop),

@@ -204,20 +204,55 @@ def test_dev_reuses_servers_already_running(
     assert answering(*servers.nats_host_port) and answering(*servers.temporal_host_port)
 
 
-def test_dev_stops_everything_when_its_worker_process_dies(
+def _wait_log(dev: DevProcess, text: str, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while text not in (log := dev.log.read_text()):
+        assert time.monotonic() < deadline, f"{text!r} not in the log:\n{log}"
+        assert dev.proc.poll() is None, log
+        time.sleep(0.1)
+    return log
+
+
+def test_dev_restarts_its_worker_process_when_it_dies(
     dev_env: dict[str, str], tmp_path: Path
 ) -> None:
     dev = DevProcess(dev_env, tmp_path / "dev.log")
     try:
         dev.wait_ready()
-        tree = descendants(dev.proc.pid)
-        [worker] = [p for p in tree if runs_component(command(p), "worker")]
+        [worker] = [p for p in descendants(dev.proc.pid) if runs_component(command(p), "worker")]
         os.kill(worker, signal.SIGKILL)
-        assert dev.proc.wait(60) == 1
-        time.sleep(0.5)
-        assert [p for p in tree if alive(p)] == []
-        log = dev.log.read_text()
-        assert "worker stopped unexpectedly" in log and "exited with code -9" in log, log
+        _wait_log(dev, "the worker process exited with code -9; restarting it in 1s")
+        secret = (Path(dev_env["RIDEHAIL_DATA_DIR"]) / "jwt_secret").read_text().strip()
+        run_ride(dev.base, secret)  # served by the restarted worker
+        [again] = [p for p in descendants(dev.proc.pid) if runs_component(command(p), "worker")]
+        assert again != worker
+        assert dev.interrupt() == []
+        assert dev.proc.returncode == 0, dev.log.read_text()
+    finally:
+        dev.kill()
+
+
+def test_dev_restarts_a_server_that_dies_on_its_data(
+    dev_env: dict[str, str], tmp_path: Path
+) -> None:
+    """nats-server and then the Temporal server are killed under ridehail dev: each is
+    started again on its data, and rides go on (the first one's workflow survives)."""
+    dev = DevProcess(dev_env, tmp_path / "dev.log")
+    try:
+        dev.wait_ready()
+        secret = (Path(dev_env["RIDEHAIL_DATA_DIR"]) / "jwt_secret").read_text().strip()
+        first = run_ride(dev.base, secret)
+        for name, binary_name in (("nats-server", "nats-server"), ("temporal", "temporal")):
+            [server] = [p for p in descendants(dev.proc.pid)
+                        if Path(command(p)[0] if command(p) else "").name == binary_name]
+            os.kill(server, signal.SIGKILL)
+            _wait_log(dev, f"{name} exited with code -9; restarting it on its data")
+            _wait_log(dev, f"{name} is back on")
+        run_ride(dev.base, secret)
+        got = httpx.get(f"{dev.base}/v1/rides/{first}", headers=headers(secret, "rider", "r1"),
+                        timeout=10).json()
+        assert got["status"] == "completed"
+        assert dev.interrupt() == []
     finally:
         dev.kill()
 
