@@ -103,3 +103,10 @@ async def redrive(js: JetStreamContext, letter_id: int) -> DeadLetter:
     )
     await js.delete_msg(STREAM, letter.id)
     return letter
+
+
+async def discard(js: JetStreamContext, letter_id: int) -> DeadLetter:
+    """Drop a dead letter an operator has read and decided needs nothing more."""
+    letter = await get_dead_letter(js, letter_id)
+    await js.delete_msg(STREAM, letter.id)
+    return letter

@@ -6,6 +6,11 @@
 3. Every ride whose saga ended has its read-model status equal to the saga's outcome.
 4. The outbox has no event older than a minute that is unpublished.
 5. Every event on RIDES has a schema-valid payload for its type and version.
+6. No ride is left unfinished past its matching deadline (plus a margin) without a
+   running workflow.
+7. No dead letter is waiting in the DLQ.
+8. Every cancellation fee was charged for a cancel the rider asked for after the free
+   window, judged by the times of the events.
 """
 
 from __future__ import annotations
@@ -19,15 +24,22 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from sqlalchemy import func
 from sqlmodel import Session, col, select
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
 
-from events.envelope import InvalidEvent, parse_event
+from events.dlq import list_dead_letters
+from events.envelope import CloudEvent, InvalidEvent, parse_event
+from ridehail.config import Settings
 from ridehail.db import Database
 from ridehail.tables import LedgerEntry, OutboxEvent, Ride, utcnow
 from workflows.types import WORKFLOW_TYPE
 
 FINAL = ("completed", "cancelled", "failed")
 OUTBOX_GRACE = timedelta(minutes=1)
+# A ride may stay unfinished this long past its matching deadline before a missing
+# workflow counts as lost (the trigger may be catching up after an outage).
+STUCK_MARGIN = timedelta(minutes=1)
+STUCK_CHECKED_AT_MOST = 500
 MAX_LISTED = 20  # violations listed per check; the count is always complete
 
 
@@ -150,7 +162,8 @@ def check_outbox(session: Session) -> Check:
     return check
 
 
-async def check_stream(js: JetStreamContext) -> Check:
+async def check_stream(js: JetStreamContext, seen: list[CloudEvent] | None = None) -> Check:
+    """Check 5; the valid events read are appended to ``seen`` for the other checks."""
     check = Check(5, "every event on RIDES has a schema-valid payload")
     sub = await js.pull_subscribe(
         "rides.>", stream="RIDES",
@@ -169,19 +182,89 @@ async def check_stream(js: JetStreamContext) -> Check:
                 remaining -= 1
                 check.checked += 1
                 try:
-                    parse_event(m.data)
+                    event = parse_event(m.data)
                 except InvalidEvent as e:
                     check.fail(f"RIDES seq {m.metadata.sequence.stream} ({m.subject}): {e}")
+                    continue
+                if seen is not None:
+                    seen.append(event)
     finally:
         await sub.unsubscribe()
         await js.delete_consumer("RIDES", info.name)
     return check
 
 
-async def run_audit(db: Database, js: JetStreamContext, temporal: Client) -> AuditReport:
+async def check_stuck(db: Database, temporal: Client, matching_deadline_s: float) -> Check:
+    check = Check(6, "no unfinished ride past its matching deadline is without a running "
+                     "workflow")
+    cutoff = utcnow() - timedelta(seconds=matching_deadline_s) - STUCK_MARGIN
+    rides = await db.read(lambda s: list(s.exec(
+        select(Ride.ride_id, Ride.status).where(col(Ride.status).not_in(FINAL))
+        .where(col(Ride.created_at) < cutoff).order_by(col(Ride.created_at))
+        .limit(STUCK_CHECKED_AT_MOST)).all()))
+    for ride_id, status in rides:
+        check.checked += 1
+        try:
+            desc = await temporal.get_workflow_handle(f"ride-{ride_id}").describe()
+        except RPCError as e:
+            if e.status != RPCStatusCode.NOT_FOUND:
+                raise
+            check.fail(f"ride {ride_id} is {status} and has no workflow")
+            continue
+        if desc.status != WorkflowExecutionStatus.RUNNING:
+            name = desc.status.name.lower() if desc.status else "unknown"
+            check.fail(f"ride {ride_id} is {status} but its workflow is {name}")
+    return check
+
+
+async def check_dead_letters(js: JetStreamContext) -> Check:
+    check = Check(7, "no dead letter is waiting (read each, then `ridehail dlq redrive ID` "
+                     "or `ridehail dlq discard ID`)")
+    for letter in await list_dead_letters(js):
+        check.checked += 1
+        check.fail(f"dead letter {letter.id}: {letter.consumer} on {letter.original_subject}"
+                   f" ({letter.event_type or 'not an event'}): {letter.error[:200]}")
+    return check
+
+
+def check_fees(events: list[CloudEvent], free_cancel_s: float) -> Check:
+    """A fee is due only for a rider's cancel made more than the free window after the
+    driver's assignment, both as the events' times say."""
+    check = Check(8, "every cancellation fee was charged for a cancel after the free window")
+    assigned: dict[str, CloudEvent] = {}
+    cancels: dict[str, list[CloudEvent]] = defaultdict(list)
+    for e in events:  # in stream order, so a rematch's assignment replaces the first
+        if e.type == "ride.driver_assigned":
+            assigned[e.subject] = e
+        elif e.type == "ride.cancellation_requested" and e.data.get("by_role") == "rider":
+            cancels[e.subject].append(e)
+        elif e.type == "ride.payment_captured" and e.data.get("purpose") == "cancellation_fee":
+            check.checked += 1
+            got = assigned.get(e.subject)
+            asked = next((c for c in cancels[e.subject]
+                          if got is not None and c.time >= got.time), None)
+            if got is None or asked is None:
+                check.fail(f"ride {e.subject}: a fee of {e.data.get('amount')} without a "
+                           "rider's cancel after an assignment")
+                continue
+            after = (asked.time - got.time).total_seconds()
+            if after <= free_cancel_s:
+                check.fail(f"ride {e.subject}: a fee of {e.data.get('amount')} for a cancel "
+                           f"{after:.1f}s after the assignment (free window "
+                           f"{free_cancel_s:g}s)")
+    return check
+
+
+async def run_audit(db: Database, js: JetStreamContext, temporal: Client,
+                    settings: Settings | None = None) -> AuditReport:
+    settings = settings or Settings()
+    events: list[CloudEvent] = []
     first = await db.read(check_drivers)
     second = await db.read(check_ledger)
     third = await check_outcomes(db, temporal)
     fourth = await db.read(check_outbox)
-    fifth = await check_stream(js)
-    return AuditReport([first, second, third, fourth, fifth])
+    fifth = await check_stream(js, events)
+    sixth = await check_stuck(db, temporal, settings.matching_deadline_s)
+    seventh = await check_dead_letters(js)
+    eighth = check_fees(events, settings.free_cancel_s)
+    return AuditReport([first, second, third, fourth, fifth, sixth, seventh, eighth])

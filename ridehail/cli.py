@@ -208,7 +208,8 @@ def audit(
 
     from ridehail.audit import run_audit
 
-    report = _once("audit", lambda rt: run_audit(rt.db, rt.js, rt.temporal), temporal=True)
+    report = _once("audit", lambda rt: run_audit(rt.db, rt.js, rt.temporal, rt.settings),
+                   temporal=True)
     if as_json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
@@ -273,6 +274,20 @@ def dlq_redrive(letter_id: Annotated[int, typer.Argument(help="the id from `dlq 
         raise typer.Exit(1) from None
     console.print(f"redriven {letter.event_type or 'message'} {letter.event_id or ''} "
                   f"to {letter.original_subject}")
+
+
+@dlq_app.command("discard")
+def dlq_discard(letter_id: Annotated[int, typer.Argument(help="the id from `dlq list`")]) -> None:
+    """Remove a dead letter you have read and decided needs nothing more."""
+    from events.dlq import UnknownDeadLetter, discard
+
+    try:
+        letter = _once("dlq", lambda rt: discard(rt.js, letter_id))
+    except UnknownDeadLetter as e:
+        console.print(f"[red]error:[/] {e}; see `ridehail dlq list`")
+        raise typer.Exit(1) from None
+    console.print(f"discarded dead letter {letter.id}: {letter.event_type or 'message'} "
+                  f"{letter.event_id or ''} from {letter.consumer}")
 
 
 projections_app = typer.Typer(help="The read models.", no_args_is_help=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import jwt
 
+from events.dlq import list_dead_letters
 from ridehail.audit import run_audit
 from ridehail.config import Settings
 from ridehail.tables import LedgerEntry, OutboxEvent, Ride, utcnow
@@ -68,9 +69,18 @@ async def test_audit_passes_then_reports_each_broken_invariant(stack: Stack) -> 
     ok = run(stack.settings, "audit", "--json")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     report = json.loads(ok.stdout)
-    assert report["ok"] and [c["number"] for c in report["checks"]] == [1, 2, 3, 4, 5]
+    assert report["ok"] and [c["number"] for c in report["checks"]] == [1, 2, 3, 4, 5, 6, 7, 8]
 
-    # break invariants 2, 3 and 4 behind the system's back
+    # a message no consumer can read, dead-lettered (7; and 5: it is on RIDES)
+    await stack.rt.js.publish("rides.junk.requested", b"junk", headers={"Nats-Msg-Id": "junk"})
+
+    async def all_dead_lettered() -> bool:
+        return len(await list_dead_letters(stack.rt.js)) == 3  # trigger, projector, notifier
+
+    await eventually(all_dead_lettered, "the junk to be dead-lettered")
+
+    # break invariants 2, 3, 4 and 6 behind the system's back (quickly: the relay would
+    # publish the stale outbox row)
     def corrupt(session) -> None:  # type: ignore[no-untyped-def]
         ride = session.get(Ride, ride_id)
         ride.status = "completed"  # the saga ended failed
@@ -79,12 +89,23 @@ async def test_audit_passes_then_reports_each_broken_invariant(stack: Stack) -> 
                                 idempotency_key="bad:capture", gateway_ref="x"))
         session.add(OutboxEvent(event_id="stale", aggregate_id="bad", subject="rides.bad.x",
                                 body="{}", created_at=utcnow().replace(year=2020)))
+        # a ride left matching long past its deadline, with no workflow
+        session.add(Ride(**{**ride.model_dump(), "ride_id": "stuck", "status": "matching",
+                            "created_at": utcnow().replace(year=2020)}))
 
     await stack.db.write(corrupt)
     bad = run(stack.settings, "audit", "--json")
     assert bad.returncode == 1
     failed = {c["number"]: c for c in json.loads(bad.stdout)["checks"] if not c["ok"]}
-    assert set(failed) == {2, 3, 4}
+    assert set(failed) == {2, 3, 4, 5, 6, 7}
+    assert failed[6]["violations"] == ["ride stuck is matching and has no workflow"]
+    letters = await list_dead_letters(stack.rt.js)  # one for each consumer that read it
+    assert [v.split(":")[0] for v in failed[7]["violations"]] == [
+        f"dead letter {d.id}" for d in letters]
+    for letter in letters:
+        discarded = run(stack.settings, "dlq", "discard", str(letter.id))
+        assert discarded.returncode == 0, discarded.stderr
+    assert await list_dead_letters(stack.rt.js) == []
     assert "captured 500 > authorized 0" in failed[2]["violations"][0]
     assert failed[3]["violations"] == [
         f"ride {ride_id}: saga ended failed, read model says completed"]
