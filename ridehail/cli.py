@@ -62,12 +62,18 @@ def _logging(verbose: bool) -> None:
     )
 
 
-def _secret_or_exit(settings: Settings) -> None:
+def with_secret(settings: Settings) -> Settings:
+    """The settings with the JWT secret, for the commands that sign or check tokens:
+    RIDEHAIL_JWT_SECRET, or else the data dir's file (said on stderr); exit 2 without."""
     try:
-        settings.require_jwt_secret()
+        secret, found_in = settings.find_jwt_secret()
     except SettingsError as e:
-        console.print(f"[red]error:[/] {e}")
+        console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
         raise typer.Exit(2) from None
+    if settings.jwt_secret:
+        return settings
+    console.print(f"using the JWT secret in {escape(found_in)}", soft_wrap=True)
+    return settings.model_copy(update={"jwt_secret": secret})
 
 
 @app.command()
@@ -108,19 +114,18 @@ def token(
     if not sub.strip():
         console.print("[red]error:[/] --sub must not be empty")
         raise typer.Exit(2)
-    settings = _settings()
-    _secret_or_exit(settings)
+    settings = with_secret(_settings())
     print(issue_token(settings.require_jwt_secret(), role, sub, ttl))  # type: ignore[arg-type]
 
 
 RUNNING = "running"  # what a component prints once it runs (ridehail dev waits for it)
 
 
-def _run_component(name: str, verbose: bool, body) -> None:  # type: ignore[no-untyped-def]
+def _run_component(name: str, verbose: bool, body,  # type: ignore[no-untyped-def]
+                   settings: Settings | None = None) -> None:
     """Run one long-running component until SIGINT/SIGTERM."""
     _logging(verbose)
-    settings = _settings()
-    _secret_or_exit(settings)
+    settings = settings or _settings()
     from ridehail.components import runtime
     from ridehail.devstack import install_stop_handlers
 
@@ -140,16 +145,15 @@ Verbose = Annotated[bool, typer.Option("--verbose", "-v")]
 @app.command()
 def api(verbose: Verbose = False) -> None:
     """Run the HTTP API alone."""
-    _secret_or_exit(_settings())  # before the heavy imports: fail fast
+    settings = with_secret(_settings())  # before the heavy imports: fail fast
     from ridehail.components import run_api
 
-    _run_component("api", verbose, run_api)
+    _run_component("api", verbose, run_api, settings)
 
 
 @app.command()
 def worker(verbose: Verbose = False) -> None:
     """Run the Temporal worker alone (task queue `rides`)."""
-    _secret_or_exit(_settings())  # before the heavy imports: fail fast
     from ridehail.components import run_temporal_worker
 
     _run_component("worker", verbose, run_temporal_worker)
@@ -162,7 +166,6 @@ def consumers(
 ) -> None:
     """Run the event consumers (workflow-trigger, ride-projector, driver-projector,
     notifier), all or the ones named."""
-    _secret_or_exit(_settings())  # before the heavy imports: fail fast
     from ridehail.components import CONSUMERS, run_consumers
 
     chosen = tuple(names or CONSUMERS)
@@ -178,7 +181,6 @@ def consumers(
 @app.command()
 def relay(verbose: Verbose = False) -> None:
     """Run the outbox relay alone: publishes events whose publish after commit failed."""
-    _secret_or_exit(_settings())  # before the heavy imports: fail fast
     from ridehail.components import run_relay
 
     _run_component("relay", verbose, run_relay)
@@ -187,7 +189,6 @@ def relay(verbose: Verbose = False) -> None:
 def _once(name: str, body, *, temporal: bool = False):  # type: ignore[no-untyped-def]
     """Run a one-shot operation with a runtime (no stream or table creation)."""
     settings = _settings()
-    _secret_or_exit(settings)
     from ridehail.components import runtime
 
     async def main():  # type: ignore[no-untyped-def]
@@ -203,7 +204,6 @@ def audit(
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Check the invariants of CONTRACT.md section 7; exit 0 when all hold, 1 otherwise."""
-    _secret_or_exit(_settings())  # before the heavy imports: fail fast
     import json
 
     from ridehail.audit import run_audit
@@ -315,7 +315,6 @@ def replay(
         console.print("[red]error:[/] give exactly one of --dir or --query")
         raise typer.Exit(2)
     settings = _settings()
-    _secret_or_exit(settings)
     from ridehail import replay as r
 
     async def run() -> list[r.ReplayOutcome]:
@@ -354,8 +353,7 @@ def histories_record(
 ) -> None:
     """Play every saga scenario against the running stack (`ridehail dev`, with the same
     RIDEHAIL_* settings) and write each ride's workflow history for replay tests."""
-    settings = _settings()
-    _secret_or_exit(settings)
+    settings = with_secret(_settings())
     from ridehail.histories import record
     from ridehail.scenarios import SCENARIOS
 

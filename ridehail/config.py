@@ -60,13 +60,23 @@ class Settings(BaseSettings):
     def temporal_ui_url(self) -> str:
         return f"http://{self.temporal_host_port[0]}:{self.temporal_ui_port}"
 
+    def find_jwt_secret(self) -> tuple[str, str]:
+        """The JWT secret and where it was found: ``RIDEHAIL_JWT_SECRET``, or else the file
+        ``ridehail dev`` keeps in the data dir (named by its absolute path)."""
+        if self.jwt_secret:
+            return self.jwt_secret, "RIDEHAIL_JWT_SECRET"
+        path = (self.data_dir / JWT_SECRET_FILE).resolve()
+        if path.is_file():
+            secret = path.read_text().strip()
+            if secret:
+                return secret, str(path)
+        raise SettingsError(
+            f"RIDEHAIL_JWT_SECRET is not set and {path} does not exist. Set it, or run "
+            "`ridehail dev` (with the same RIDEHAIL_DATA_DIR), which creates that file."
+        )
+
     def require_jwt_secret(self) -> str:
-        if not self.jwt_secret:
-            raise SettingsError(
-                "RIDEHAIL_JWT_SECRET is not set. Set it, or run `ridehail dev`, which creates "
-                f"one in {self.data_dir / JWT_SECRET_FILE}."
-            )
-        return self.jwt_secret
+        return self.find_jwt_secret()[0]
 
     def as_env(self) -> dict[str, str]:
         """These settings as ``RIDEHAIL_*`` variables, for a process started with them."""

@@ -428,8 +428,10 @@ def _say_ready(settings: Settings, say: Callable[[str], None], notes: list[str])
     for note in notes:
         say(note)
     say(f"data       {settings.data_dir.resolve()}")
-    say("tokens     export RIDEHAIL_JWT_SECRET=$(cat "
-        f"{settings.data_dir / 'jwt_secret'}); ridehail token --role rider --sub r1")
+    # ridehail token finds the secret in the data dir itself; named absolutely, the line
+    # works from any folder
+    say(f"tokens     RIDEHAIL_DATA_DIR={settings.data_dir.resolve()} "
+        "ridehail token --role rider --sub alice")
     say("ready — Ctrl-C to stop")
 
 

@@ -20,8 +20,10 @@ from tests.test_ride_e2e import DROPOFF, PICKUP
 RIDEHAIL = str(Path(sys.executable).parent / "ridehail")
 
 
-def run(settings: Settings | None, *args: str, secret: bool = True
-        ) -> subprocess.CompletedProcess[str]:
+def run(settings: Settings | None, *args: str, secret: bool = False,
+        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``ridehail *args`` with these settings; the JWT secret only with ``secret`` (only
+    the commands that sign or check tokens need it)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RIDEHAIL_")}
     if settings is not None:
         env.update(RIDEHAIL_DATA_DIR=str(settings.data_dir),
@@ -31,12 +33,12 @@ def run(settings: Settings | None, *args: str, secret: bool = True
         if secret:
             env["RIDEHAIL_JWT_SECRET"] = settings.require_jwt_secret()
     return subprocess.run([RIDEHAIL, *args], env=env, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, cwd=cwd)
 
 
 def test_token_is_signed_with_the_secret(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, jwt_secret="s" * 32)
-    out = run(settings, "token", "--role", "driver", "--sub", "bob")
+    out = run(settings, "token", "--role", "driver", "--sub", "bob", secret=True)
     assert out.returncode == 0, out.stderr
     claims = jwt.decode(out.stdout.strip(), "s" * 32, algorithms=["HS256"])
     assert claims["role"] == "driver" and claims["sub"] == "bob" and claims["exp"] > 0
@@ -44,13 +46,31 @@ def test_token_is_signed_with_the_secret(tmp_path: Path) -> None:
 
 def test_token_refuses_without_a_secret_and_rejects_bad_roles(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, jwt_secret="s" * 32)
-    missing = run(settings, "token", "--role", "rider", "--sub", "a", secret=False)
+    missing = run(settings, "token", "--role", "rider", "--sub", "a")
     assert missing.returncode == 2 and "RIDEHAIL_JWT_SECRET" in missing.stderr
-    bad = run(settings, "token", "--role", "pilot", "--sub", "a")
+    assert str(tmp_path / "jwt_secret") in missing.stderr  # where it looked
+    bad = run(settings, "token", "--role", "pilot", "--sub", "a", secret=True)
     assert bad.returncode == 2 and "rider, driver, admin" in bad.stderr
-    for command in ("api", "worker", "consumers", "relay", "audit"):
-        refused = run(settings, command, secret=False)
-        assert refused.returncode == 2 and "RIDEHAIL_JWT_SECRET" in refused.stderr, command
+    refused = run(settings, "api")
+    assert refused.returncode == 2 and "RIDEHAIL_JWT_SECRET" in refused.stderr
+
+
+def test_token_uses_the_secret_ridehail_dev_keeps_and_says_where(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "jwt_secret").write_text("f" * 32 + "\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = run(Settings(data_dir=data), "token", "--role", "rider", "--sub", "alice",
+              cwd=elsewhere)
+    assert out.returncode == 0, out.stderr
+    assert jwt.decode(out.stdout.strip(), "f" * 32, algorithms=["HS256"])["sub"] == "alice"
+    assert f"using the JWT secret in {data / 'jwt_secret'}" in out.stderr
+    # RIDEHAIL_JWT_SECRET wins over the file, silently
+    env_wins = run(Settings(data_dir=data, jwt_secret="e" * 32), "token", "--role", "rider",
+                   "--sub", "alice", secret=True)
+    assert jwt.decode(env_wins.stdout.strip(), "e" * 32, algorithms=["HS256"])
+    assert "using the JWT secret" not in env_wins.stderr
 
 
 async def test_audit_passes_then_reports_each_broken_invariant(stack: Stack) -> None:
