@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlparse
 
 from pydantic import Field
@@ -32,6 +33,7 @@ class Settings(BaseSettings):
     matching_deadline_s: float = Field(120, gt=0)
     free_cancel_s: float = Field(120, ge=0)
     stream_replicas: int = Field(1, ge=1, le=5)
+    log_format: Literal["text", "json"] = "text"
 
     @property
     def db_url(self) -> str:

@@ -191,7 +191,10 @@ class ComponentProcess:
                 self.ready.set()
                 continue
             self._last = [*self._last[-14:], line]
-            print(f"{self.name} | {line}", file=sys.stderr, flush=True)
+            if self.settings.log_format == "json" and line.startswith("{"):
+                print(line, file=sys.stderr, flush=True)  # one JSON object a line, as is
+            else:
+                print(f"{self.name} | {line}", file=sys.stderr, flush=True)
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -387,7 +390,7 @@ def install_stop_handlers(stop: asyncio.Event) -> None:
 
 
 async def run_dev(settings: Settings, say: Callable[[str], None], verbose: bool = False) -> None:
-    from ridehail.components import run_api, run_consumers, run_relay, runtime
+    from ridehail.components import run_api, run_consumers, run_logged, run_relay, runtime
 
     stop = asyncio.Event()
     install_stop_handlers(stop)
@@ -402,11 +405,12 @@ async def run_dev(settings: Settings, say: Callable[[str], None], verbose: bool 
             await _wait_until(lambda: worker.ready.is_set() or stop.is_set(), tasks,
                               "the worker process did not start")
             components = {
-                "consumers": run_consumers(rt, stop),
-                "relay": run_relay(rt, stop),
-                "api": run_api(rt, stop),
+                "consumers": lambda: run_consumers(rt, stop),
+                "relay": lambda: run_relay(rt, stop),
+                "api": lambda: run_api(rt, stop),
             }
-            tasks += [asyncio.create_task(c, name=n) for n, c in components.items()]
+            tasks += [asyncio.create_task(run_logged(n, c, stop), name=n)
+                      for n, c in components.items()]
             await _wait_until(
                 lambda: stop.is_set() or answering(settings.api_host, settings.api_port),
                 tasks, f"the API did not start on {settings.api_url}")
