@@ -354,7 +354,8 @@ async def probe_nats(settings: Settings) -> FitReport:
     nc = NATS()
     try:
         await nc.connect(servers=settings.nats_servers, connect_timeout=3,
-                         allow_reconnect=False, max_reconnect_attempts=0)
+                         allow_reconnect=False, max_reconnect_attempts=0,
+                         **settings.nats_connect_options())  # type: ignore[arg-type]
     except Exception as e:  # noqa: BLE001 — whatever answers there is no usable NATS
         report = FitReport(servers=settings.nats_url)
         report.findings.append(Finding("server", "protocol", f"not NATS ({e!r})", "NATS",
