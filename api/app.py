@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import admin, drivers, health, problems, quotes, rides
+from api.docs import install_docs
 from api.limits import BodySizeLimit
 from api.metrics import MetricsMiddleware, install_metrics
 from api.openapi import install_openapi
@@ -75,11 +76,14 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
 
     app = FastAPI(title="ridehail", version="0.1.0", description=DESCRIPTION,
                   openapi_tags=TAGS, lifespan=lifespan,
+                  # served from installed assets, not a CDN (api.docs)
+                  docs_url=None, redoc_url=None,
                   # operation ids are the handlers' names (get_ride, request_ride, ...):
                   # what generated clients and the links between operations refer to
                   generate_unique_id_function=lambda route: route.name)
     problems.install(app)
     install_openapi(app)
+    install_docs(app)
     metrics = install_metrics(app)
     for module in (quotes, rides, drivers, admin, health):
         app.include_router(module.router)

@@ -2,7 +2,10 @@
 flight, and open live streams.
 
 Routes are labelled by their template (``/v1/rides/{ride_id}``), never the raw path, so
-ids cannot blow up the label set; requests that match no route share ``unmatched``.
+ids cannot blow up the label set. Requests that match no route are counted apart, by
+status only (``ridehail_http_unmatched_requests``: a scanner's guesses and its made-up
+methods create no label values), and the interactive docs (``/docs``, ``/redoc``,
+``/openapi.json`` and their assets) are not counted at all.
 Latency is measured to the response's first byte (the status line), which for a live
 stream is how long it took to open, not how long it stayed open.
 """
@@ -20,6 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.docs import is_docs_path
 from api.openapi import documented_path
 from events.dlq import dlq_depth
 from events.health import ConsumerHealth
@@ -34,6 +38,7 @@ class Metrics:
     registry: CollectorRegistry
     requests: Counter
     latency: Histogram
+    unmatched: Counter
     in_flight: Gauge
     streams_open: Gauge
     consumer_pending: Gauge
@@ -55,6 +60,9 @@ class Metrics:
                               ["method", "route", "status"], registry=registry,
                               buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
                                        10)),
+            unmatched=Counter("ridehail_http_unmatched_requests",
+                              "HTTP requests that matched no route, by status",
+                              ["status"], registry=registry),
             in_flight=Gauge("ridehail_http_requests_in_flight", "HTTP requests being answered",
                             registry=registry),
             streams_open=Gauge("ridehail_sse_streams_open", "Server-Sent Event streams open",
@@ -86,13 +94,14 @@ class Metrics:
         self.dlq_depth.set(await dlq_depth(js))
 
 
-def _route_of(scope: Scope) -> str:
+def _route_of(scope: Scope) -> str | None:
+    """The route template the request was for, or None when it matched no route."""
     route = scope.get("route")  # set by the router once it has matched
-    if route is not None:
-        return str(getattr(route, "path", "unmatched"))
+    if route is not None and getattr(route, "path", None):
+        return str(route.path)
     # answered before routing (a 413): label it with the route it was meant for
     documented = documented_path(scope["app"], scope["path"]) if "app" in scope else None
-    return documented[0] if documented else "unmatched"
+    return documented[0] if documented else None
 
 
 class MetricsMiddleware:
@@ -103,7 +112,7 @@ class MetricsMiddleware:
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or is_docs_path(scope.get("app"), scope["path"]):
             await self.app(scope, receive, send)
             return
         m = self.metrics
@@ -115,7 +124,11 @@ class MetricsMiddleware:
             if recorded:
                 return
             recorded = True
-            labels = (scope["method"], _route_of(scope), str(status))
+            route = _route_of(scope)
+            if route is None:
+                m.unmatched.labels(str(status)).inc()
+                return
+            labels = (scope["method"], route, str(status))
             m.requests.labels(*labels).inc()
             m.latency.labels(*labels).observe(time.perf_counter() - start)
 

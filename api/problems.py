@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+from http import HTTPStatus
 from typing import Any
 
 import nats.errors
@@ -19,20 +20,35 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+# With ``type: about:blank`` the title is the status's reason phrase (RFC 9457 4.2.1),
+# as RFC 9110 spells it; what went wrong is in ``detail``.
 TITLES = {
-    400: "Bad request",
+    400: "Bad Request",
     401: "Unauthorized",
     403: "Forbidden",
-    404: "Not found",
-    405: "Method not allowed",
-    406: "Not acceptable",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
     409: "Conflict",
-    413: "Content too large",
-    415: "Unsupported media type",
-    422: "Invalid input",
-    500: "Internal server error",
-    503: "Service unavailable",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
 }
+
+
+def title_of(status: int) -> str:
+    """The RFC 9110 reason phrase of ``status``: the title of an ``about:blank`` problem."""
+    if status in TITLES:
+        return TITLES[status]
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
 # What each documented status means on a route, for the OpenAPI description.
 MEANINGS = {
     401: "No token, or a bad or expired one",
@@ -78,7 +94,8 @@ class ProblemDetails(BaseModel):
 
     type: str = Field(default="about:blank", description="Always `about:blank`: the status "
                                                          "says what kind of problem it is")
-    title: str = Field(examples=["Not found"])
+    title: str = Field(description="The status's reason phrase (RFC 9110)",
+                       examples=["Not Found"])
     status: int = Field(examples=[404])
     detail: str = Field(examples=["No such ride"])
     errors: list[FieldError] | None = Field(default=None,
@@ -87,7 +104,7 @@ class ProblemDetails(BaseModel):
 
 def problem_response(status: int, detail: str, headers: dict[str, str] | None = None,
                      **extra: Any) -> JSONResponse:
-    body = {"type": "about:blank", "title": TITLES.get(status, "Error"), "status": status,
+    body = {"type": "about:blank", "title": title_of(status), "status": status,
             "detail": detail, **extra}
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
@@ -95,7 +112,7 @@ def problem_response(status: int, detail: str, headers: dict[str, str] | None = 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries for the problems a route can answer with (401, 413,
     422 and 503 are added where they apply by ``api.openapi``)."""
-    return {code: {"model": ProblemDetails, "description": MEANINGS.get(code, TITLES[code])}
+    return {code: {"model": ProblemDetails, "description": MEANINGS.get(code, title_of(code))}
             for code in codes}
 
 

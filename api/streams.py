@@ -30,6 +30,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.metrics import Metrics
+from api.problems import title_of
 from api.schemas import OfferOut
 from events.envelope import CloudEvent, InvalidEvent, parse_event
 from events.history import INACTIVE_THRESHOLD_S, TERMINAL_TYPES, FeedIdle, ride_feed
@@ -113,7 +114,7 @@ class Streams:
             except Exception as e:  # noqa: BLE001 — the status line is sent: say so in-band
                 log.warning("%s stream failed: %r", name, e)
                 yield ServerSentEvent(event="problem", data=json.dumps({
-                    "type": "about:blank", "title": "Service unavailable", "status": 503,
+                    "type": "about:blank", "title": title_of(503), "status": 503,
                     "detail": "The stream was interrupted; reconnect to resume"}))
             finally:
                 gauge.dec()

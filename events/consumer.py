@@ -35,6 +35,7 @@ from events.envelope import CloudEvent, InvalidEvent, logical_subject, parse_eve
 from events.failures import PermanentError, describe, is_transient
 from events.health import ConsumerHealth
 from events.topology import ACK_WAIT_S, ConsumerGroup
+from ridehail.logs import ride_extra
 
 log = logging.getLogger(__name__)
 
@@ -215,12 +216,13 @@ class ConsumerRunner:
         except Exception as e:  # noqa: BLE001 — a handler's own failure: retried, then DLQ
             n = meta.num_delivered
             if n >= spec.max_deliver:
-                log.error("%s: %s failed %d times, dead-lettering: %s", spec.name, event.id, n, e)
+                log.error("%s: %s failed %d times, dead-lettering: %s", spec.name, event.id, n, e,
+                          extra=ride_extra(event.type, event.subject))
                 await self._dead_letter(msg, describe(e))
                 return
             delay = spec.backoff_s[min(n - 1, len(spec.backoff_s) - 1)]
             log.warning("%s: %s failed (delivery %d), retry in %ss: %s", spec.name, event.id,
-                        n, delay, e)
+                        n, delay, e, extra=ride_extra(event.type, event.subject))
             await msg.nak(delay=delay)
             return
         finally:

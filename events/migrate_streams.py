@@ -18,7 +18,7 @@ import base64
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,10 +67,12 @@ class MigrationResult:
         return self.after.ok
 
 
-async def active_durables(js: JetStreamContext) -> list[str]:
-    """Declared durables that a consumer process is pulling from right now."""
+async def active_durables(js: JetStreamContext,
+                          groups: Iterable[ConsumerGroup] = CONSUMER_GROUPS) -> list[str]:
+    """The durables of ``groups`` that a consumer process is pulling from right now (a
+    pull request waiting on the server: ``num_waiting``)."""
     active: list[str] = []
-    for group in CONSUMER_GROUPS:
+    for group in groups:
         for durable, _ in group.durables():
             try:
                 info = await js.consumer_info(group.stream, durable)

@@ -9,7 +9,7 @@ happened). Finally the projectors' durable consumers are recreated to start afte
 last event replayed, so projectors that run on afterwards pick up only what is new.
 
 Run it with the projectors stopped: a projector applying live events into a half-built
-read model would race the rebuild.
+read model would race the rebuild (``running_projectors`` says which are pulling).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from sqlmodel import Session, col, select
 
 from events.consumer import durable_names, ensure_consumers
 from events.envelope import CloudEvent, InvalidEvent, parse_event
+from events.migrate_streams import active_durables
 from events.projector import (
     DRIVER_PROJECTOR,
     RIDE_PROJECTOR,
@@ -34,10 +35,17 @@ from events.projector import (
     project_driver_event,
     project_ride_event,
 )
+from events.topology import DRIVER_PROJECTOR as DRIVER_PROJECTOR_GROUP
+from events.topology import RIDE_PROJECTOR as RIDE_PROJECTOR_GROUP
 from ridehail.db import Database
 from ridehail.tables import Driver, ProcessedEvent, Ride
 
 BATCH = 200
+
+
+async def running_projectors(js: JetStreamContext) -> list[str]:
+    """The projectors' durables a process is pulling from now ("RIDES > ride-projector-p3")."""
+    return await active_durables(js, (RIDE_PROJECTOR_GROUP, DRIVER_PROJECTOR_GROUP))
 
 
 @dataclass

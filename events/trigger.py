@@ -102,7 +102,8 @@ class WorkflowTrigger:
             # event was dead-lettered. Either way there is nobody to tell.
             closed = await self._closed(event.subject)
             log.info("%s: %s for ride %s dropped: workflow %s", NAME, event.type,
-                     event.subject, "closed" if closed else "not found")
+                     event.subject, "closed" if closed else "not found",
+                     extra={"ride_id": event.subject})
 
     async def _closed(self, ride_id: str) -> bool:
         try:

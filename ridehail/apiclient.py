@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ridehail.city import coords
-from ridehail.config import JWT_SECRET_FILE, Settings, SettingsError
+from ridehail.config import Settings
 from ridehail.geo import Point
 
 if TYPE_CHECKING:
@@ -28,14 +28,7 @@ TERMINAL_EVENTS = frozenset({"ride.completed", "ride.cancelled", "ride.failed"})
 
 def jwt_secret(settings: Settings) -> str:
     """RIDEHAIL_JWT_SECRET, or the one ``ridehail dev`` keeps in the data dir."""
-    if settings.jwt_secret:
-        return settings.jwt_secret
-    path = settings.data_dir / JWT_SECRET_FILE
-    if path.exists():
-        return path.read_text().strip()
-    raise SettingsError(
-        f"RIDEHAIL_JWT_SECRET is not set and {path} does not exist. Run `ridehail dev` "
-        "first, with the same RIDEHAIL_DATA_DIR, or set RIDEHAIL_JWT_SECRET.")
+    return settings.require_jwt_secret()
 
 
 class ApiError(RuntimeError):

@@ -452,13 +452,13 @@ def register(app: typer.Typer) -> None:
         """Run a fixed workload through the HTTP API against the running stack (`ridehail
         dev`), report throughput, latency and cost, and check the result; with
         --baseline, the same workload on bare Temporal too."""
-        from ridehail.cli import _settings, console
+        from ridehail.cli import _settings, console, with_secret
 
         settings = _settings()
+        if not baseline_only:
+            settings = with_secret(settings)
         try:
             city = City.parse(centre, radius_km)
-            if not baseline_only:
-                jwt_secret(settings)
         except (ValueError, RuntimeError) as e:
             console.print(f"[red]error:[/] {e}")
             raise typer.Exit(2) from None

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
+import json
+import sys
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,7 +18,12 @@ from ridehail.config import Settings, SettingsError
 
 app = typer.Typer(help="ridehail: event-driven ride booking on Temporal and NATS JetStream.",
                   no_args_is_help=True, add_completion=False)
-console = Console(stderr=True, highlight=False)
+# Diagnostics (progress, errors, what a command is doing) on stderr; results on stdout.
+# Neither wraps nor cuts lines when it is not a terminal: a pipe gets whole lines.
+console = Console(stderr=True, highlight=False, soft_wrap=True,
+                  width=None if sys.stderr.isatty() else 10_000)
+results = Console(highlight=False, soft_wrap=True,
+                  width=None if sys.stdout.isatty() else 10_000)
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="RIDEHAIL_DATA_DIR")]
 
@@ -56,18 +62,23 @@ def _unfit_servers_exit() -> Iterator[None]:
 
 
 def _logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from ridehail.logs import configure_logging
+
+    configure_logging(verbose, _settings().log_format)
 
 
-def _secret_or_exit(settings: Settings) -> None:
+def with_secret(settings: Settings) -> Settings:
+    """The settings with the JWT secret, for the commands that sign or check tokens:
+    RIDEHAIL_JWT_SECRET, or else the data dir's file (said on stderr); exit 2 without."""
     try:
-        settings.require_jwt_secret()
+        secret, found_in = settings.find_jwt_secret()
     except SettingsError as e:
-        console.print(f"[red]error:[/] {e}")
+        console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
         raise typer.Exit(2) from None
+    if settings.jwt_secret:
+        return settings
+    console.print(f"using the JWT secret in {escape(found_in)}", soft_wrap=True)
+    return settings.model_copy(update={"jwt_secret": secret})
 
 
 @app.command()
@@ -108,20 +119,19 @@ def token(
     if not sub.strip():
         console.print("[red]error:[/] --sub must not be empty")
         raise typer.Exit(2)
-    settings = _settings()
-    _secret_or_exit(settings)
+    settings = with_secret(_settings())
     print(issue_token(settings.require_jwt_secret(), role, sub, ttl))  # type: ignore[arg-type]
 
 
 RUNNING = "running"  # what a component prints once it runs (ridehail dev waits for it)
 
 
-def _run_component(name: str, verbose: bool, body) -> None:  # type: ignore[no-untyped-def]
+def _run_component(name: str, verbose: bool, body,  # type: ignore[no-untyped-def]
+                   settings: Settings | None = None) -> None:
     """Run one long-running component until SIGINT/SIGTERM."""
     _logging(verbose)
-    settings = _settings()
-    _secret_or_exit(settings)
-    from ridehail.components import runtime
+    settings = settings or _settings()
+    from ridehail.components import run_logged, runtime
     from ridehail.devstack import install_stop_handlers
 
     async def main() -> None:
@@ -129,7 +139,7 @@ def _run_component(name: str, verbose: bool, body) -> None:  # type: ignore[no-u
         install_stop_handlers(stop)
         async with runtime(settings, name, temporal=name != "relay") as rt:
             console.print(f"[bold cyan]ridehail[/] {name} {RUNNING} — Ctrl-C to stop")
-            await body(rt, stop)
+            await run_logged(name, lambda: body(rt, stop), stop)
 
     run_service(main())
 
@@ -140,16 +150,15 @@ Verbose = Annotated[bool, typer.Option("--verbose", "-v")]
 @app.command()
 def api(verbose: Verbose = False) -> None:
     """Run the HTTP API alone."""
-    _secret_or_exit(_settings())  # before the heavy imports: fail fast
+    settings = with_secret(_settings())  # before the heavy imports: fail fast
     from ridehail.components import run_api
 
-    _run_component("api", verbose, run_api)
+    _run_component("api", verbose, run_api, settings)
 
 
 @app.command()
 def worker(verbose: Verbose = False) -> None:
     """Run the Temporal worker alone (task queue `rides`)."""
-    _secret_or_exit(_settings())  # before the heavy imports: fail fast
     from ridehail.components import run_temporal_worker
 
     _run_component("worker", verbose, run_temporal_worker)
@@ -162,7 +171,6 @@ def consumers(
 ) -> None:
     """Run the event consumers (workflow-trigger, ride-projector, driver-projector,
     notifier), all or the ones named."""
-    _secret_or_exit(_settings())  # before the heavy imports: fail fast
     from ridehail.components import CONSUMERS, run_consumers
 
     chosen = tuple(names or CONSUMERS)
@@ -178,7 +186,6 @@ def consumers(
 @app.command()
 def relay(verbose: Verbose = False) -> None:
     """Run the outbox relay alone: publishes events whose publish after commit failed."""
-    _secret_or_exit(_settings())  # before the heavy imports: fail fast
     from ridehail.components import run_relay
 
     _run_component("relay", verbose, run_relay)
@@ -187,7 +194,6 @@ def relay(verbose: Verbose = False) -> None:
 def _once(name: str, body, *, temporal: bool = False):  # type: ignore[no-untyped-def]
     """Run a one-shot operation with a runtime (no stream or table creation)."""
     settings = _settings()
-    _secret_or_exit(settings)
     from ridehail.components import runtime
 
     async def main():  # type: ignore[no-untyped-def]
@@ -202,10 +208,8 @@ def _once(name: str, body, *, temporal: bool = False):  # type: ignore[no-untype
 def audit(
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
-    """Check the invariants of CONTRACT.md section 7; exit 0 when all hold, 1 otherwise."""
-    _secret_or_exit(_settings())  # before the heavy imports: fail fast
-    import json
-
+    """Check the invariants of CONTRACT.md section 7; exit 0 when all hold, 1 otherwise.
+    The report is printed on stdout."""
     from ridehail.audit import run_audit
 
     report = _once("audit", lambda rt: run_audit(rt.db, rt.js, rt.temporal, rt.settings),
@@ -215,12 +219,13 @@ def audit(
     else:
         for check in report.checks:
             mark = "[green]ok  [/]" if check.ok else "[red]FAIL[/]"
-            console.print(f"{mark} {check.number}. {check.name} ({check.checked} checked)")
+            results.print(f"{mark} {check.number}. {escape(check.name)} "
+                          f"({check.checked} checked)")
             for v in check.violations:
-                console.print(f"       - {v}")
+                results.print(f"       - {escape(str(v))}")
             if check.count > len(check.violations):
-                console.print(f"       … and {check.count - len(check.violations)} more")
-        console.print("all invariants hold" if report.ok else "[red]invariants violated[/]")
+                results.print(f"       … and {check.count - len(check.violations)} more")
+        results.print("all invariants hold" if report.ok else "[red]invariants violated[/]")
     raise typer.Exit(0 if report.ok else 1)
 
 
@@ -233,9 +238,8 @@ def dlq_list(
     limit: Annotated[int, typer.Option(help="at most this many")] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
 ) -> None:
-    """List dead letters, oldest first."""
-    import json
-
+    """List dead letters, oldest first (on stdout)."""
+    from rich import box
     from rich.table import Table
 
     from events.dlq import list_dead_letters
@@ -251,15 +255,20 @@ def dlq_list(
             }))
         return
     if not letters:
-        console.print("the DLQ is empty")
+        results.print("the DLQ is empty")
         return
-    table = Table("id", "consumer", "subject", "event", "deliveries", "error")
+    # no_wrap: a cell is never cut or folded, so `| grep` finds a subject or an id whole
+    table = Table("id", "consumer", "subject", "event", "deliveries", "error",
+                  box=box.HEAVY_HEAD if sys.stdout.isatty() else None)
+    for column in table.columns:
+        column.no_wrap = True
+        column.overflow = "ignore"
     for d in letters:
         table.add_row(str(d.id), d.consumer, d.original_subject,
                       f"{d.event_type or '?'} {d.event_id or ''}", str(d.deliveries),
                       d.error[:120])
-    Console().print(table)
-    console.print(f"{len(letters)} dead letter{'s' if len(letters) != 1 else ''}")
+    results.print(table)
+    results.print(f"{len(letters)} dead letter{'s' if len(letters) != 1 else ''}")
 
 
 @dlq_app.command("redrive")
@@ -272,7 +281,7 @@ def dlq_redrive(letter_id: Annotated[int, typer.Argument(help="the id from `dlq 
     except UnknownDeadLetter as e:
         console.print(f"[red]error:[/] {e}; see `ridehail dlq list`")
         raise typer.Exit(1) from None
-    console.print(f"redriven {letter.event_type or 'message'} {letter.event_id or ''} "
+    results.print(f"redriven {letter.event_type or 'message'} {letter.event_id or ''} "
                   f"to {letter.original_subject}")
 
 
@@ -295,12 +304,17 @@ app.add_typer(projections_app, name="projections")
 
 
 @projections_app.command("rebuild")
-def projections_rebuild() -> None:
+def projections_rebuild(
+    force: Annotated[bool, typer.Option(
+        "--force", help="rebuild even while projectors are pulling")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="the result as JSON")] = False,
+) -> None:
     """Drop the read models and rebuild them by replaying RIDES and DRIVERS from the
-    start. Stop the projectors (or `ridehail dev`) first."""
+    start. Refuses while projectors run (stop `ridehail consumers` or `ridehail dev`
+    first), unless --force."""
     from rich.progress import Progress
 
-    from events.rebuild import rebuild_projections
+    from events.rebuild import rebuild_projections, running_projectors
 
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("replaying events", total=None)
@@ -308,8 +322,26 @@ def projections_rebuild() -> None:
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        result = _once("rebuild", lambda rt: rebuild_projections(rt.db, rt.js, progress))
-    console.print(f"rebuilt {result.rides} rides from {result.rides_events} ride events and "
+        async def rebuild(rt):  # type: ignore[no-untyped-def]
+            if not force and (running := await running_projectors(rt.js)):
+                return running
+            return await rebuild_projections(rt.db, rt.js, progress)
+
+        result = _once("rebuild", rebuild)
+    if isinstance(result, list):
+        console.print(
+            "[red]error:[/] projectors are applying events now, into the read models a "
+            f"rebuild would drop: {', '.join(result)}. Stop the processes running them "
+            "(`ridehail consumers`, or `ridehail dev`: Ctrl-C), or run only the other "
+            "consumers (`ridehail consumers workflow-trigger notifier`), then rebuild; "
+            "--force rebuilds anyway")
+        raise typer.Exit(1)
+    if as_json:
+        print(json.dumps({"rides": result.rides, "ride_events": result.rides_events,
+                          "driver_events": result.driver_events,
+                          "skipped_invalid": result.skipped_invalid}))
+        return
+    results.print(f"rebuilt {result.rides} rides from {result.rides_events} ride events and "
                   f"{result.driver_events} driver events"
                   + (f" ({result.skipped_invalid} invalid skipped)" if result.skipped_invalid
                      else ""))
@@ -323,14 +355,14 @@ def replay(
         "--query", help="replay the workflows this visibility query finds on the server")
     ] = None,
     limit: Annotated[int | None, typer.Option(help="at most this many (with --query)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per history")] = False,
 ) -> None:
     """Replay workflow histories against the current workflow code; exit 1 on any
-    non-determinism."""
+    non-determinism. One line per history on stdout."""
     if (directory is None) == (query is None):
         console.print("[red]error:[/] give exactly one of --dir or --query")
         raise typer.Exit(2)
     settings = _settings()
-    _secret_or_exit(settings)
     from ridehail import replay as r
 
     async def run() -> list[r.ReplayOutcome]:
@@ -346,13 +378,19 @@ def replay(
     except (FileNotFoundError, RuntimeError) as e:
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from None
+    failed = [o for o in outcomes if not o.ok]
+    if as_json:
+        for o in outcomes:
+            print(json.dumps({"name": o.name, "events": o.events, "ok": o.ok,
+                              "error": None if o.ok else str(o.error)}))
+        raise typer.Exit(1 if failed else 0)
     for o in outcomes:
         if o.ok:
-            console.print(f"[green]ok  [/] {o.name} ({o.events} events)")
+            results.print(f"[green]ok  [/] {escape(o.name)} ({o.events} events)")
         else:
-            console.print(f"[red]FAIL[/] {o.name} ({o.events} events): {o.error}")
-    failed = [o for o in outcomes if not o.ok]
-    console.print(f"{len(outcomes) - len(failed)} of {len(outcomes)} histories replayed "
+            results.print(f"[red]FAIL[/] {escape(o.name)} ({o.events} events): "
+                          f"{escape(str(o.error))}")
+    results.print(f"{len(outcomes) - len(failed)} of {len(outcomes)} histories replayed "
                   + ("cleanly" if not failed else f"cleanly; {len(failed)} FAILED"))
     raise typer.Exit(1 if failed else 0)
 
@@ -366,11 +404,11 @@ def histories_record(
     out: Annotated[Path, typer.Option(help="where to write <scenario>.json")] = Path(
         "tests/histories"),
     only: Annotated[list[str] | None, typer.Option(help="record just these scenarios")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="the files written, as JSON")] = False,
 ) -> None:
     """Play every saga scenario against the running stack (`ridehail dev`, with the same
     RIDEHAIL_* settings) and write each ride's workflow history for replay tests."""
-    settings = _settings()
-    _secret_or_exit(settings)
+    settings = with_secret(_settings())
     from ridehail.histories import record
     from ridehail.scenarios import SCENARIOS
 
@@ -382,7 +420,10 @@ def histories_record(
         except (ValueError, RuntimeError) as e:
             console.print(f"[red]error:[/] {e}")
             raise typer.Exit(1) from None
-    console.print(f"wrote {len(files)} histories to {out}")
+    if as_json:
+        print(json.dumps({"out": str(out.resolve()), "files": [str(f) for f in files]}))
+    else:
+        results.print(f"wrote {len(files)} histories to {out}")
 
 
 db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
@@ -392,6 +433,7 @@ app.add_typer(db_app, name="db")
 @db_app.command("upgrade")
 def db_upgrade(
     revision: Annotated[str, typer.Argument(help="target revision")] = "head",
+    as_json: Annotated[bool, typer.Option("--json", help="the revisions, as JSON")] = False,
 ) -> None:
     """Apply the schema migrations to RIDEHAIL_DATABASE_URL (PostgreSQL or SQLite)."""
     from ridehail import migrate
@@ -400,7 +442,10 @@ def db_upgrade(
     before = migrate.current(settings.db_url)
     migrate.upgrade(settings.db_url, revision)
     after = migrate.current(settings.db_url)
-    console.print(f"database at revision {after}"
+    if as_json:
+        print(json.dumps({"before": before, "after": after, "changed": before != after}))
+        return
+    results.print(f"database at revision {after}"
                   + (f" (was {before or 'empty'})" if before != after else " (up to date)"))
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 import uvicorn
@@ -112,6 +112,23 @@ async def run_temporal_worker(rt: Runtime, stop: asyncio.Event) -> None:
     await run_worker(build_worker(rt.temporal, rt.db, rt.outbox), stop)
 
 
+async def run_logged(name: str, component: Callable[[], Awaitable[None]],
+                     stop: asyncio.Event) -> None:
+    """Run one component, logging that it started, is stopping and stopped (INFO: -v)."""
+    log.info("%s started", name)
+
+    async def stopping() -> None:
+        await stop.wait()
+        log.info("%s stopping", name)
+
+    said = asyncio.create_task(stopping())
+    try:
+        await component()
+    finally:
+        said.cancel()
+        log.info("%s stopped", name)
+
+
 class _Server(uvicorn.Server):
     """Uvicorn without its own signal handling: the process entry point owns signals."""
 
@@ -127,8 +144,12 @@ async def run_api(rt: Runtime, stop: asyncio.Event) -> None:
     services = Services(rt.settings, rt.db, rt.nc, rt.js, rt.outbox, rt.temporal,
                         rt.consumer_health)
     app = create_app(rt.settings, services)
+    # uvicorn's loggers go through the process's logging set-up (ridehail.logs): with -v
+    # its access log, one line a request; otherwise its warnings only
+    verbose = logging.getLogger().isEnabledFor(logging.INFO)
     config = uvicorn.Config(app, host=rt.settings.api_host, port=rt.settings.api_port,
-                            log_level="warning", lifespan="on", timeout_graceful_shutdown=10)
+                            log_config=None, log_level="info" if verbose else "warning",
+                            access_log=verbose, lifespan="on", timeout_graceful_shutdown=10)
     server = _Server(config)
     serving = asyncio.create_task(server.serve())
     stopping = asyncio.create_task(stop.wait())

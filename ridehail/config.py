@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlparse
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 TASK_QUEUE = "rides"
 JWT_SECRET_FILE = "jwt_secret"
+# Secrets that may also come from a file: RIDEHAIL_<NAME>_FILE (Docker and Kubernetes
+# secrets are mounted as files). Setting both the variable and its _FILE is an error.
+SECRETS = ("jwt_secret", "nats_password", "nats_token", "temporal_api_key")
 
 
 class SettingsError(RuntimeError):
@@ -32,6 +36,59 @@ class Settings(BaseSettings):
     matching_deadline_s: float = Field(120, gt=0)
     free_cancel_s: float = Field(120, ge=0)
     stream_replicas: int = Field(1, ge=1, le=5)
+    log_format: Literal["text", "json"] = "text"
+    # NATS credentials and TLS (docs/DEPLOY.md), passed to nats.connect as they are
+    nats_user: str | None = None
+    nats_password: str | None = None
+    nats_token: str | None = None
+    nats_creds_file: Path | None = None
+    nats_nkey_seed_file: Path | None = None
+    nats_tls_ca: Path | None = None
+    nats_tls_cert: Path | None = None
+    nats_tls_key: Path | None = None
+    # Temporal TLS and API key; without RIDEHAIL_* values, Temporal's own environment
+    # configuration applies (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY,
+    # TEMPORAL_TLS_*, TEMPORAL_PROFILE and its config file: temporalio.envconfig)
+    temporal_tls: bool | None = None
+    temporal_tls_ca: Path | None = None
+    temporal_tls_cert: Path | None = None
+    temporal_tls_key: Path | None = None
+    temporal_tls_server_name: str | None = None
+    temporal_api_key: str | None = None
+    jwt_secret_file: Path | None = None
+    nats_password_file: Path | None = None
+    nats_token_file: Path | None = None
+    temporal_api_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _secrets_from_files(self) -> Settings:
+        for name in SECRETS:
+            path: Path | None = getattr(self, f"{name}_file")
+            if path is None:
+                continue
+            if getattr(self, name):
+                raise ValueError(f"RIDEHAIL_{name.upper()} and RIDEHAIL_{name.upper()}_FILE "
+                                 "are both set; set one")
+            try:
+                setattr(self, name, path.read_text().strip())
+            except OSError as e:
+                raise ValueError(f"RIDEHAIL_{name.upper()}_FILE: cannot read {path}: "
+                                 f"{e.strerror}") from None
+            setattr(self, f"{name}_file", None)  # read: children get the value itself
+        return self
+
+    @model_validator(mode="after")
+    def _temporal_environment(self) -> Settings:
+        """TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE (or a profile) where RIDEHAIL_* is unset:
+        the RIDEHAIL_* names win."""
+        if {"temporal_address", "temporal_namespace"} <= self.model_fields_set:
+            return self
+        standard = temporal_environment()
+        if "temporal_address" not in self.model_fields_set and standard.get("target_host"):
+            self.temporal_address = str(standard["target_host"])
+        if "temporal_namespace" not in self.model_fields_set and standard.get("namespace"):
+            self.temporal_namespace = str(standard["namespace"])
+        return self
 
     @property
     def db_url(self) -> str:
@@ -60,13 +117,48 @@ class Settings(BaseSettings):
     def temporal_ui_url(self) -> str:
         return f"http://{self.temporal_host_port[0]}:{self.temporal_ui_port}"
 
+    def find_jwt_secret(self) -> tuple[str, str]:
+        """The JWT secret and where it was found: ``RIDEHAIL_JWT_SECRET``, or else the file
+        ``ridehail dev`` keeps in the data dir (named by its absolute path)."""
+        if self.jwt_secret:
+            return self.jwt_secret, "RIDEHAIL_JWT_SECRET"
+        path = (self.data_dir / JWT_SECRET_FILE).resolve()
+        if path.is_file():
+            secret = path.read_text().strip()
+            if secret:
+                return secret, str(path)
+        raise SettingsError(
+            f"RIDEHAIL_JWT_SECRET is not set and {path} does not exist. Set it, or run "
+            "`ridehail dev` (with the same RIDEHAIL_DATA_DIR), which creates that file."
+        )
+
     def require_jwt_secret(self) -> str:
-        if not self.jwt_secret:
-            raise SettingsError(
-                "RIDEHAIL_JWT_SECRET is not set. Set it, or run `ridehail dev`, which creates "
-                f"one in {self.data_dir / JWT_SECRET_FILE}."
-            )
-        return self.jwt_secret
+        return self.find_jwt_secret()[0]
+
+    def nats_connect_options(self) -> dict[str, object]:
+        """Credentials and TLS for ``nats.connect``, from the RIDEHAIL_NATS_* settings."""
+        options: dict[str, object] = {}
+        if self.nats_user:
+            options["user"] = self.nats_user
+        if self.nats_password:
+            options["password"] = self.nats_password
+        if self.nats_token:
+            options["token"] = self.nats_token
+        if self.nats_creds_file:
+            options["user_credentials"] = str(self.nats_creds_file)
+        if self.nats_nkey_seed_file:
+            options["nkeys_seed"] = str(self.nats_nkey_seed_file)
+        uses_tls = any(urlparse(u).scheme == "tls" for u in self.nats_servers)
+        if uses_tls or self.nats_tls_ca or self.nats_tls_cert:
+            import ssl
+
+            context = ssl.create_default_context(
+                cafile=str(self.nats_tls_ca) if self.nats_tls_ca else None)
+            if self.nats_tls_cert:
+                context.load_cert_chain(str(self.nats_tls_cert),
+                                        str(self.nats_tls_key) if self.nats_tls_key else None)
+            options["tls"] = context
+        return options
 
     def as_env(self) -> dict[str, str]:
         """These settings as ``RIDEHAIL_*`` variables, for a process started with them."""
@@ -88,3 +180,14 @@ class Settings(BaseSettings):
             path.write_text(secrets.token_urlsafe(32))
             path.chmod(0o600)
         return self.model_copy(update={"jwt_secret": path.read_text().strip()})
+
+
+def temporal_environment() -> dict[str, object]:
+    """Temporal's standard client configuration (``temporalio.envconfig``: TEMPORAL_*
+    variables and the profile they name), as ``Client.connect`` arguments."""
+    from temporalio.envconfig import ClientConfigProfile
+
+    try:
+        return dict(ClientConfigProfile.load().to_client_connect_config())
+    except Exception as e:  # noqa: BLE001 — a broken profile file is the user's to fix
+        raise ValueError(f"Temporal's environment configuration: {e}") from None

@@ -7,8 +7,9 @@ import logging
 from nats.aio.client import Client as NATS
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import TLSConfig
 
-from ridehail.config import Settings
+from ridehail.config import Settings, temporal_environment
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +38,39 @@ async def connect_nats(settings: Settings, name: str) -> NATS:
         disconnected_cb=disconnected,
         reconnected_cb=reconnected,
         error_cb=error,
+        **settings.nats_connect_options(),  # type: ignore[arg-type]
     )
     return nc
 
 
+def temporal_tls(settings: Settings, standard: dict[str, object]) -> bool | TLSConfig:
+    """RIDEHAIL_TEMPORAL_TLS* when set, else what Temporal's environment says (TLS is on
+    with an API key unless turned off)."""
+    files = (settings.temporal_tls_ca, settings.temporal_tls_cert, settings.temporal_tls_key)
+    if settings.temporal_tls is False:
+        return False
+    if any(files) or settings.temporal_tls_server_name:
+        ca, cert, key = (f.read_bytes() if f else None for f in files)
+        return TLSConfig(server_root_ca_cert=ca, client_cert=cert, client_private_key=key,
+                         domain=settings.temporal_tls_server_name)
+    if settings.temporal_tls:
+        return True
+    if "tls" in standard:
+        return standard["tls"]  # type: ignore[return-value]
+    return bool(settings.temporal_api_key)
+
+
 async def connect_temporal(settings: Settings) -> Client:
-    """A Temporal client with the data converter shared by worker, trigger and replayer."""
+    """A Temporal client with the data converter shared by worker, trigger and replayer.
+    Address and namespace are the settings' (RIDEHAIL_*, else TEMPORAL_*); TLS, API key
+    and gRPC metadata the RIDEHAIL_TEMPORAL_* ones where set, else Temporal's standard
+    environment configuration's."""
+    standard = temporal_environment()
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
+        api_key=settings.temporal_api_key or standard.get("api_key"),  # type: ignore[arg-type]
+        tls=temporal_tls(settings, standard),
+        rpc_metadata=standard.get("rpc_metadata") or {},  # type: ignore[arg-type]
         data_converter=pydantic_data_converter,
     )

@@ -222,7 +222,10 @@ class ComponentProcess:
                 self.ready.set()
                 continue
             self._last = [*self._last[-14:], line]
-            print(f"{self.name} | {line}", file=sys.stderr, flush=True)
+            if self.settings.log_format == "json" and line.startswith("{"):
+                print(line, file=sys.stderr, flush=True)  # one JSON object a line, as is
+            else:
+                print(f"{self.name} | {line}", file=sys.stderr, flush=True)
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -418,7 +421,8 @@ async def probe_nats(settings: Settings) -> FitReport:
     nc = NATS()
     try:
         await nc.connect(servers=settings.nats_servers, connect_timeout=3,
-                         allow_reconnect=False, max_reconnect_attempts=0)
+                         allow_reconnect=False, max_reconnect_attempts=0,
+                         **settings.nats_connect_options())  # type: ignore[arg-type]
     except Exception as e:  # noqa: BLE001 — whatever answers there is no usable NATS
         report = FitReport(servers=settings.nats_url)
         report.findings.append(Finding("server", "protocol", f"not NATS ({e!r})", "NATS",
@@ -454,7 +458,7 @@ def install_stop_handlers(stop: asyncio.Event) -> None:
 
 
 async def run_dev(settings: Settings, say: Callable[[str], None], verbose: bool = False) -> None:
-    from ridehail.components import run_api, run_consumers, run_relay, runtime
+    from ridehail.components import run_api, run_consumers, run_logged, run_relay, runtime
 
     stop = asyncio.Event()
     install_stop_handlers(stop)
@@ -469,12 +473,13 @@ async def run_dev(settings: Settings, say: Callable[[str], None], verbose: bool 
             await _wait_until(lambda: worker.ready.is_set() or stop.is_set(), tasks,
                               "the worker process did not start")
             components = {
-                "servers": stack.watch(stop),
-                "consumers": run_consumers(rt, stop),
-                "relay": run_relay(rt, stop),
-                "api": run_api(rt, stop),
+                "servers": lambda: stack.watch(stop),
+                "consumers": lambda: run_consumers(rt, stop),
+                "relay": lambda: run_relay(rt, stop),
+                "api": lambda: run_api(rt, stop),
             }
-            tasks += [asyncio.create_task(c, name=n) for n, c in components.items()]
+            tasks += [asyncio.create_task(run_logged(n, c, stop), name=n)
+                      for n, c in components.items()]
             await _wait_until(
                 lambda: stop.is_set() or answering(settings.api_host, settings.api_port),
                 tasks, f"the API did not start on {settings.api_url}")
@@ -496,8 +501,10 @@ def _say_ready(settings: Settings, say: Callable[[str], None], notes: list[str])
     for note in notes:
         say(note)
     say(f"data       {settings.data_dir.resolve()}")
-    say("tokens     export RIDEHAIL_JWT_SECRET=$(cat "
-        f"{settings.data_dir / 'jwt_secret'}); ridehail token --role rider --sub r1")
+    # ridehail token finds the secret in the data dir itself; named absolutely, the line
+    # works from any folder
+    say(f"tokens     RIDEHAIL_DATA_DIR={settings.data_dir.resolve()} "
+        "ridehail token --role rider --sub alice")
     say("ready — Ctrl-C to stop")
 
 

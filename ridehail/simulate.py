@@ -430,17 +430,16 @@ def register(app: typer.Typer) -> None:
         """Simulate a small city — drivers moving and answering offers, riders requesting
         rides — through the HTTP API of the running stack, with a live view; Ctrl-C stops
         it with a summary."""
-        from ridehail.cli import _settings, console
+        from ridehail.cli import _settings, console, with_secret
         from ridehail.devstack import answering
 
-        settings = _settings()
+        settings = with_secret(_settings())
         try:
             if p_accept + p_decline > 1:
                 raise ValueError("--p-accept and --p-decline add up to more than 1")
             cfg = SimConfig(city=City.parse(centre, radius_km), drivers=drivers,
                             rate_per_min=rate, p_accept=p_accept, p_decline=p_decline,
                             speed_kmh=speed_kmh, speedup=speedup, ping_s=ping_s, seed=seed)
-            jwt_secret(settings)
         except (ValueError, RuntimeError) as e:
             console.print(f"[red]error:[/] {e}")
             raise typer.Exit(2) from None

@@ -18,6 +18,7 @@ from sqlmodel import Session
 
 from ridehail.config import Settings
 from ridehail.tables import Offer, Ride, utcnow
+from tests.support.problems import RFC9110_PHRASES
 from tests.support.stack import Stack, running_stack
 
 PROBLEM = "application/problem+json"
@@ -37,8 +38,8 @@ def assert_problem(r: Any, status: int) -> dict[str, Any]:
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith(PROBLEM), r.headers
     body = r.json()
-    assert body["status"] == status and body["title"] and body["detail"]
-    assert body["type"] == "about:blank"
+    assert body["status"] == status and body["detail"]
+    assert body["type"] == "about:blank" and body["title"] == RFC9110_PHRASES[status]
     return body  # type: ignore[no-any-return]
 
 

@@ -3,6 +3,7 @@ projections rebuild."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -15,14 +16,16 @@ from events.dlq import list_dead_letters
 from ridehail.audit import run_audit
 from ridehail.config import Settings
 from ridehail.tables import LedgerEntry, OutboxEvent, Ride, utcnow
-from tests.support.stack import Stack, eventually
+from tests.support.stack import Stack, eventually, running_stack
 from tests.test_ride_e2e import DROPOFF, PICKUP
 
 RIDEHAIL = str(Path(sys.executable).parent / "ridehail")
 
 
-def run(settings: Settings | None, *args: str, secret: bool = True
-        ) -> subprocess.CompletedProcess[str]:
+def run(settings: Settings | None, *args: str, secret: bool = False,
+        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``ridehail *args`` with these settings; the JWT secret only with ``secret`` (only
+    the commands that sign or check tokens need it)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RIDEHAIL_")}
     if settings is not None:
         env.update(RIDEHAIL_DATA_DIR=str(settings.data_dir),
@@ -32,12 +35,12 @@ def run(settings: Settings | None, *args: str, secret: bool = True
         if secret:
             env["RIDEHAIL_JWT_SECRET"] = settings.require_jwt_secret()
     return subprocess.run([RIDEHAIL, *args], env=env, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, cwd=cwd)
 
 
 def test_token_is_signed_with_the_secret(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, jwt_secret="s" * 32)
-    out = run(settings, "token", "--role", "driver", "--sub", "bob")
+    out = run(settings, "token", "--role", "driver", "--sub", "bob", secret=True)
     assert out.returncode == 0, out.stderr
     claims = jwt.decode(out.stdout.strip(), "s" * 32, algorithms=["HS256"])
     assert claims["role"] == "driver" and claims["sub"] == "bob" and claims["exp"] > 0
@@ -45,13 +48,31 @@ def test_token_is_signed_with_the_secret(tmp_path: Path) -> None:
 
 def test_token_refuses_without_a_secret_and_rejects_bad_roles(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, jwt_secret="s" * 32)
-    missing = run(settings, "token", "--role", "rider", "--sub", "a", secret=False)
+    missing = run(settings, "token", "--role", "rider", "--sub", "a")
     assert missing.returncode == 2 and "RIDEHAIL_JWT_SECRET" in missing.stderr
-    bad = run(settings, "token", "--role", "pilot", "--sub", "a")
+    assert str(tmp_path / "jwt_secret") in missing.stderr  # where it looked
+    bad = run(settings, "token", "--role", "pilot", "--sub", "a", secret=True)
     assert bad.returncode == 2 and "rider, driver, admin" in bad.stderr
-    for command in ("api", "worker", "consumers", "relay", "audit"):
-        refused = run(settings, command, secret=False)
-        assert refused.returncode == 2 and "RIDEHAIL_JWT_SECRET" in refused.stderr, command
+    refused = run(settings, "api")
+    assert refused.returncode == 2 and "RIDEHAIL_JWT_SECRET" in refused.stderr
+
+
+def test_token_uses_the_secret_ridehail_dev_keeps_and_says_where(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "jwt_secret").write_text("f" * 32 + "\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = run(Settings(data_dir=data), "token", "--role", "rider", "--sub", "alice",
+              cwd=elsewhere)
+    assert out.returncode == 0, out.stderr
+    assert jwt.decode(out.stdout.strip(), "f" * 32, algorithms=["HS256"])["sub"] == "alice"
+    assert f"using the JWT secret in {data / 'jwt_secret'}" in out.stderr
+    # RIDEHAIL_JWT_SECRET wins over the file, silently
+    env_wins = run(Settings(data_dir=data, jwt_secret="e" * 32), "token", "--role", "rider",
+                   "--sub", "alice", secret=True)
+    assert jwt.decode(env_wins.stdout.strip(), "e" * 32, algorithms=["HS256"])
+    assert "using the JWT secret" not in env_wins.stderr
 
 
 async def test_audit_passes_then_reports_each_broken_invariant(stack: Stack) -> None:
@@ -109,8 +130,9 @@ async def test_audit_passes_then_reports_each_broken_invariant(stack: Stack) -> 
     assert "captured 500 > authorized 0" in failed[2]["violations"][0]
     assert failed[3]["violations"] == [
         f"ride {ride_id}: saga ended failed, read model says completed"]
-    human = run(stack.settings, "audit")
-    assert human.returncode == 1 and "FAIL" in human.stderr
+    human = run(stack.settings, "audit")  # the report is the result: on stdout
+    assert human.returncode == 1 and "FAIL" in human.stdout, human.stderr
+    assert f"ride {ride_id}: saga ended failed, read model says completed" in human.stdout
 
 
 async def test_dlq_list_and_redrive(stack: Stack) -> None:
@@ -126,10 +148,14 @@ async def test_dlq_list_and_redrive(stack: Stack) -> None:
                                                 "notifier"}
     assert all(d["subject"] == "rides.junk.requested" and "not a ridehail" in d["error"]
                for d in letters)
+    # the table, on stdout, keeps whole lines in a pipe: `ridehail dlq list | grep requested`
     human = run(stack.settings, "dlq", "list")
-    assert human.returncode == 0 and "3 dead letters" in human.stderr
+    assert human.returncode == 0 and "3 dead letters" in human.stdout
+    found = [line for line in human.stdout.splitlines() if "requested" in line]
+    assert len(found) == 3 and all("rides.junk.requested" in line and "not a ridehail" in line
+                                   for line in found), human.stdout
     redriven = run(stack.settings, "dlq", "redrive", "1")
-    assert redriven.returncode == 0 and "rides.junk.requested" in redriven.stderr
+    assert redriven.returncode == 0 and "rides.junk.requested" in redriven.stdout
     missing = run(stack.settings, "dlq", "redrive", "999")
     assert missing.returncode == 1 and "no dead letter 999" in missing.stderr
 
@@ -141,7 +167,12 @@ def test_replay_command_passes_the_recorded_histories_and_fails_a_changed_one(
     histories = Path(__file__).parent / "histories"
     ok = run(settings, "replay", "--dir", str(histories))
     assert ok.returncode == 0, ok.stderr
-    assert f"{len(list(histories.glob('*.json')))} of" in ok.stderr and "cleanly" in ok.stderr
+    assert f"{len(list(histories.glob('*.json')))} of" in ok.stdout and "cleanly" in ok.stdout
+    as_json = run(settings, "replay", "--dir", str(histories), "--json")
+    assert as_json.returncode == 0
+    outcomes = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert len(outcomes) == len(list(histories.glob("*.json")))
+    assert all(o["ok"] and o["events"] > 10 for o in outcomes), outcomes
 
     # a history whose first two activities ran in the other order than the code asks
     events = json.loads((histories / "happy_path.json").read_text())
@@ -153,9 +184,40 @@ def test_replay_command_passes_the_recorded_histories_and_fails_a_changed_one(
     (changed / "reordered.json").write_text(json.dumps(events))
     bad = run(settings, "replay", "--dir", str(changed))
     assert bad.returncode == 1
-    assert "FAIL reordered.json" in bad.stderr and "Nondeterminism" in bad.stderr
+    assert "FAIL reordered.json" in bad.stdout and "Nondeterminism" in bad.stdout
 
     empty = run(settings, "replay", "--dir", str(tmp_path / "nothing"))
     assert empty.returncode == 2 and "no *.json histories" in empty.stderr
     neither = run(settings, "replay")
     assert neither.returncode == 2 and "exactly one of --dir or --query" in neither.stderr
+
+
+async def test_an_empty_dlq_is_a_result(stack: Stack) -> None:
+    empty = run(stack.settings, "dlq", "list")
+    assert empty.returncode == 0 and empty.stdout.strip() == "the DLQ is empty", empty
+    assert run(stack.settings, "dlq", "list", "--json").stdout == ""
+
+
+async def test_rebuild_refuses_while_projectors_run_unless_forced(settings: Settings) -> None:
+    async with running_stack(settings, components=("consumers",)) as stack:
+        refused = await asyncio.to_thread(run, stack.settings, "projections", "rebuild")
+        assert refused.returncode == 1, refused
+        assert "ride-projector-p" in refused.stderr and "driver-projector-p" in refused.stderr
+        assert "--force" in refused.stderr and "ridehail consumers" in refused.stderr
+        forced = await asyncio.to_thread(run, stack.settings, "projections", "rebuild",
+                                         "--force", "--json")
+        assert forced.returncode == 0, forced.stderr
+        assert json.loads(forced.stdout)["rides"] == 0
+    # the projectors stopped: it rebuilds
+    done = run(settings, "projections", "rebuild")
+    assert done.returncode == 0 and done.stdout.startswith("rebuilt 0 rides"), done
+
+
+def test_db_upgrade_reports_on_stdout_and_as_json(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    first = run(settings, "db", "upgrade", "--json")
+    assert first.returncode == 0, first.stderr
+    report = json.loads(first.stdout)
+    assert report["before"] is None and report["after"] and report["changed"]
+    again = run(settings, "db", "upgrade")
+    assert again.returncode == 0 and "(up to date)" in again.stdout, again

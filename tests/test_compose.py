@@ -282,8 +282,8 @@ def test_images_are_pinned(services: dict[str, Any]) -> None:
 
 def test_the_image_is_the_project_with_ridehail_as_entrypoint() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert re.search(r"^FROM python:3\.11-slim", dockerfile, re.M)
-    assert re.search(r"^RUN pip install \.", dockerfile, re.M)
+    assert re.search(r"^FROM python:3\.11\.\d+-slim", dockerfile, re.M)
+    assert re.search(r"^RUN pip install --no-deps \.", dockerfile, re.M)
     assert re.search(r'^ENTRYPOINT \["ridehail"\]', dockerfile, re.M)
 
 

@@ -33,3 +33,15 @@ class RoleTokens:
 
     def set(self, case: Any, data: str, context: Any) -> None:
         case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
+
+
+@schemathesis.check
+def problem_titles(ctx: Any, response: Any, case: Any) -> None:
+    """Every problem answer has the RFC 9457 shape: with type about:blank, the status's
+    reason phrase as its title."""
+    from tests.support.problems import problem_shape_errors
+
+    content_type = (response.headers.get("content-type") or [""])[0]  # name -> values
+    errors = problem_shape_errors(response.status_code, content_type, response.content)
+    if errors:
+        raise AssertionError("; ".join(errors))

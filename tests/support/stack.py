@@ -28,6 +28,7 @@ from ridehail.components import (
 from ridehail.config import Settings
 from ridehail.connections import connect_nats
 from ridehail.devstack import answering
+from tests.support.problems import PROBLEM_JSON, problem_shape_errors
 
 T = TypeVar("T")
 
@@ -108,6 +109,15 @@ class Stack:
             return fn(session)
 
 
+async def check_problem(response: httpx.Response) -> None:
+    """Every problem answer any test receives has the RFC 9457 shape."""
+    content_type = response.headers.get("content-type", "")
+    if content_type.startswith(PROBLEM_JSON):
+        await response.aread()
+        errors = problem_shape_errors(response.status_code, content_type, response.content)
+        assert not errors, f"{response.request.method} {response.request.url}: {errors}"
+
+
 @contextlib.asynccontextmanager
 async def running_stack(settings: Settings, temporal: Client | None = None,
                         components: tuple[str, ...] = ("worker", "consumers", "relay", "api"),
@@ -122,7 +132,8 @@ async def running_stack(settings: Settings, temporal: Client | None = None,
                    "relay": run_relay, "api": run_api}
         tasks = [asyncio.create_task(runners[name](rt, stop), name=name) for name in components]
         base = f"http://{settings.api_host}:{settings.api_port}"
-        async with httpx.AsyncClient(base_url=base, timeout=20) as http:
+        async with httpx.AsyncClient(base_url=base, timeout=20,
+                                     event_hooks={"response": [check_problem]}) as http:
             stack = Stack(settings, rt, http, tasks)
             try:
                 if "api" in components:
