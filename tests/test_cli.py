@@ -126,7 +126,10 @@ async def test_audit_passes_then_reports_each_broken_invariant(stack: Stack) -> 
     for letter in letters:
         discarded = run(stack.settings, "dlq", "discard", str(letter.id))
         assert discarded.returncode == 0, discarded.stderr
-    assert await list_dead_letters(stack.rt.js) == []
+    # (the relay may have published the stale row meanwhile, and its junk been
+    # dead-lettered in turn: only the discarded ones must be gone)
+    left = {d.id for d in await list_dead_letters(stack.rt.js)}
+    assert not left & {d.id for d in letters}
     assert "captured 500 > authorized 0" in failed[2]["violations"][0]
     assert failed[3]["violations"] == [
         f"ride {ride_id}: saga ended failed, read model says completed"]
