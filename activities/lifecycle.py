@@ -7,7 +7,7 @@ from temporalio import activity
 from activities.facts import fact
 from events.catalog import Payload, RideCancelled, RideCompleted, RideFailed
 from events.outbox import Outbox
-from ridehail.money import to_decimal
+from ridehail.domain.money import to_decimal
 from workflows.types import A, RideEnd
 
 

@@ -23,10 +23,10 @@ from activities.pricing import map_point
 from events.catalog import DriverAssigned, DriverOffered, DriverReleased, OfferExpired
 from events.envelope import CloudEvent
 from events.outbox import Outbox
-from ridehail.db import Database
-from ridehail.geo import Point, driver_cell, haversine_m
-from ridehail.money import to_decimal
-from ridehail.tables import Driver, Offer, utcnow
+from ridehail.domain.geo import Point, driver_cell, haversine_m
+from ridehail.domain.money import to_decimal
+from ridehail.store.db import Database
+from ridehail.store.tables import Driver, Offer, utcnow
 from workflows.types import A, OfferMade, OfferRef, ReleaseRequest, ReserveRequest
 
 # k-rings of resolution-8 cells searched in turn: ~0.5, 1.5, 3, 5 and 8 km around pickup.

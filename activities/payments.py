@@ -27,9 +27,9 @@ from activities.pricing import fare_cents
 from events.catalog import PaymentAuthorized, PaymentDeclined, PaymentMoved
 from events.envelope import CloudEvent
 from events.outbox import Outbox
-from ridehail.db import Database
-from ridehail.money import to_decimal
-from ridehail.tables import LedgerEntry
+from ridehail.domain.money import to_decimal
+from ridehail.store.db import Database
+from ridehail.store.tables import LedgerEntry
 from workflows.steps import PAYMENT_DECLINED  # the error type the workflow never retries
 from workflows.types import (
     A,

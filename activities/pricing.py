@@ -15,10 +15,10 @@ import h3
 from sqlmodel import Session, col, func, select
 from temporalio import activity
 
-from ridehail.db import Database
-from ridehail.geo import DRIVER_CELL_RES, Point, haversine_m, zone_cell
-from ridehail.money import CURRENCY
-from ridehail.tables import Driver, Quote, Ride, utcnow
+from ridehail.domain.geo import DRIVER_CELL_RES, Point, haversine_m, zone_cell
+from ridehail.domain.money import CURRENCY
+from ridehail.store.db import Database
+from ridehail.store.tables import Driver, Quote, Ride, utcnow
 from workflows import types as wt
 from workflows.types import A, FareQuote, QuoteRequest
 
@@ -46,7 +46,7 @@ QUOTE_MATCH_M = 100.0
 
 
 def map_point(p: wt.Point | Point) -> Point:
-    """The boundary type of a point (``workflows.types.Point``) as the one ``ridehail.geo``
+    """The boundary type of a point (``workflows.types.Point``) as the one ``ridehail.domain.geo``
     computes with."""
     return p if isinstance(p, Point) else Point(lat=p.lat, lng=p.lng)
 

@@ -12,8 +12,8 @@ from api.auth import Rider
 from api.problems import error_responses
 from api.schemas import QuoteIn, QuoteOut
 from api.services import Deps
-from ridehail.money import fmt
-from ridehail.tables import Quote
+from ridehail.domain.money import fmt
+from ridehail.store.tables import Quote
 
 router = APIRouter(prefix="/v1", tags=["rides"])
 

@@ -44,8 +44,8 @@ from api.streams import SSE, ride_events, wants_event_stream
 from events import catalog as c
 from events.envelope import CloudEvent, new_event
 from events.history import ride_history
-from ridehail.geo import zone_cell
-from ridehail.tables import IdempotencyKey, Offer, Ride, utcnow
+from ridehail.domain.geo import zone_cell
+from ridehail.store.tables import IdempotencyKey, Offer, Ride, utcnow
 
 router = APIRouter(prefix="/v1/rides", tags=["rides"])
 SOURCE = "ridehail/api"

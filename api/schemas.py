@@ -13,9 +13,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from ridehail.geo import Point
-from ridehail.money import fmt
-from ridehail.tables import Driver, Offer, Ride
+from ridehail.domain.geo import Point
+from ridehail.domain.money import fmt
+from ridehail.store.tables import Driver, Offer, Ride
 
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 # A ride, quote or other id as it appears in a path or a body.

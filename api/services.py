@@ -12,7 +12,7 @@ from temporalio.client import Client
 
 from events.outbox import Outbox
 from ridehail.config import Settings
-from ridehail.db import Database
+from ridehail.store.db import Database
 
 
 @dataclass

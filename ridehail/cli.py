@@ -190,7 +190,7 @@ def audit(
     _secret_or_exit(_settings())  # before the heavy imports: fail fast
     import json
 
-    from ridehail.audit import run_audit
+    from ridehail.ops.audit import run_audit
 
     report = _once("audit", lambda rt: run_audit(rt.db, rt.js, rt.temporal), temporal=True)
     if as_json:
@@ -269,7 +269,7 @@ def projections_rebuild() -> None:
     start. Stop the projectors (or `ridehail dev`) first."""
     from rich.progress import Progress
 
-    from events.rebuild import rebuild_projections
+    from ridehail.ops.rebuild import rebuild_projections
 
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("replaying events", total=None)
@@ -300,7 +300,7 @@ def replay(
         raise typer.Exit(2)
     settings = _settings()
     _secret_or_exit(settings)
-    from ridehail import replay as r
+    from ridehail.ops import replay as r
 
     async def run() -> list[r.ReplayOutcome]:
         if directory is not None:
@@ -340,8 +340,8 @@ def histories_record(
     RIDEHAIL_* settings) and write each ride's workflow history for replay tests."""
     settings = _settings()
     _secret_or_exit(settings)
-    from ridehail.histories import record
-    from ridehail.scenarios import SCENARIOS
+    from ridehail.load.scenarios import SCENARIOS
+    from ridehail.ops.histories import record
 
     names = tuple(only or SCENARIOS)
     with console.status(f"playing {len(names)} scenarios against {settings.api_url} …"):
@@ -363,7 +363,7 @@ def db_upgrade(
     revision: Annotated[str, typer.Argument(help="target revision")] = "head",
 ) -> None:
     """Apply the schema migrations to RIDEHAIL_DATABASE_URL (PostgreSQL or SQLite)."""
-    from ridehail import migrate
+    from ridehail.store import migrate
 
     settings = _settings()
     before = migrate.current(settings.db_url)
@@ -382,8 +382,8 @@ if __name__ == "__main__":  # pragma: no cover
 
 
 # Commands that live in their own modules.
-from ridehail.bench import register as _register_bench  # noqa: E402
-from ridehail.simulate import register as _register_simulate  # noqa: E402
+from ridehail.load.bench import register as _register_bench  # noqa: E402
+from ridehail.load.simulate import register as _register_simulate  # noqa: E402
 
 _register_bench(app)
 _register_simulate(app)

@@ -13,7 +13,7 @@ from temporalio.worker import Worker
 import workflows.ride
 from activities import build_activities
 from events.outbox import Outbox
-from ridehail.db import Database
+from ridehail.store.db import Database
 from workflows.ride import RideWorkflow
 from workflows.types import TASK_QUEUE
 

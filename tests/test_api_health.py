@@ -22,7 +22,7 @@ from api.services import Services
 from events.outbox import Outbox
 from ridehail.config import Settings
 from ridehail.connections import connect_temporal
-from ridehail.db import Database
+from ridehail.store.db import Database
 from tests.support.servers import RestartableNats, free_port
 from tests.support.stack import Stack, eventually, running_stack
 

@@ -12,7 +12,7 @@ import pytest
 from sqlmodel import Session, col, func, select
 
 from ridehail.config import Settings
-from ridehail.tables import IdempotencyKey, OutboxEvent, Ride
+from ridehail.store.tables import IdempotencyKey, OutboxEvent, Ride
 from tests.support.stack import Stack, running_stack
 
 BODY = {"pickup": {"lat": 40.75, "lng": -73.99}, "dropoff": {"lat": 40.76, "lng": -73.97}}

@@ -13,7 +13,7 @@ import pytest
 from sqlmodel import Session
 
 from ridehail.config import Settings
-from ridehail.tables import Ride, utcnow
+from ridehail.store.tables import Ride, utcnow
 from tests.support.stack import Stack, running_stack
 
 BODY = {"pickup": {"lat": 40.75, "lng": -73.99}, "dropoff": {"lat": 40.76, "lng": -73.97}}

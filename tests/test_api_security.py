@@ -17,7 +17,7 @@ import pytest
 from sqlmodel import Session
 
 from ridehail.config import Settings
-from ridehail.tables import Offer, Ride, utcnow
+from ridehail.store.tables import Offer, Ride, utcnow
 from tests.support.stack import Stack, running_stack
 
 PROBLEM = "application/problem+json"

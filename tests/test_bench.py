@@ -10,9 +10,9 @@ import os
 from rich.console import Console
 from sqlmodel import select
 
-from ridehail.baseline import ridehail_worker_settings
-from ridehail.bench import blocks_of, percentiles, print_report, run_bench
-from ridehail.tables import Ride
+from ridehail.load.baseline import ridehail_worker_settings
+from ridehail.load.bench import blocks_of, percentiles, print_report, run_bench
+from ridehail.store.tables import Ride
 from tests.support.stack import Stack
 
 RIDES = 5

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import jwt
 
-from ridehail.audit import run_audit
 from ridehail.config import Settings
-from ridehail.tables import LedgerEntry, OutboxEvent, Ride, utcnow
+from ridehail.ops.audit import run_audit
+from ridehail.store.tables import LedgerEntry, OutboxEvent, Ride, utcnow
 from tests.support.stack import Stack, eventually
 from tests.test_ride_e2e import DROPOFF, PICKUP
 

@@ -26,7 +26,7 @@ from events.outbox import Outbox
 from events.streams import ensure_streams
 from ridehail.components import consumer_specs
 from ridehail.config import Settings
-from ridehail.tables import OutboxEvent, ProcessedEvent
+from ridehail.store.tables import OutboxEvent, ProcessedEvent
 from tests.support.servers import RestartableNats
 from tests.support.stack import Stack, eventually, running_stack
 from tests.test_ride_e2e import DROPOFF, PICKUP, driver_online, wait_offer

@@ -15,7 +15,7 @@ from events.consumer import ConsumerRunner, ConsumerSpec
 from events.dlq import list_dead_letters
 from events.envelope import APPLIED_HEADER, CloudEvent
 from events.lag import all_caught_up
-from ridehail.tables import ProcessedEvent
+from ridehail.store.tables import ProcessedEvent
 from tests.support.stack import Stack, eventually
 from tests.test_events_backbone import raw_event
 from tests.test_ride_e2e import driver_online

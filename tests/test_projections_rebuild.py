@@ -6,10 +6,10 @@ from __future__ import annotations
 from sqlmodel import select
 
 from events.lag import all_caught_up
-from events.rebuild import rebuild_projections
 from ridehail.components import runtime
 from ridehail.config import Settings
-from ridehail.tables import Driver, Ride
+from ridehail.ops.rebuild import rebuild_projections
+from ridehail.store.tables import Driver, Ride
 from tests.support.stack import Stack, eventually, running_stack
 from tests.test_ride_e2e import DROPOFF, PICKUP, driver_online
 

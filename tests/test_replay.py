@@ -19,7 +19,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from ridehail.replay import history_files, load_history, replay_files
+from ridehail.ops.replay import history_files, load_history, replay_files
 from workflows.ride import LOCAL_BOOKKEEPING, RideWorkflow
 from workflows.types import RideInput, RideOutcome
 
@@ -45,7 +45,7 @@ def patches(events: Iterable[HistoryEvent]) -> list[str]:
 
 
 def test_there_are_histories_for_every_saga_path_on_both_branches() -> None:
-    from ridehail.scenarios import SCENARIOS  # not at the top: the sandbox imports this module
+    from ridehail.load.scenarios import SCENARIOS  # not at the top: the sandbox imports this module
 
     on_file = {f.stem for f in FILES}
     for suffix in ("", LOCAL_STEPS):

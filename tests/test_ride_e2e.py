@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlmodel import select
 
-from ridehail.tables import Driver, LedgerEntry
+from ridehail.store.tables import Driver, LedgerEntry
 from tests.support.stack import Stack, eventually
 
 PICKUP = {"lat": 40.75, "lng": -73.99}

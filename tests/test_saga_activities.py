@@ -25,7 +25,7 @@ from activities.payments import hold_cents
 from activities.pricing import make_quote
 from events.history import ride_history
 from ridehail.config import Settings
-from ridehail.geo import Point
+from ridehail.domain.geo import Point
 from tests.support.stack import Stack, running_stack
 from tests.test_saga_paths import ledger
 from workflows.types import (

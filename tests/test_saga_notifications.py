@@ -12,7 +12,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from sqlmodel import select
 
 from events.envelope import parse_event
-from ridehail.tables import Notification
+from ridehail.store.tables import Notification
 from tests.support.stack import Stack, eventually
 from tests.test_ride_e2e import driver_online
 from tests.test_saga_paths import FARTHER, NEAR, accept, drive, ended, offered, request_ride

@@ -19,8 +19,8 @@ from temporalio.converter import PayloadConverter
 
 from activities.payments import hold_cents
 from activities.pricing import estimate_trip, fare_cents
-from ridehail.geo import Point
-from ridehail.tables import Driver, LedgerEntry, Offer
+from ridehail.domain.geo import Point
+from ridehail.store.tables import Driver, LedgerEntry, Offer
 from tests.support.stack import Stack, eventually
 from tests.test_ride_e2e import DROPOFF, PICKUP, driver_online, wait_offer
 from workflows.types import RideOutcome

@@ -20,11 +20,11 @@ from sqlmodel import select
 
 from api.auth import issue_token
 from events.history import ride_history
-from ridehail.audit import run_audit
 from ridehail.components import runtime
 from ridehail.config import Settings
 from ridehail.devstack import answering
-from ridehail.tables import LedgerEntry
+from ridehail.ops.audit import run_audit
+from ridehail.store.tables import LedgerEntry
 from tests.conftest import POSTGRES_URL
 from tests.support.servers import free_port
 from tests.support.stack import eventually, reset_streams, terminate_running

@@ -10,10 +10,10 @@ import random
 from rich.console import Console
 from sqlmodel import select
 
-from ridehail.city import City, towards
-from ridehail.geo import haversine_m
-from ridehail.simulate import SimConfig, SimState, print_summary, run_simulation
-from ridehail.tables import Driver
+from ridehail.domain.geo import haversine_m
+from ridehail.load.city import City, towards
+from ridehail.load.simulate import SimConfig, SimState, print_summary, run_simulation
+from ridehail.store.tables import Driver
 from tests.support.stack import Stack, eventually
 
 DRIVERS = 4

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from ridehail.scenarios import City, Timeouts, happy_path
+from ridehail.load.scenarios import City, Timeouts, happy_path
 from tests.support.stack import Stack
 
 CHROMIUM = os.environ.get("RIDEHAIL_TEST_CHROMIUM") or shutil.which("chromium")

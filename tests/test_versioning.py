@@ -16,14 +16,14 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.converter import decode_typed_search_attributes
 
 from events.history import ride_history
-from ridehail.replay import load_history, replay_files
-from ridehail.scenarios import (
+from ridehail.load.scenarios import (
     City,
     Timeouts,
     happy_path,
     payment_declined,
     rider_cancels_before_assignment,
 )
+from ridehail.ops.replay import load_history, replay_files
 from tests.support.stack import Stack
 from tests.test_replay import patches, recorded
 from tests.test_saga_paths import activity_runs, step_runs

@@ -12,9 +12,9 @@ import pytest
 from sqlmodel import Session, select
 
 from activities.matching import nearby_available, rank_candidates, reserve_nearest, try_reserve
-from ridehail.db import Database
-from ridehail.geo import Point, driver_cell
-from ridehail.tables import Driver, Offer, utcnow
+from ridehail.domain.geo import Point, driver_cell
+from ridehail.store.db import Database
+from ridehail.store.tables import Driver, Offer, utcnow
 from workflows.types import ReserveRequest
 
 T = TypeVar("T")

@@ -22,9 +22,9 @@ from activities.pricing import (
     surge_multiplier,
     zone_surge,
 )
-from ridehail.db import Database
-from ridehail.geo import Point, driver_cell, haversine_m, zone_cell
-from ridehail.tables import Driver, Ride, utcnow
+from ridehail.domain.geo import Point, driver_cell, haversine_m, zone_cell
+from ridehail.store.db import Database
+from ridehail.store.tables import Driver, Ride, utcnow
 from workflows import types as wt
 
 TIMES_SQUARE = Point(lat=40.758, lng=-73.9855)
@@ -124,7 +124,7 @@ def test_map_point_converts_the_workflow_boundary_point() -> None:
     p = map_point(wt.Point(lat=1.5, lng=2.5))
     assert isinstance(p, Point) and (p.lat, p.lng) == (1.5, 2.5)
     assert map_point(TIMES_SQUARE) is TIMES_SQUARE
-    # and the other way: the trigger hands the event's ridehail.geo.Point to RideInput
+    # and the other way: the trigger hands the event's ridehail.domain.geo.Point to RideInput
     ride = wt.RideInput(ride_id="x", rider_id="r", pickup=TIMES_SQUARE, dropoff=UNION_SQUARE)
     assert isinstance(ride.pickup, wt.Point) and ride.pickup.lat == TIMES_SQUARE.lat
 

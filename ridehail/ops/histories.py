@@ -1,6 +1,6 @@
 """Recording workflow histories for replay tests, from a running stack.
 
-``ridehail histories record`` plays every saga scenario (ridehail.scenarios) through the
+``ridehail histories record`` plays every saga scenario (ridehail.load.scenarios) through the
 HTTP API, waits for each ride's workflow to close, and writes its history exactly as
 ``temporal workflow show --output json`` prints it, to ``<out>/<scenario>.json``. The
 files are never edited by hand: record them again instead.
@@ -18,7 +18,7 @@ import httpx
 from ridehail.config import Settings
 from ridehail.connections import connect_temporal
 from ridehail.devstack import binary
-from ridehail.scenarios import SCENARIOS, City, Timeouts
+from ridehail.load.scenarios import SCENARIOS, City, Timeouts
 from workflows.types import workflow_id
 
 

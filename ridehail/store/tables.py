@@ -24,7 +24,7 @@ class UTCDateTime(TypeDecorator):
 
     def process_bind_param(self, value, dialect):  # type: ignore[no-untyped-def]
         if value is not None and value.tzinfo is None:
-            raise ValueError("naive datetime stored; use ridehail.tables.utcnow()")
+            raise ValueError("naive datetime stored; use ridehail.store.tables.utcnow()")
         return value.astimezone(UTC) if value is not None else None
 
     def process_result_value(self, value, dialect):  # type: ignore[no-untyped-def]

@@ -27,11 +27,11 @@ import typer
 from rich.console import Console
 from rich.live import Live
 
-from ridehail.apiclient import FINAL, Api, ApiError, jwt_secret
-from ridehail.city import City, coords, towards
 from ridehail.config import Settings
-from ridehail.geo import Point, haversine_m, zone_cell
-from ridehail.simstate import (
+from ridehail.domain.geo import Point, haversine_m, zone_cell
+from ridehail.load.apiclient import FINAL, Api, ApiError, jwt_secret
+from ridehail.load.city import City, coords, towards
+from ridehail.load.simstate import (
     SimConfig,
     SimDriver,
     SimRide,

@@ -27,15 +27,15 @@ from sqlmodel import Session, col, select
 
 from events.consumer import durable_names, ensure_consumers
 from events.envelope import CloudEvent, InvalidEvent, parse_event
-from events.projector import (
+from events.projection import (
     DRIVER_PROJECTOR,
     RIDE_PROJECTOR,
     Projectors,
     project_driver_event,
     project_ride_event,
 )
-from ridehail.db import Database
-from ridehail.tables import Driver, ProcessedEvent, Ride
+from ridehail.store.db import Database
+from ridehail.store.tables import Driver, ProcessedEvent, Ride
 
 BATCH = 200
 

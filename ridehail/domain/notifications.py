@@ -1,6 +1,6 @@
 """Notifications: who is told what when a ride changes.
 
-``notifications_for`` is the rule; the ``notifier`` consumer (events/notifier.py) applies
+``notifications_for`` is the rule; the ``notifier`` consumer (events/consumers/notifier.py) applies
 it to every ride event, stores each notification and publishes ``notification.sent``.
 """
 

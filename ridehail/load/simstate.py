@@ -13,9 +13,9 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from ridehail.apiclient import FINAL, RIDE_STATUSES
-from ridehail.city import City
-from ridehail.geo import Point
+from ridehail.domain.geo import Point
+from ridehail.load.apiclient import FINAL, RIDE_STATUSES
+from ridehail.load.city import City
 
 DRIVER_STATUSES = ("available", "reserved", "on_trip", "offline")
 ACTIVITIES = ("going online", "wandering", "to pickup", "at pickup", "on trip", "offline")

@@ -1,6 +1,6 @@
 """The ``notifier`` consumer: tells riders and drivers what happened to their rides.
 
-For each ride event, the rule in ``activities.notifications`` names the notices; each is
+For each ride event, the rule in ``ridehail.domain.notifications`` names the notices; each is
 stored and published as ``notification.sent`` on ``notifications.<user_id>.sent`` in one
 transaction with the processed-event record.
 """
@@ -10,14 +10,14 @@ from __future__ import annotations
 from nats.aio.msg import Msg
 from sqlmodel import Session
 
-from activities.notifications import notifications_for
 from events.catalog import NotificationSent
 from events.consumer import ConsumerSpec
 from events.envelope import CloudEvent, derived_id, new_event
 from events.outbox import Outbox
 from events.processed import first_time
-from events.projector import NotYetKnown
-from ridehail.tables import Notification, Ride
+from events.projection import NotYetKnown
+from ridehail.domain.notifications import notifications_for
+from ridehail.store.tables import Notification, Ride
 
 NAME = "notifier"
 SOURCE = "ridehail/notifier"

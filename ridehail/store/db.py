@@ -77,7 +77,7 @@ def make_engine(url: str) -> Engine:
 
 
 def create_tables(engine: Engine) -> None:
-    from ridehail import tables  # noqa: F401  (registers the tables on the metadata)
+    from ridehail.store import tables  # noqa: F401  (registers the tables on the metadata)
 
     SQLModel.metadata.create_all(engine)
 

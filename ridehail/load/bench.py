@@ -12,7 +12,7 @@ relay), of the Temporal server and of nats-server are read from the operating sy
 At the end the bench checks that every ride ended, that the consumers caught up, that
 ``ridehail audit`` passes and that nothing new is in the DLQ.
 
-The anchor (``ridehail.baseline``) runs rides of the same shape on the same Temporal
+The anchor (``ridehail.load.baseline``) runs rides of the same shape on the same Temporal
 server, with ridehail's worker settings, its worker in this process. The two sides run
 in alternating blocks (``rounds``), so that the background load of a shared machine
 weighs on both alike; ridehail's block ends when its consumers have caught up too.
@@ -42,8 +42,9 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from ridehail.apiclient import TERMINAL_EVENTS, Api, ApiError, jwt_secret
-from ridehail.benchfigures import (
+from ridehail.config import Settings
+from ridehail.load.apiclient import TERMINAL_EVENTS, Api, ApiError, jwt_secret
+from ridehail.load.benchfigures import (
     BenchReport,
     RideResult,
     RunFigures,
@@ -51,9 +52,8 @@ from ridehail.benchfigures import (
     percentiles,
     print_report,
 )
-from ridehail.city import City, coords
-from ridehail.config import Settings
-from ridehail.procwatch import (
+from ridehail.load.city import City, coords
+from ridehail.load.procwatch import (
     ProcessUsage,
     ProcessWatch,
     describe_role,
@@ -320,8 +320,8 @@ async def run_bench(settings: Settings, *, rides: int, drivers: int, concurrency
     """The whole bench against the stack ``settings`` point at. With both sides, the
     rides run in ``rounds`` alternating blocks (ridehail, anchor, ridehail, …) so that a
     change in the machine's background load weighs on both alike."""
-    from ridehail.baseline import build_baseline_worker, drive_ride, ridehail_worker_settings
     from ridehail.components import runtime
+    from ridehail.load.baseline import build_baseline_worker, drive_ride, ridehail_worker_settings
 
     console = console or Console()
     city = city or City()
@@ -402,7 +402,7 @@ async def _check_ridehail(settings: Settings, report: BenchReport, figures_: Run
     """Every ride ended, the consumers caught up, ``ridehail audit`` passes, nothing new
     in the DLQ."""
     from events.dlq import dlq_depth
-    from ridehail.audit import run_audit
+    from ridehail.ops.audit import run_audit
 
     report.checks["every ride ended"] = {
         "ok": figures_.ended == figures_.rides, "ended": figures_.ended,

@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ridehail.procwatch import ProcessUsage
+from ridehail.load.procwatch import ProcessUsage
 
 
 @dataclass

@@ -22,10 +22,10 @@ from events import catalog as c
 from events.consumer import ConsumerSpec
 from events.envelope import APPLIED_HEADER, CloudEvent
 from events.processed import first_time, processed
-from ridehail.db import Database
-from ridehail.geo import driver_cell, zone_cell
-from ridehail.money import to_cents
-from ridehail.tables import Driver, Ride
+from ridehail.domain.geo import driver_cell, zone_cell
+from ridehail.domain.money import to_cents
+from ridehail.store.db import Database
+from ridehail.store.tables import Driver, Ride
 
 RIDE_PROJECTOR = "ride-projector"
 DRIVER_PROJECTOR = "driver-projector"

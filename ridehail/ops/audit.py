@@ -22,8 +22,8 @@ from sqlmodel import Session, col, select
 from temporalio.client import Client
 
 from events.envelope import InvalidEvent, parse_event
-from ridehail.db import Database
-from ridehail.tables import LedgerEntry, OutboxEvent, Ride, utcnow
+from ridehail.store.db import Database
+from ridehail.store.tables import LedgerEntry, OutboxEvent, Ride, utcnow
 from workflows.types import WORKFLOW_TYPE
 
 FINAL = ("completed", "cancelled", "failed")

@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ridehail.city import coords
 from ridehail.config import JWT_SECRET_FILE, Settings, SettingsError
-from ridehail.geo import Point
+from ridehail.domain.geo import Point
+from ridehail.load.city import coords
 
 if TYPE_CHECKING:
     import httpx
