@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.openapi import documented_path
+from api.paths import documented_path
 from events.dlq import dlq_depth
 from events.lag import consumer_lag
 
