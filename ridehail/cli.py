@@ -341,7 +341,7 @@ def histories_record(
     settings = _settings()
     _secret_or_exit(settings)
     from ridehail.load.scenarios import SCENARIOS
-    from ridehail.ops.histories import record
+    from ridehail.load.histories import record
 
     names = tuple(only or SCENARIOS)
     with console.status(f"playing {len(names)} scenarios against {settings.api_url} …"):
