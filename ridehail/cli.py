@@ -13,23 +13,15 @@ import typer
 from rich.console import Console
 
 from ridehail.config import Settings, SettingsError
+from ridehail.load.bench import register as register_bench
+from ridehail.load.simulate import register as register_simulate
+from ridehail.terminal import console
+from ridehail.terminal import settings_or_exit as _settings
 
 app = typer.Typer(help="ridehail: event-driven ride booking on Temporal and NATS JetStream.",
                   no_args_is_help=True, add_completion=False)
-console = Console(stderr=True, highlight=False)
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="RIDEHAIL_DATA_DIR")]
-
-
-def _settings(data_dir: Path | None = None, **overrides: object) -> Settings:
-    values = {k: v for k, v in overrides.items() if v is not None}
-    if data_dir is not None:
-        values["data_dir"] = data_dir
-    try:
-        return Settings(**values)  # type: ignore[arg-type]
-    except Exception as e:  # noqa: BLE001 — pydantic explains what is wrong
-        console.print(f"[red]invalid settings:[/] {e}")
-        raise typer.Exit(2) from None
 
 
 def run_service(main: Coroutine[Any, Any, None]) -> None:
@@ -340,8 +332,8 @@ def histories_record(
     RIDEHAIL_* settings) and write each ride's workflow history for replay tests."""
     settings = _settings()
     _secret_or_exit(settings)
-    from ridehail.load.scenarios import SCENARIOS
     from ridehail.load.histories import record
+    from ridehail.load.scenarios import SCENARIOS
 
     names = tuple(only or SCENARIOS)
     with console.status(f"playing {len(names)} scenarios against {settings.api_url} …"):
@@ -373,6 +365,11 @@ def db_upgrade(
                   + (f" (was {before or 'empty'})" if before != after else " (up to date)"))
 
 
+# Commands that live in their own modules.
+register_bench(app)
+register_simulate(app)
+
+
 def main() -> None:  # pragma: no cover
     app()
 
@@ -380,13 +377,3 @@ def main() -> None:  # pragma: no cover
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
 
-
-# Commands that live in their own modules.
-from ridehail.load.bench import register as _register_bench  # noqa: E402
-from ridehail.load.simulate import register as _register_simulate  # noqa: E402
-
-_register_bench(app)
-_register_simulate(app)
-
-if __name__ == "__main__":  # how ridehail dev starts its worker process
-    app()

@@ -60,6 +60,7 @@ from ridehail.load.procwatch import (
     machine_info,
     stack_processes,
 )
+from ridehail.terminal import console, settings_or_exit
 
 __all__ = ["BenchReport", "RideResult", "RunFigures", "percentiles", "print_report",
            "register", "run_bench"]
@@ -452,9 +453,7 @@ def register(app: typer.Typer) -> None:
         """Run a fixed workload through the HTTP API against the running stack (`ridehail
         dev`), report throughput, latency and cost, and check the result; with
         --baseline, the same workload on bare Temporal too."""
-        from ridehail.cli import _settings, console
-
-        settings = _settings()
+        settings = settings_or_exit()
         try:
             city = City.parse(centre, radius_km)
             if not baseline_only:

@@ -40,6 +40,7 @@ from ridehail.load.simstate import (
     print_summary,
     render,
 )
+from ridehail.terminal import console, settings_or_exit
 
 RIDE_POLL_S = 1.0  # how often a rider's app refreshes the ride
 DRIVER_STATUS_EVERY = 5  # a driver re-reads their status every this many pings
@@ -430,10 +431,9 @@ def register(app: typer.Typer) -> None:
         """Simulate a small city — drivers moving and answering offers, riders requesting
         rides — through the HTTP API of the running stack, with a live view; Ctrl-C stops
         it with a summary."""
-        from ridehail.cli import _settings, console
         from ridehail.devstack import answering
 
-        settings = _settings()
+        settings = settings_or_exit()
         try:
             if p_accept + p_decline > 1:
                 raise ValueError("--p-accept and --p-decline add up to more than 1")
