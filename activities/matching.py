@@ -23,7 +23,8 @@ from activities.pricing import map_point
 from events.catalog import DriverAssigned, DriverOffered, DriverReleased, OfferExpired
 from events.envelope import CloudEvent
 from events.outbox import Outbox
-from ridehail.domain.geo import Point, driver_cell, haversine_m
+from ridehail.domain.geo import Point, driver_cell
+from ridehail.domain.matching import rank_candidates
 from ridehail.domain.money import to_decimal
 from ridehail.store.db import Database
 from ridehail.store.tables import Driver, Offer, utcnow
@@ -32,15 +33,6 @@ from workflows.types import A, OfferMade, OfferRef, ReleaseRequest, ReserveReque
 # k-rings of resolution-8 cells searched in turn: ~0.5, 1.5, 3, 5 and 8 km around pickup.
 SEARCH_RINGS = (1, 3, 6, 10, 16)
 CANDIDATES_PER_RING = 20
-
-
-def rank_candidates(pickup: Point, drivers: Sequence[Driver]) -> list[Driver]:
-    """Nearest first; ties broken by driver id so the order is stable."""
-
-    def distance(d: Driver) -> float:
-        return haversine_m(pickup, Point(lat=d.lat or 0.0, lng=d.lng or 0.0))
-
-    return sorted(drivers, key=lambda d: (distance(d), d.driver_id))
 
 
 def nearby_available(session: Session, pickup: Point, exclude: Sequence[str]) -> list[Driver]:

@@ -14,20 +14,18 @@ before it succeeds, so both paths can be exercised end to end.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from datetime import datetime
 
 from sqlmodel import Session, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.facts import fact, step_key
-from activities.pricing import fare_cents
 from events.catalog import PaymentAuthorized, PaymentDeclined, PaymentMoved
 from events.envelope import CloudEvent
 from events.outbox import Outbox
 from ridehail.domain.money import to_decimal
+from ridehail.domain.payments import cancellation_fee_cents, final_charge_cents, hold_cents
 from ridehail.store.db import Database
 from ridehail.store.tables import LedgerEntry
 from workflows.steps import PAYMENT_DECLINED  # the error type the workflow never retries
@@ -43,33 +41,6 @@ from workflows.types import (
 
 # ledger entry kinds
 AUTHORIZE, CAPTURE, VOID, REFUND = "authorize", "capture", "void", "refund"
-
-HOLD_BUFFER = 0.25  # the hold exceeds the quote by 25% ...
-HOLD_MIN_EXTRA_CENTS = 500  # ... and by at least 5.00, to cover a longer trip
-CANCELLATION_FEE_CENTS = 500
-
-
-# --- rules ------------------------------------------------------------------------------
-
-
-def hold_cents(quoted_cents: int) -> int:
-    """The hold placed at request time: the quote plus a buffer for a longer trip."""
-    return quoted_cents + max(math.ceil(quoted_cents * HOLD_BUFFER), HOLD_MIN_EXTRA_CENTS)
-
-
-def final_charge_cents(distance_m: int, duration_s: int, surge: float, held: int) -> int:
-    """The trip's fare at the quoted surge, never more than the hold."""
-    return min(fare_cents(distance_m, duration_s, surge), held)
-
-
-def cancellation_fee_cents(
-    assigned_at: datetime, cancelled_at: datetime, free_cancel_s: float, held: int
-) -> int:
-    """A rider cancelling after a driver was assigned pays a fee once the free window
-    has passed; within it, nothing."""
-    if (cancelled_at - assigned_at).total_seconds() <= free_cancel_s:
-        return 0
-    return min(CANCELLATION_FEE_CENTS, held)
 
 
 # --- gateway ----------------------------------------------------------------------------

@@ -24,7 +24,6 @@ from sqlalchemy import exists, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from activities.pricing import live_quote
 from api.auth import Caller, Principal, Rider
 from api.problems import Problem, error_responses, invalid
 from api.schemas import (
@@ -45,6 +44,7 @@ from events import catalog as c
 from events.envelope import CloudEvent, new_event
 from events.history import ride_history
 from ridehail.domain.geo import zone_cell
+from ridehail.store.quotes import live_quote
 from ridehail.store.tables import IdempotencyKey, Offer, Ride, utcnow
 
 router = APIRouter(prefix="/v1/rides", tags=["rides"])

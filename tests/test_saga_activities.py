@@ -21,11 +21,11 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities import build_activities
-from activities.payments import hold_cents
-from activities.pricing import make_quote
 from events.history import ride_history
 from ridehail.config import Settings
 from ridehail.domain.geo import Point
+from ridehail.domain.payments import hold_cents
+from ridehail.store.quotes import make_quote
 from tests.support.stack import Stack, running_stack
 from tests.test_saga_paths import ledger
 from workflows.types import (

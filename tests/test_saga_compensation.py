@@ -20,8 +20,8 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities import build_activities
-from activities.payments import hold_cents
 from ridehail.config import Settings
+from ridehail.domain.payments import hold_cents
 from tests.support.stack import Stack, running_stack
 from tests.test_ride_e2e import driver_online
 from tests.test_saga_paths import (

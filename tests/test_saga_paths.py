@@ -17,9 +17,9 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import PayloadConverter
 
-from activities.payments import hold_cents
-from activities.pricing import estimate_trip, fare_cents
 from ridehail.domain.geo import Point
+from ridehail.domain.payments import hold_cents
+from ridehail.domain.pricing import estimate_trip, fare_cents
 from ridehail.store.tables import Driver, LedgerEntry, Offer
 from tests.support.stack import Stack, eventually
 from tests.test_ride_e2e import DROPOFF, PICKUP, driver_online, wait_offer

@@ -12,8 +12,8 @@ import pytest
 from temporalio.api.testservice.v1 import LockTimeSkippingRequest, UnlockTimeSkippingRequest
 from temporalio.testing import WorkflowEnvironment
 
-from activities.payments import CANCELLATION_FEE_CENTS, hold_cents
 from ridehail.config import Settings
+from ridehail.domain.payments import CANCELLATION_FEE_CENTS, hold_cents
 from tests.support.stack import Stack, running_stack
 from tests.test_ride_e2e import driver_online
 from tests.test_saga_paths import (

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from temporalio.api.enums.v1 import EventType
 
-from activities.payments import hold_cents
 from ridehail.config import Settings
+from ridehail.domain.payments import hold_cents
 from tests.support.stack import running_stack
 from tests.test_ride_e2e import driver_online
 from tests.test_saga_paths import (

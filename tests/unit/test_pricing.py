@@ -6,7 +6,9 @@ from datetime import timedelta
 
 import pytest
 
-from activities.pricing import (
+from activities.pricing import map_point
+from ridehail.domain.geo import Point, driver_cell, haversine_m, zone_cell
+from ridehail.domain.pricing import (
     BASE_CENTS,
     MINIMUM_CENTS,
     PER_KM_CENTS,
@@ -15,15 +17,10 @@ from activities.pricing import (
     SURGE_MAX,
     estimate_trip,
     fare_cents,
-    live_quote,
-    make_quote,
-    map_point,
-    quote_covers,
     surge_multiplier,
-    zone_surge,
 )
-from ridehail.domain.geo import Point, driver_cell, haversine_m, zone_cell
 from ridehail.store.db import Database
+from ridehail.store.quotes import live_quote, make_quote, quote_covers, zone_surge
 from ridehail.store.tables import Driver, Ride, utcnow
 from workflows import types as wt
 
