@@ -4,8 +4,9 @@ An event is applied where it is written: ``Outbox.write`` calls ``project_inline
 the transaction that stores the event, so the read model changes when the event commits
 — a caller that was told of an event (an API answer, a ride's event stream) never finds
 the read model behind it. The ``ride-projector`` and ``driver-projector`` consumers
-apply whatever was not applied that way (an event that reached the stream by another
-road) and rebuild the tables from the streams (``ridehail projections rebuild``).
+(``events.consumers.projectors``) apply whatever was not applied that way (an event
+that reached the stream by another road) and rebuild the tables from the streams
+(``ridehail projections rebuild``).
 
 Applying an event records it as processed in the same transaction, so it is applied
 once, whoever gets there first; the consumers are ordered, so what they apply, they
@@ -14,17 +15,14 @@ apply in stream order.
 
 from __future__ import annotations
 
-from nats.aio.msg import Msg
 from sqlalchemy import update
 from sqlmodel import Session, col
 
 from events import catalog as c
-from events.consumer import ConsumerSpec
-from events.envelope import APPLIED_HEADER, CloudEvent
-from events.processed import first_time, processed
+from events.envelope import CloudEvent
+from events.processed import first_time
 from ridehail.domain.geo import driver_cell, zone_cell
 from ridehail.domain.money import to_cents
-from ridehail.store.db import Database
 from ridehail.store.tables import Driver, Ride
 
 RIDE_PROJECTOR = "ride-projector"
@@ -123,29 +121,6 @@ def apply_driver_event(driver: Driver | None, event: CloudEvent,
     return driver
 
 
-class Projectors:
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    def specs(self) -> list[ConsumerSpec]:
-        return [
-            ConsumerSpec(name=RIDE_PROJECTOR, stream="RIDES", prefix="rides",
-                         handler=self.project_ride, done_if_header=APPLIED_HEADER),
-            ConsumerSpec(name=DRIVER_PROJECTOR, stream="DRIVERS", prefix="drivers",
-                         handler=self.project_driver, done_if_header=APPLIED_HEADER),
-        ]
-
-    # Events whose publisher applied them where they were written carry APPLIED_HEADER
-    # and never reach these handlers (ConsumerSpec.done_if_header). The others (published
-    # by the relay, redriven, or by anyone else) were most likely applied too: look first.
-
-    async def project_ride(self, event: CloudEvent, msg: Msg) -> None:
-        if not await self.db.read(lambda s: processed(s, RIDE_PROJECTOR, event.id)):
-            await self.db.write(lambda session: project_ride_event(session, event))
-
-    async def project_driver(self, event: CloudEvent, msg: Msg) -> None:
-        if not await self.db.read(lambda s: processed(s, DRIVER_PROJECTOR, event.id)):
-            await self.db.write(lambda session: project_driver_event(session, event))
 
 
 def project_inline(session: Session, events: list[CloudEvent]) -> set[str]:

@@ -20,9 +20,9 @@ from temporalio.client import Client
 
 from events.consumer import ConsumerRunner, ConsumerSpec
 from events.consumers.notifier import Notifier
+from events.consumers.projectors import Projectors
 from events.consumers.trigger import WorkflowTrigger
 from events.outbox import Outbox
-from events.projection import Projectors
 from events.streams import ensure_streams
 from ridehail.config import Settings
 from ridehail.connections import connect_nats, connect_temporal

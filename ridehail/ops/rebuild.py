@@ -26,11 +26,11 @@ from sqlalchemy import delete, func, update
 from sqlmodel import Session, col, select
 
 from events.consumer import durable_names, ensure_consumers
+from events.consumers.projectors import Projectors
 from events.envelope import CloudEvent, InvalidEvent, parse_event
 from events.projection import (
     DRIVER_PROJECTOR,
     RIDE_PROJECTOR,
-    Projectors,
     project_driver_event,
     project_ride_event,
 )
