@@ -28,9 +28,8 @@ from ridehail.domain.money import to_decimal
 from ridehail.domain.payments import cancellation_fee_cents, final_charge_cents, hold_cents
 from ridehail.store.db import Database
 from ridehail.store.tables import LedgerEntry
-from workflows.steps import PAYMENT_DECLINED  # the error type the workflow never retries
+from workflows.contract import PAYMENT_DECLINED, Step  # a declined card is never retried
 from workflows.types import (
-    A,
     Authorization,
     AuthorizeRequest,
     Capture,
@@ -104,7 +103,7 @@ class PaymentActivities:
         self.outbox = outbox
         self.gateway = gateway
 
-    @activity.defn(name=A.authorize_payment)
+    @activity.defn(name=Step.AUTHORIZE_PAYMENT)
     async def authorize_payment(self, req: AuthorizeRequest) -> Authorization:
         """Place the hold. A declined card raises a non-retryable PaymentDeclined; a
         gateway outage raises an ordinary error, which Temporal retries with backoff."""
@@ -157,7 +156,7 @@ class PaymentActivities:
         await self.outbox.write(record)
         return Authorization(amount_cents=amount, currency=currency)
 
-    @activity.defn(name=A.capture_payment)
+    @activity.defn(name=Step.CAPTURE_PAYMENT)
     async def capture_payment(self, req: CaptureRequest) -> Capture:
         """Capture the final fare (at the quoted surge, never above the hold)."""
 
@@ -168,7 +167,7 @@ class PaymentActivities:
 
         return await self._settle(req.ride_id, "fare", amount)
 
-    @activity.defn(name=A.charge_cancellation_fee)
+    @activity.defn(name=Step.CHARGE_CANCELLATION_FEE)
     async def charge_cancellation_fee(self, req: FeeRequest) -> Capture:
         """Capture the cancellation fee, or void the hold inside the free window."""
 
@@ -179,12 +178,12 @@ class PaymentActivities:
 
         return await self._settle(req.ride_id, "cancellation_fee", amount)
 
-    @activity.defn(name=A.void_payment)
+    @activity.defn(name=Step.VOID_PAYMENT)
     async def void_payment(self, req: SettleRequest) -> Capture:
         """Release the hold (nothing to do without one, e.g. after a declined card)."""
         return await self._settle(req.ride_id, "release", lambda held: 0)
 
-    @activity.defn(name=A.refund_payment)
+    @activity.defn(name=Step.REFUND_PAYMENT)
     async def refund_payment(self, req: SettleRequest) -> Capture:
         """Refund whatever was captured and not yet refunded; returns the amount."""
         key = step_key(REFUND)

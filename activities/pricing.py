@@ -17,7 +17,8 @@ from ridehail.store.db import Database
 from ridehail.store.quotes import live_quote, price, quote_covers
 from ridehail.store.tables import Ride
 from workflows import types as wt
-from workflows.types import A, FareQuote, QuoteRequest
+from workflows.contract import Step
+from workflows.types import FareQuote, QuoteRequest
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ class PricingActivities:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    @activity.defn(name=A.quote_fare)
+    @activity.defn(name=Step.QUOTE_FARE)
     async def quote_fare(self, req: QuoteRequest) -> FareQuote:
         """The ride's price: its live quote if it was requested with one, else priced now."""
 

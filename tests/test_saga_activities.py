@@ -28,14 +28,8 @@ from ridehail.domain.payments import hold_cents
 from ridehail.store.quotes import make_quote
 from tests.support.stack import Stack, running_stack
 from tests.test_saga_paths import ledger
-from workflows.types import (
-    A,
-    AuthorizeRequest,
-    CaptureRequest,
-    FareQuote,
-    QuoteRequest,
-    SettleRequest,
-)
+from workflows.contract import Step
+from workflows.types import AuthorizeRequest, CaptureRequest, FareQuote, QuoteRequest, SettleRequest
 
 QUEUE = "saga-activities-test"
 ONCE = RetryPolicy(maximum_attempts=1)
@@ -67,10 +61,10 @@ class PaymentsTwice:
         auth = AuthorizeRequest(ride_id=ride_id, payment_method="card", quote=quote)
         capture = CaptureRequest(ride_id=ride_id, quote=quote, distance_m=2300, duration_s=540)
         settle = SettleRequest(ride_id=ride_id)
-        authorized = [(await call(A.authorize_payment, auth))["amount_cents"] for _ in "12"]
-        captured = [(await call(A.capture_payment, capture))["amount_cents"] for _ in "12"]
-        void = (await call(A.void_payment, settle))["amount_cents"]
-        refunded = [(await call(A.refund_payment, settle))["amount_cents"] for _ in "12"]
+        authorized = [(await call(Step.AUTHORIZE_PAYMENT, auth))["amount_cents"] for _ in "12"]
+        captured = [(await call(Step.CAPTURE_PAYMENT, capture))["amount_cents"] for _ in "12"]
+        void = (await call(Step.VOID_PAYMENT, settle))["amount_cents"]
+        refunded = [(await call(Step.REFUND_PAYMENT, settle))["amount_cents"] for _ in "12"]
         return MoneyResults(
             authorized=authorized, captured=captured, void_after_capture=void, refunded=refunded
         )
@@ -81,7 +75,7 @@ class Price:
     @workflow.run
     async def run(self, req: QuoteRequest) -> FareQuote:
         return await workflow.execute_activity(
-            A.quote_fare,
+            Step.QUOTE_FARE,
             req,
             result_type=FareQuote,
             start_to_close_timeout=timedelta(seconds=10),

@@ -41,9 +41,10 @@ from tests.test_saga_paths import (
     wait_driver_free,
 )
 from tests.test_saga_timers import outcome_skipping_time
+from workflows.contract import TASK_QUEUE, Step
 from workflows.ride import RideWorkflow
 from workflows.steps import COMPENSATION_RETRY
-from workflows.types import TASK_QUEUE, A, Capture, RideEnd, SettleRequest
+from workflows.types import Capture, RideEnd, SettleRequest
 
 
 @pytest.fixture
@@ -72,7 +73,7 @@ def worker(stack: Stack, *replacements: Callable[..., Any]) -> Worker:
     )
 
 
-@activity.defn(name=A.void_payment)
+@activity.defn(name=Step.VOID_PAYMENT)
 async def void_never_goes_through(req: SettleRequest) -> Capture:
     raise RuntimeError("payment gateway unreachable")
 
@@ -123,7 +124,7 @@ async def test_a_compensation_that_keeps_failing_fails_the_ride_loudly(
 
 
 def completion_failing(real: Callable[..., Any]) -> Callable[..., Any]:
-    @activity.defn(name=A.complete_ride)
+    @activity.defn(name=Step.COMPLETE_RIDE)
     async def complete_ride(end: RideEnd) -> None:
         raise ApplicationError("the ride record was refused", non_retryable=True)
 

@@ -18,18 +18,25 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import SearchAttributeKey, SearchAttributeUpdate
+from temporalio.common import SearchAttributeUpdate
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
+    from workflows.contract import (
+        DRIVER_ID,
+        RIDE_EVENT_SIGNAL,
+        RIDE_STATUS,
+        RIDER_ID,
+        STATUS_QUERY,
+        WORKFLOW_TYPE,
+        Step,
+    )
     from workflows.inbox import CancelRequest, Inbox
     from workflows.saga import CompensationFailure, Saga, shielded
     from workflows.steps import failure_of, run_step
     from workflows.types import (
-        WORKFLOW_TYPE,
-        A,
         Authorization,
         AuthorizeRequest,
         Capture,
@@ -55,10 +62,6 @@ RELEASE_BEFORE_CAPTURE = "release-driver-before-capture"
 # attributes the trigger sets at start are not upserted again, and an assignment's
 # driver and status go in one upsert (formerly: every step an activity, and more upserts):
 LOCAL_BOOKKEEPING = "local-bookkeeping-steps"
-
-RIDE_STATUS = SearchAttributeKey.for_keyword("RideStatus")
-RIDER_ID = SearchAttributeKey.for_keyword("RiderId")
-DRIVER_ID = SearchAttributeKey.for_keyword("DriverId")
 
 # How long to wait before searching again when no driver is free.
 NO_CANDIDATE_RETRY = timedelta(seconds=3)
@@ -94,11 +97,11 @@ class RideWorkflow:
 
     # --- api events -------------------------------------------------------------------
 
-    @workflow.signal(name="ride_event")
+    @workflow.signal(name=RIDE_EVENT_SIGNAL)
     def ride_event(self, event: RideSignal) -> None:
         self._inbox.receive(event, workflow.now())
 
-    @workflow.query(name="status")
+    @workflow.query(name=STATUS_QUERY)
     def status(self) -> str:
         return self._status
 
@@ -131,7 +134,7 @@ class RideWorkflow:
     async def _book(self, saga: Saga) -> RideOutcome:
         ride = self._ride
         quote = await self._step(
-            A.quote_fare,
+            Step.QUOTE_FARE,
             QuoteRequest(
                 ride_id=ride.ride_id,
                 rider_id=ride.rider_id,
@@ -146,7 +149,7 @@ class RideWorkflow:
         # still be lost; the void looks at the ledger and does nothing if there is no hold
         saga.add("settle the hold", self._settle_hold)
         await self._step(
-            A.authorize_payment,
+            Step.AUTHORIZE_PAYMENT,
             AuthorizeRequest(ride_id=ride.ride_id, payment_method=ride.payment_method, quote=quote),
             Authorization,
             summary=f"hold payment for a {quote.fare_cents / 100:.2f} {quote.currency} fare",
@@ -164,7 +167,7 @@ class RideWorkflow:
 
         async def capture_fare() -> Capture:
             captured = await self._step(
-                A.capture_payment,
+                Step.CAPTURE_PAYMENT,
                 CaptureRequest(
                     ride_id=ride.ride_id,
                     quote=quote,
@@ -191,7 +194,7 @@ class RideWorkflow:
             capture = await capture_fare()
             await free_driver()
         await self._step(
-            A.complete_ride,
+            Step.COMPLETE_RIDE,
             RideEnd(
                 ride_id=ride.ride_id,
                 final_fare_cents=capture.amount_cents,
@@ -220,7 +223,7 @@ class RideWorkflow:
             self._attempt += 1
             attempt = self._attempt
             offer: OfferMade | None = await self._step(
-                A.reserve_driver,
+                Step.RESERVE_DRIVER,
                 ReserveRequest(
                     ride_id=ride.ride_id,
                     rider_id=ride.rider_id,
@@ -261,7 +264,7 @@ class RideWorkflow:
                 self._driver_id = offer.driver_id
                 self._assigned_at = workflow.now()
                 await self._step(
-                    A.assign_driver, ref, summary=f"assign driver {offer.driver_id} to the ride"
+                    Step.ASSIGN_DRIVER, ref, summary=f"assign driver {offer.driver_id} to the ride"
                 )
                 assigned = DRIVER_ID.value_set(offer.driver_id)
                 on_the_way = f"Driver {offer.driver_id} on the way to pickup"
@@ -273,7 +276,7 @@ class RideWorkflow:
                 return
             declined = answer is not None
             await self._step(
-                A.decline_offer if declined else A.expire_offer,
+                Step.DECLINE_OFFER if declined else Step.EXPIRE_OFFER,
                 ref,
                 summary=f"{'declined' if declined else 'expired'}: free driver "
                 f"{offer.driver_id} for other rides",
@@ -320,7 +323,7 @@ class RideWorkflow:
             )
         fee = self._fee_cents or None
         await self._step(
-            A.cancel_ride,
+            Step.CANCEL_RIDE,
             RideEnd(
                 ride_id=self._ride.ride_id,
                 by_role=c.by_role,
@@ -349,7 +352,7 @@ class RideWorkflow:
         )
         log("ride %s failed: %s%s", self._ride.ride_id, reason, f" — {detail}" if detail else "")
         await self._step(
-            A.fail_ride,
+            Step.FAIL_RIDE,
             RideEnd(ride_id=self._ride.ride_id, reason=reason, detail=detail),
             summary=f"record the failure: {reason}",
         )
@@ -366,7 +369,7 @@ class RideWorkflow:
         c = self._cancellation
         if c is not None and c.by_role == "rider" and self._assigned_at is not None:
             fee: Capture = await self._step(
-                A.charge_cancellation_fee,
+                Step.CHARGE_CANCELLATION_FEE,
                 FeeRequest(
                     ride_id=ride.ride_id,
                     assigned_at=self._assigned_at,
@@ -380,7 +383,7 @@ class RideWorkflow:
             self._fee_cents = fee.amount_cents
             return
         await self._step(
-            A.void_payment,
+            Step.VOID_PAYMENT,
             SettleRequest(ride_id=ride.ride_id),
             compensation=True,
             summary="release the payment hold",
@@ -394,7 +397,7 @@ class RideWorkflow:
         """Free whichever driver the ride holds (an offered or an assigned one)."""
         self._releases += 1
         await self._step(
-            A.release_driver,
+            Step.RELEASE_DRIVER,
             ReleaseRequest(ride_id=self._ride.ride_id, reason=reason, step=str(self._releases)),
             compensation=compensation,
             summary=f"release the driver ({reason})",
@@ -403,7 +406,7 @@ class RideWorkflow:
     async def _refund(self) -> None:
         """A ride that does not complete keeps none of the rider's money."""
         await self._step(
-            A.refund_payment,
+            Step.REFUND_PAYMENT,
             SettleRequest(ride_id=self._ride.ride_id, reason="ride did not complete"),
             Capture,
             compensation=True,

@@ -22,9 +22,8 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.exceptions import CancelledError as TemporalCancelledError
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
-from workflows.types import A
+from workflows.contract import PAYMENT_DECLINED, Step
 
-PAYMENT_DECLINED = "PaymentDeclined"  # the error type of a declined card
 STEP_TIMEOUT = timedelta(seconds=15)
 
 # Forward steps retry until they succeed: a transient outage (database, NATS, the
@@ -50,11 +49,11 @@ COMPENSATION_RETRY = RetryPolicy(
 # The steps that call the payment gateway: never local.
 GATEWAY_STEPS = frozenset(
     {
-        A.authorize_payment,
-        A.capture_payment,
-        A.void_payment,
-        A.refund_payment,
-        A.charge_cancellation_fee,
+        Step.AUTHORIZE_PAYMENT,
+        Step.CAPTURE_PAYMENT,
+        Step.VOID_PAYMENT,
+        Step.REFUND_PAYMENT,
+        Step.CHARGE_CANCELLATION_FEE,
     }
 )
 

@@ -1,6 +1,6 @@
 """What crosses the Temporal boundary: the workflow's input and signal, and each
 activity's input and result. One pydantic model per call so fields can be added
-compatibly; activity names are spelled once, here."""
+compatibly. The names (workflow, signal, steps) are in ``workflows.contract``."""
 
 from __future__ import annotations
 
@@ -8,13 +8,6 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-
-TASK_QUEUE = "rides"
-WORKFLOW_TYPE = "RideWorkflow"
-
-
-def workflow_id(ride_id: str) -> str:
-    return f"ride-{ride_id}"
 
 
 class Point(BaseModel):
@@ -30,25 +23,6 @@ class Point(BaseModel):
 
     lat: float = Field(ge=-90, le=90, allow_inf_nan=False)
     lng: float = Field(ge=-180, le=180, allow_inf_nan=False)
-
-
-class A:
-    """Activity names, as they appear in the workflow history."""
-
-    quote_fare = "quote_fare"
-    authorize_payment = "authorize_payment"
-    void_payment = "void_payment"
-    capture_payment = "capture_payment"
-    refund_payment = "refund_payment"
-    charge_cancellation_fee = "charge_cancellation_fee"
-    reserve_driver = "reserve_driver"
-    expire_offer = "expire_offer"
-    decline_offer = "decline_offer"
-    assign_driver = "assign_driver"
-    release_driver = "release_driver"
-    complete_ride = "complete_ride"
-    cancel_ride = "cancel_ride"
-    fail_ride = "fail_ride"
 
 
 class RideInput(BaseModel):

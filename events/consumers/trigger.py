@@ -1,6 +1,7 @@
 """The ``workflow-trigger`` consumer: api events start and steer each ride's workflow.
 
-``ride.requested`` starts ``RideWorkflow`` with id ``ride-<ride_id>``; a second start of
+``ride.requested`` starts the ride's workflow (``workflows.contract``: its type, input
+and signal, never its class) with id ``ride-<ride_id>``; a second start of
 the same id is a no-op (the id is the idempotency key). Every other api event of a ride
 becomes a ``ride_event`` signal; the workflow ignores an event id it has already seen,
 so a redelivered message has no second effect. The consumer is ordered, so a ride's
@@ -26,8 +27,15 @@ from events.catalog import RIDE_COMMANDS, RideRequested
 from events.consumer import ConsumerSpec
 from events.envelope import CloudEvent
 from ridehail.config import Settings
-from workflows.ride import RIDE_STATUS, RIDER_ID, RideWorkflow
-from workflows.types import TASK_QUEUE, RideInput, RideSignal, workflow_id
+from workflows.contract import (
+    RIDE_EVENT_SIGNAL,
+    RIDE_STATUS,
+    RIDER_ID,
+    TASK_QUEUE,
+    WORKFLOW_TYPE,
+    workflow_id,
+)
+from workflows.types import RideInput, RideOutcome, RideSignal
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +77,9 @@ class WorkflowTrigger:
         ride = ride_input(requested, self.settings)
         try:
             await self.client.start_workflow(
-                RideWorkflow.run,
+                WORKFLOW_TYPE,
                 ride,
+                result_type=RideOutcome,
                 id=workflow_id(ride.ride_id),
                 task_queue=TASK_QUEUE,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -93,7 +102,7 @@ class WorkflowTrigger:
         handle = self.client.get_workflow_handle(workflow_id(event.subject))
         signal = RideSignal(event_id=event.id, type=event.type, data=event.data)
         try:
-            await handle.signal("ride_event", signal)
+            await handle.signal(RIDE_EVENT_SIGNAL, signal)
         except RPCError as e:
             if e.status != RPCStatusCode.NOT_FOUND:
                 raise

@@ -19,7 +19,7 @@ from ridehail.config import Settings
 from ridehail.connections import connect_temporal
 from ridehail.devstack import binary
 from ridehail.load.scenarios import SCENARIOS, City, Timeouts
-from workflows.types import workflow_id
+from workflows.contract import workflow_id
 
 
 def show_history(settings: Settings, wf_id: str) -> str:

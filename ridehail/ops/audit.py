@@ -24,7 +24,7 @@ from temporalio.client import Client
 from events.envelope import InvalidEvent, parse_event
 from ridehail.store.db import Database
 from ridehail.store.tables import LedgerEntry, OutboxEvent, Ride, utcnow
-from workflows.types import WORKFLOW_TYPE
+from workflows.contract import WORKFLOW_TYPE
 
 FINAL = ("completed", "cancelled", "failed")
 OUTBOX_GRACE = timedelta(minutes=1)

@@ -17,8 +17,8 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from workflows.contract import WORKFLOW_TYPE
 from workflows.ride import RideWorkflow
-from workflows.types import WORKFLOW_TYPE
 
 
 @dataclass(frozen=True)
