@@ -35,7 +35,7 @@ from api.schemas import (
     RideIn,
     RideOut,
     RidePage,
-    RideStatus,
+    RideStatusName,
     TripReport,
 )
 from api.services import Deps
@@ -44,12 +44,12 @@ from events import catalog as c
 from events.envelope import CloudEvent, new_event
 from events.history import ride_history
 from ridehail.domain.geo import zone_cell
+from ridehail.domain.status import FINAL, RideStatus
 from ridehail.store.quotes import live_quote
 from ridehail.store.tables import IdempotencyKey, Offer, Ride, utcnow
 
 router = APIRouter(prefix="/v1/rides", tags=["rides"])
 SOURCE = "ridehail/api"
-FINAL = ("completed", "cancelled", "failed")
 NOT_FOUND = "No such ride"
 
 RideId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN,
@@ -150,7 +150,7 @@ async def request_ride(
                           "The quote is unknown, not yours or expired; request a new one")
         pickup, dropoff = body.pickup.point, body.dropoff.point
         ride = Ride(
-            ride_id=uuid.uuid4().hex, rider_id=who.sub, status="requested",
+            ride_id=uuid.uuid4().hex, rider_id=who.sub, status=RideStatus.REQUESTED,
             pickup_lat=pickup.lat, pickup_lng=pickup.lng,
             dropoff_lat=dropoff.lat, dropoff_lng=dropoff.lng,
             pickup_zone=zone_cell(pickup), payment_method=body.payment_method,
@@ -207,7 +207,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 async def list_rides(
     who: Caller,
     svc: Deps,
-    status: Annotated[RideStatus | None, Query(description="Only rides in this status")] = None,
+    status: Annotated[RideStatusName | None, Query(description="Only rides in this status")] = None,
     limit: Annotated[int, Query(ge=1, le=100, description="Page size")] = 20,
     cursor: Annotated[str | None, Query(
         min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_=-]+$",
@@ -380,8 +380,8 @@ def _report(event_type: str, verb: str, needs: str):  # type: ignore[no-untyped-
 for _path, _handler in (
     ("accept", _answer("ride.driver_accepted", "accept")),
     ("decline", _answer("ride.driver_declined", "decline")),
-    ("arrive", _report("ride.driver_arrived", "report arrival", "driver_assigned")),
-    ("start", _report("ride.trip_started", "start the trip", "driver_arrived")),
+    ("arrive", _report("ride.driver_arrived", "report arrival", RideStatus.DRIVER_ASSIGNED)),
+    ("start", _report("ride.trip_started", "start the trip", RideStatus.DRIVER_ARRIVED)),
 ):
     router.add_api_route(f"/{{ride_id}}/{_path}", _handler, methods=["POST"], status_code=202,
                          response_model=Accepted, name=f"{_path}_ride",
@@ -397,7 +397,7 @@ async def complete_ride(ride_id: RideId, body: TripReport, who: Caller, svc: Dep
 
     def decide(session: Session, ride: Ride) -> c.Payload:
         _must_be_assigned(ride, who, "complete the trip")
-        if ride.status != "in_progress":
+        if ride.status != RideStatus.IN_PROGRESS:
             raise _conflict(ride, "complete")
         return c.TripEnded(ride_id=ride_id, driver_id=who.sub, distance_m=body.distance_m,
                            duration_s=body.duration_s)

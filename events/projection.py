@@ -23,13 +23,12 @@ from events.envelope import CloudEvent
 from events.processed import first_time
 from ridehail.domain.geo import driver_cell, zone_cell
 from ridehail.domain.money import to_cents
+from ridehail.domain.status import BEFORE_TRIP, FINAL, RideStatus
 from ridehail.store.tables import Driver, Ride
 
 RIDE_PROJECTOR = "ride-projector"
 DRIVER_PROJECTOR = "driver-projector"
-FINAL = frozenset({"completed", "cancelled", "failed"})
 # The driver has not yet been bound to the ride, or is bound but the trip hasn't started.
-BEFORE_TRIP = frozenset({"driver_assigned", "driver_arrived"})
 
 
 class NotYetKnown(RuntimeError):
@@ -59,12 +58,12 @@ def apply_ride_event(ride: Ride | None, event: CloudEvent) -> Ride:
             ride.payment_status = "authorized"
             ride.authorized_cents = to_cents(p.amount)
             if not final:
-                ride.status = "matching"
+                ride.status = RideStatus.MATCHING
         case "ride.payment_declined", c.PaymentDeclined():
             ride.payment_status = "declined"
         case "ride.driver_assigned", c.DriverAssigned():
             if not final:
-                ride.status = "driver_assigned"
+                ride.status = RideStatus.DRIVER_ASSIGNED
                 ride.driver_id = p.driver_id
                 ride.assigned_at = event.time
         case "ride.driver_released", c.DriverReleased():
@@ -72,13 +71,13 @@ def apply_ride_event(ride: Ride | None, event: CloudEvent) -> Ride:
             # is part of the ride ending leaves the driver on the record
             if (p.reason == "driver_cancelled" and ride.status in BEFORE_TRIP
                     and ride.driver_id == p.driver_id):
-                ride.status, ride.driver_id, ride.assigned_at = "matching", None, None
+                ride.status, ride.driver_id, ride.assigned_at = RideStatus.MATCHING, None, None
         case "ride.driver_arrived", c.DriverReported():
-            if ride.status == "driver_assigned":
-                ride.status = "driver_arrived"
+            if ride.status == RideStatus.DRIVER_ASSIGNED:
+                ride.status = RideStatus.DRIVER_ARRIVED
         case "ride.trip_started", c.DriverReported():
             if ride.status in BEFORE_TRIP:
-                ride.status = "in_progress"
+                ride.status = RideStatus.IN_PROGRESS
         case "ride.payment_captured", c.PaymentMoved():
             ride.payment_status = "captured"
             ride.captured_cents += to_cents(p.amount)
@@ -89,14 +88,14 @@ def apply_ride_event(ride: Ride | None, event: CloudEvent) -> Ride:
         case "ride.payment_refunded", c.PaymentMoved():
             ride.payment_status = "refunded"
         case "ride.completed", c.RideCompleted():
-            ride.status = "completed"
+            ride.status = RideStatus.COMPLETED
             ride.final_cents = to_cents(p.final_fare)
         case "ride.cancelled", c.RideCancelled():
-            ride.status = "cancelled"
+            ride.status = RideStatus.CANCELLED
             if p.cancellation_fee is not None:
                 ride.cancellation_fee_cents = to_cents(p.cancellation_fee)
         case "ride.failed", c.RideFailed():
-            ride.status = "failed"
+            ride.status = RideStatus.FAILED
             ride.failure_reason = p.reason
     ride.updated_at = max(ride.updated_at, event.time) if ride.updated_at else event.time
     return ride

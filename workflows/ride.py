@@ -24,6 +24,7 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
+    from ridehail.domain.status import RideStatus
     from workflows.contract import (
         DRIVER_ID,
         RIDE_EVENT_SIGNAL,
@@ -84,7 +85,7 @@ class _DriverBackedOut(Exception):
 @workflow.defn(name=WORKFLOW_TYPE)
 class RideWorkflow:
     def __init__(self) -> None:
-        self._status = "requested"
+        self._status = RideStatus.REQUESTED
         self._inbox = Inbox()
         self._cancellation: CancelRequest | None = None  # the one that ended the ride
         self._driver_id: str | None = None
@@ -102,7 +103,7 @@ class RideWorkflow:
         self._inbox.receive(event, workflow.now())
 
     @workflow.query(name=STATUS_QUERY)
-    def status(self) -> str:
+    def status(self) -> RideStatus:
         return self._status
 
     # --- the saga ---------------------------------------------------------------------
@@ -114,7 +115,10 @@ class RideWorkflow:
         self._local = workflow.patched(LOCAL_BOOKKEEPING)
         if not self._local:  # the trigger starts the workflow with these set
             workflow.upsert_search_attributes(
-                [RIDE_STATUS.value_set("requested"), RIDER_ID.value_set(ride.rider_id)]
+                [
+                    RIDE_STATUS.value_set(RideStatus.REQUESTED.value),
+                    RIDER_ID.value_set(ride.rider_id),
+                ]
             )
         try:
             return await self._book(saga)
@@ -204,7 +208,8 @@ class RideWorkflow:
             ),
             summary="record the completed ride",
         )
-        self._set_status("completed", f"Completed, charged {capture.amount_cents / 100:.2f}")
+        charged = f"Completed, charged {capture.amount_cents / 100:.2f}"
+        self._set_status(RideStatus.COMPLETED, charged)
         return self._outcome(final_fare_cents=capture.amount_cents)
 
     # --- matching ---------------------------------------------------------------------
@@ -213,7 +218,7 @@ class RideWorkflow:
         """Offer the ride to the nearest free driver, one at a time, until one accepts;
         raises _NoDriver at the matching deadline."""
         ride = self._ride
-        self._set_status("matching", "Looking for a driver")
+        self._set_status(RideStatus.MATCHING, "Looking for a driver")
         deadline = workflow.now() + timedelta(seconds=ride.matching_deadline_s)
         while True:
             self._raise_if_cancelled()
@@ -269,10 +274,10 @@ class RideWorkflow:
                 assigned = DRIVER_ID.value_set(offer.driver_id)
                 on_the_way = f"Driver {offer.driver_id} on the way to pickup"
                 if self._local:  # one upsert for driver and status
-                    self._set_status("driver_assigned", on_the_way, assigned)
+                    self._set_status(RideStatus.DRIVER_ASSIGNED, on_the_way, assigned)
                 else:
                     workflow.upsert_search_attributes([assigned])
-                    self._set_status("driver_assigned", on_the_way)
+                    self._set_status(RideStatus.DRIVER_ASSIGNED, on_the_way)
                 return
             declined = answer is not None
             await self._step(
@@ -304,9 +309,9 @@ class RideWorkflow:
             return lambda e: e.type == kind and e.data.get("driver_id") == driver
 
         await self._wait_for(reported("ride.driver_arrived"), backout=True)
-        self._set_status("driver_arrived", f"Driver {driver} at pickup")
+        self._set_status(RideStatus.DRIVER_ARRIVED, f"Driver {driver} at pickup")
         await self._wait_for(reported("ride.trip_started"), backout=True)
-        self._set_status("in_progress", f"On the trip with driver {driver}")
+        self._set_status(RideStatus.IN_PROGRESS, f"On the trip with driver {driver}")
         ended = await self._wait_for(reported("ride.trip_ended"))
         assert ended is not None  # no timeout: only a cancellation ends the wait otherwise
         return _Trip(int(ended.data["distance_m"]), int(ended.data["duration_s"]))
@@ -332,9 +337,8 @@ class RideWorkflow:
             ),
             summary=f"record the cancellation by the {c.by_role}",
         )
-        self._set_status(
-            "cancelled", f"Cancelled by the {c.by_role}" + (f", fee {fee / 100:.2f}" if fee else "")
-        )
+        by = f"Cancelled by the {c.by_role}" + (f", fee {fee / 100:.2f}" if fee else "")
+        self._set_status(RideStatus.CANCELLED, by)
         return self._outcome(cancellation_fee_cents=fee)
 
     async def _end_failed(self, saga: Saga, reason: str, detail: str | None) -> RideOutcome:
@@ -356,7 +360,7 @@ class RideWorkflow:
             RideEnd(ride_id=self._ride.ride_id, reason=reason, detail=detail),
             summary=f"record the failure: {reason}",
         )
-        self._set_status("failed", f"Failed: {reason}")
+        self._set_status(RideStatus.FAILED, f"Failed: {reason}")
         return self._outcome(failure_reason=reason)
 
     # --- compensations ----------------------------------------------------------------
@@ -452,9 +456,11 @@ class RideWorkflow:
         if cancel is not None:
             raise _Cancelled(cancel)
 
-    def _set_status(self, status: str, details: str, *more: SearchAttributeUpdate[Any]) -> None:
+    def _set_status(
+        self, status: RideStatus, details: str, *more: SearchAttributeUpdate[Any]
+    ) -> None:
         self._status = status
-        workflow.upsert_search_attributes([RIDE_STATUS.value_set(status), *more])
+        workflow.upsert_search_attributes([RIDE_STATUS.value_set(status.value), *more])
         workflow.set_current_details(details)
 
     def _outcome(self, **kw: Any) -> RideOutcome:

@@ -9,6 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ridehail.domain.status import RideStatus
+
 
 class Point(BaseModel):
     """A point on the map as it crosses the Temporal boundary.
@@ -47,7 +49,7 @@ class RideSignal(BaseModel):
 
 class RideOutcome(BaseModel):
     ride_id: str
-    status: str
+    status: RideStatus
     failure_reason: str | None = None
     driver_id: str | None = None
     final_fare_cents: int | None = None

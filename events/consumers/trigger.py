@@ -27,6 +27,7 @@ from events.catalog import RIDE_COMMANDS, RideRequested
 from events.consumer import ConsumerSpec
 from events.envelope import CloudEvent
 from ridehail.config import Settings
+from ridehail.domain.status import RideStatus
 from workflows.contract import (
     RIDE_EVENT_SIGNAL,
     RIDE_STATUS,
@@ -85,7 +86,7 @@ class WorkflowTrigger:
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 search_attributes=TypedSearchAttributes([
-                    SearchAttributePair(RIDE_STATUS, "requested"),
+                    SearchAttributePair(RIDE_STATUS, RideStatus.REQUESTED),
                     SearchAttributePair(RIDER_ID, ride.rider_id),
                 ]),
                 static_summary=(

@@ -20,9 +20,6 @@ from ridehail.load.city import coords
 if TYPE_CHECKING:
     import httpx
 
-FINAL = ("completed", "cancelled", "failed")
-RIDE_STATUSES = ("requested", "matching", "driver_assigned", "driver_arrived", "in_progress",
-                 *FINAL)
 TERMINAL_EVENTS = frozenset({"ride.completed", "ride.cancelled", "ride.failed"})
 
 

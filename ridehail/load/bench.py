@@ -43,6 +43,7 @@ from rich.progress import (
 )
 
 from ridehail.config import Settings
+from ridehail.domain.status import RideStatus
 from ridehail.load.apiclient import TERMINAL_EVENTS, Api, ApiError, jwt_secret
 from ridehail.load.benchfigures import (
     BenchReport,
@@ -231,12 +232,12 @@ class Phase:
 
     async def block(self, size: int, concurrency: int, progress: Progress,
                     task: TaskID) -> None:
-        completed = sum(r.status == "completed" for r in self.results)
+        completed = sum(r.status == RideStatus.COMPLETED for r in self.results)
         started = time.perf_counter() - self.elapsed_s
 
         def done(r: RideResult) -> None:
             nonlocal completed
-            completed += r.status == "completed"
+            completed += r.status == RideStatus.COMPLETED
             rate = completed / (time.perf_counter() - started)
             progress.update(task, advance=1, rate=f"{rate:5.1f} rides/s")
 

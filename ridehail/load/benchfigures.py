@@ -10,6 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from ridehail.domain.status import FINAL, RideStatus
 from ridehail.load.procwatch import ProcessUsage
 
 
@@ -23,7 +24,7 @@ class RideResult:
 
     @property
     def ended(self) -> bool:
-        return self.status in ("completed", "cancelled", "failed")
+        return self.status in FINAL
 
 
 def percentiles(values: list[float]) -> dict[str, float | None]:
@@ -66,7 +67,7 @@ class RunFigures:
 
 def figures(name: str, results: list[RideResult], concurrency: int, elapsed: float
             ) -> RunFigures:
-    completed = [r for r in results if r.status == "completed"]
+    completed = [r for r in results if r.status == RideStatus.COMPLETED]
     statuses: dict[str, int] = {}
     for r in results:
         statuses[r.status] = statuses.get(r.status, 0) + 1

@@ -18,9 +18,8 @@ from typing import Any
 
 import httpx
 
+from ridehail.domain.status import RideStatus
 from ridehail.tokens import issue_token
-
-FINAL = ("completed", "cancelled", "failed")
 
 
 class ScenarioError(RuntimeError):
@@ -118,15 +117,15 @@ class City:
     async def accept(self, driver: str, ride_id: str) -> None:
         await self.offered(driver, ride_id)
         await self.act(driver, ride_id, "accept")
-        await self.status(ride_id, "driver_assigned")
+        await self.status(ride_id, RideStatus.DRIVER_ASSIGNED)
 
     async def trip(self, driver: str, ride_id: str) -> None:
         await self.act(driver, ride_id, "arrive")
-        await self.status(ride_id, "driver_arrived")
+        await self.status(ride_id, RideStatus.DRIVER_ARRIVED)
         await self.act(driver, ride_id, "start")
-        await self.status(ride_id, "in_progress")
+        await self.status(ride_id, RideStatus.IN_PROGRESS)
         await self.act(driver, ride_id, "complete", distance_m=2600, duration_s=480)
-        await self.status(ride_id, "completed")
+        await self.status(ride_id, RideStatus.COMPLETED)
 
     async def cancel(self, ride_id: str, role: str = "rider", who: str | None = None) -> None:
         await self.call("POST", f"/v1/rides/{ride_id}/cancel", role, who or self.rider, 202,
@@ -147,7 +146,7 @@ async def happy_path(city: City) -> str:
 async def payment_declined(city: City) -> str:
     await city.driver(1)
     ride = await city.request(payment_method="card_declined")
-    await city.status(ride, "failed")
+    await city.status(ride, RideStatus.FAILED)
     return ride
 
 
@@ -161,7 +160,7 @@ async def transient_payment_failure(city: City) -> str:
 
 async def no_driver(city: City) -> str:
     ride = await city.request()
-    await city.status(ride, "failed", limit=city.timeouts.matching_deadline_s + 30)
+    await city.status(ride, RideStatus.FAILED, limit=city.timeouts.matching_deadline_s + 30)
     return ride
 
 
@@ -189,7 +188,7 @@ async def rider_cancels_before_assignment(city: City) -> str:
     ride = await city.request()
     await city.offered(driver, ride)
     await city.cancel(ride)
-    await city.status(ride, "cancelled")
+    await city.status(ride, RideStatus.CANCELLED)
     return ride
 
 
@@ -198,7 +197,7 @@ async def rider_cancels_within_free_window(city: City) -> str:
     ride = await city.request()
     await city.accept(driver, ride)
     await city.cancel(ride)
-    await city.status(ride, "cancelled")
+    await city.status(ride, RideStatus.CANCELLED)
     return ride
 
 
@@ -208,7 +207,7 @@ async def rider_cancels_after_free_window(city: City) -> str:
     await city.accept(driver, ride)
     await asyncio.sleep(city.timeouts.free_cancel_s + 1)
     await city.cancel(ride)
-    await city.status(ride, "cancelled")
+    await city.status(ride, RideStatus.CANCELLED)
     return ride
 
 

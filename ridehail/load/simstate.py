@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ridehail.domain.geo import Point
-from ridehail.load.apiclient import FINAL, RIDE_STATUSES
+from ridehail.domain.status import FINAL, RideStatus
 from ridehail.load.city import City
 
 DRIVER_STATUSES = ("available", "reserved", "on_trip", "offline")
@@ -55,7 +55,7 @@ class SimRide:
     rider_id: str
     zone: str
     requested_at: float
-    status: str = "requested"
+    status: str = RideStatus.REQUESTED
     surge: float | None = None
     assigned_at: float | None = None
     ended_at: float | None = None
@@ -114,7 +114,7 @@ def render(cfg: SimConfig, state: SimState) -> Group:
     rides.add_column("status")
     rides.add_column("", justify="right")
     by_status = state.rides_by_status()
-    for status in RIDE_STATUSES:
+    for status in RideStatus:
         rides.add_row(status, str(by_status.get(status, 0)))
     rides.add_row("[bold]total[/]", f"[bold]{len(state.rides)}[/]")
 
@@ -178,7 +178,7 @@ def print_summary(summary: Summary, console: Console) -> None:
     row("ran for", f"{summary.duration_s:.0f} s")
     row("drivers", summary.drivers)
     row("rides requested", summary.requested)
-    for status in RIDE_STATUSES:
+    for status in RideStatus:
         if summary.statuses.get(status):
             row(f"  {status}", summary.statuses[status])
     row("  of them cancelled at the stop", summary.cancelled_at_stop)

@@ -29,7 +29,8 @@ from rich.live import Live
 
 from ridehail.config import Settings
 from ridehail.domain.geo import Point, haversine_m, zone_cell
-from ridehail.load.apiclient import FINAL, Api, ApiError, jwt_secret
+from ridehail.domain.status import FINAL, RideStatus
+from ridehail.load.apiclient import Api, ApiError, jwt_secret
 from ridehail.load.city import City, coords, towards
 from ridehail.load.simstate import (
     SimConfig,
@@ -326,7 +327,7 @@ class Simulation:
                                                "rider", r.rider_id, {"reason": "simulation over"})
                     if resp.status_code == 202:
                         self.cancelled_at_stop += 1
-                        r.status = "cancelled"  # what the saga now does
+                        r.status = RideStatus.CANCELLED  # what the saga now does
 
         async def offline(d: SimDriver) -> None:
             deadline = time.monotonic() + timeout_s

@@ -22,11 +22,11 @@ from sqlmodel import Session, col, select
 from temporalio.client import Client
 
 from events.envelope import InvalidEvent, parse_event
+from ridehail.domain.status import FINAL
 from ridehail.store.db import Database
 from ridehail.store.tables import LedgerEntry, OutboxEvent, Ride, utcnow
 from workflows.contract import WORKFLOW_TYPE
 
-FINAL = ("completed", "cancelled", "failed")
 OUTBOX_GRACE = timedelta(minutes=1)
 MAX_LISTED = 20  # violations listed per check; the count is always complete
 

@@ -18,9 +18,8 @@ from ridehail.domain.pricing import (
     fare_cents,
     surge_multiplier,
 )
+from ridehail.domain.status import OPEN
 from ridehail.store.tables import Driver, Quote, Ride, utcnow
-
-OPEN_STATUSES = ("requested", "matching")
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,7 @@ def zone_surge(session: Session, pickup: Point, exclude_ride: str | None = None)
     open_rides = (
         select(func.count())
         .select_from(Ride)
-        .where(col(Ride.status).in_(OPEN_STATUSES))
+        .where(col(Ride.status).in_(OPEN))
         .where(col(Ride.pickup_zone).in_(zones))
     )
     if exclude_ride is not None:

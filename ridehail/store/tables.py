@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from sqlalchemy import Column, DateTime, Index, Text, TypeDecorator, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from ridehail.domain.status import RideStatus
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -46,7 +48,7 @@ class Ride(SQLModel, table=True):
     ride_id: str = Field(primary_key=True, max_length=64)
     rider_id: str = Field(index=True, max_length=128)
     driver_id: str | None = Field(default=None, index=True, max_length=128)
-    status: str = Field(default="requested", index=True, max_length=32)
+    status: str = Field(default=RideStatus.REQUESTED, index=True, max_length=32)
     failure_reason: str | None = Field(default=None, max_length=64)
     pickup_lat: float
     pickup_lng: float
