@@ -78,7 +78,7 @@ class Api:
                  timeout_s: float = 30.0) -> None:
         import httpx
 
-        from api.auth import issue_token
+        from ridehail.tokens import issue_token
 
         self._issue = issue_token
         self._secret = secret
