@@ -5,15 +5,11 @@ are made, and nothing left behind on NATS by clients that go away."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from ridehail.config import Settings
+from ridehail.load.apiclient import SseEvent, sse_events
 from tests.support.stack import Stack, eventually, running_stack
 
 PICKUP = {"lat": 40.75, "lng": -73.99}
@@ -21,41 +17,14 @@ DROPOFF = {"lat": 40.76, "lng": -73.97}
 TERMINAL = {"ride.completed", "ride.cancelled", "ride.failed"}
 
 
-@dataclass
-class Event:
-    id: str | None
-    event: str | None
-    data: str
-
-    def json(self) -> Any:
-        return json.loads(self.data)
-
-
-async def sse_events(response: httpx.Response) -> AsyncIterator[Event]:
-    """Parse a text/event-stream body (WHATWG rules for what we send: comments, id,
-    event, data; an event ends at a blank line)."""
-    fields: dict[str, list[str]] = {}
-    async for line in response.aiter_lines():
-        if line == "":
-            if "data" in fields:
-                yield Event(fields.get("id", [None])[-1], fields.get("event", [None])[-1],
-                            "\n".join(fields["data"]))
-            fields = {}
-            continue
-        if line.startswith(":"):
-            continue  # a comment: the keep-alive ping
-        name, _, value = line.partition(":")
-        fields.setdefault(name, []).append(value.removeprefix(" "))
-
-
 def sse_headers(stack: Stack, role: str, sub: str, **extra: str) -> dict[str, str]:
     return {**stack.auth(role, sub), "Accept": "text/event-stream", **extra}
 
 
 async def read_until_end(stack: Stack, path: str, role: str, sub: str, *,
-                         timeout: float = 30, **headers: str) -> list[Event]:
+                         timeout: float = 30, **headers: str) -> list[SseEvent]:
     """Every event of a stream that must end by itself within ``timeout``."""
-    events: list[Event] = []
+    events: list[SseEvent] = []
     async with asyncio.timeout(timeout):
         async with stack.http.stream("GET", path, headers=sse_headers(stack, role, sub,
                                                                        **headers)) as r:
@@ -86,7 +55,7 @@ async def driver_online(stack: Stack, driver: str, at: dict[str, float]) -> None
 
 async def test_ride_stream_is_history_then_live_until_the_end(stack: Stack) -> None:
     ride_id = await request_ride(stack, "ann")
-    received: list[Event] = []
+    received: list[SseEvent] = []
     async with asyncio.timeout(60):
         async with stack.http.stream("GET", f"/v1/rides/{ride_id}/events",
                                      headers=sse_headers(stack, "rider", "ann")) as r:

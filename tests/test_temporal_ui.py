@@ -7,7 +7,8 @@ import shutil
 
 import pytest
 
-from ridehail.load.scenarios import City, Timeouts, happy_path
+from ridehail.load.apiclient import Api
+from ridehail.load.scenarios import Scene, Timeouts, happy_path
 from tests.support.stack import Stack
 
 CHROMIUM = os.environ.get("RIDEHAIL_TEST_CHROMIUM") or shutil.which("chromium")
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.skipif(
 
 async def test_a_completed_ride_reads_well_in_the_temporal_ui(stack: Stack) -> None:
     settings = stack.settings
-    city = City(stack.http, settings.require_jwt_secret(), 0,
+    city = Scene(Api("", settings.require_jwt_secret(), http=stack.http), 0,
                 Timeouts(settings.offer_timeout_s, settings.matching_deadline_s,
                          settings.free_cancel_s))
     ride_id = await happy_path(city)

@@ -16,8 +16,9 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.converter import decode_typed_search_attributes
 
 from events.history import ride_history
+from ridehail.load.apiclient import Api
 from ridehail.load.scenarios import (
-    City,
+    Scene,
     Timeouts,
     happy_path,
     payment_declined,
@@ -96,7 +97,7 @@ async def test_without_the_guard_the_old_history_would_break(
 
 async def test_a_new_ride_completes_with_the_driver_released_first(stack: Stack) -> None:
     settings = stack.settings
-    city = City(stack.http, settings.require_jwt_secret(), 0,
+    city = Scene(Api("", settings.require_jwt_secret(), http=stack.http), 0,
                 Timeouts(settings.offer_timeout_s, settings.matching_deadline_s,
                          settings.free_cancel_s))
     ride_id = await happy_path(city)
@@ -134,7 +135,7 @@ async def test_without_the_local_bookkeeping_guard_histories_break(
     assert await fails_replay(path)
 
 
-NEW_RIDES: dict[Callable[[City], Awaitable[str]], list[str]] = {
+NEW_RIDES: dict[Callable[[Scene], Awaitable[str]], list[str]] = {
     happy_path: ["quote_fare", "authorize_payment", "reserve_driver", "assign_driver",
                  "release_driver", "capture_payment", "complete_ride"],
     payment_declined: ["quote_fare", "authorize_payment", "void_payment", "fail_ride"],
@@ -145,10 +146,10 @@ NEW_RIDES: dict[Callable[[City], Awaitable[str]], list[str]] = {
 
 @pytest.mark.parametrize("scenario", list(NEW_RIDES), ids=lambda f: f.__name__)
 async def test_a_new_ride_runs_its_bookkeeping_steps_as_local_activities(
-    stack: Stack, scenario: Callable[[City], Awaitable[str]],
+    stack: Stack, scenario: Callable[[Scene], Awaitable[str]],
 ) -> None:
     settings = stack.settings
-    city = City(stack.http, settings.require_jwt_secret(), 0,
+    city = Scene(Api("", settings.require_jwt_secret(), http=stack.http), 0,
                 Timeouts(settings.offer_timeout_s, settings.matching_deadline_s,
                          settings.free_cancel_s))
     ride_id = await scenario(city)

@@ -1,7 +1,8 @@
-"""The HTTP API as the simulated riders and drivers use it (``ridehail simulate`` and
-``ridehail bench``): one connection pool, a bearer token per person signed with the stack's
-secret, live event streams read as Server-Sent Events, and the driver's reports retried
-while the read model catches up."""
+"""The HTTP API as the load tools' riders and drivers use it — ``ridehail bench``,
+``ridehail simulate``, the scripted scenarios and deploy/sizing/ride_load.py: one
+connection pool, a bearer token per person signed with the stack's secret, live event
+streams read as Server-Sent Events (the one SSE parser), the driver's reports retried
+while the read model catches up, and ``poll_until`` (the one poll helper)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ridehail.config import JWT_SECRET_FILE, Settings, SettingsError
 from ridehail.domain.geo import Point
@@ -21,6 +22,21 @@ if TYPE_CHECKING:
     import httpx
 
 TERMINAL_EVENTS = frozenset({"ride.completed", "ride.cancelled", "ride.failed"})
+
+T = TypeVar("T")
+
+
+async def poll_until(check: Callable[[], Awaitable[T]], what: str, deadline: float,
+                     interval_s: float = 0.1) -> T:
+    """Call ``check`` every ``interval_s`` until it returns something truthy, and return
+    that; ``deadline`` is a ``time.monotonic()`` instant. Raises TimeoutError naming
+    ``what`` when the deadline passes first."""
+    while time.monotonic() < deadline:
+        value = await check()
+        if value:
+            return value
+        await asyncio.sleep(interval_s)
+    raise TimeoutError(f"timed out waiting for {what}")
 
 
 def jwt_secret(settings: Settings) -> str:
@@ -75,7 +91,9 @@ class Api:
     person (signed here with the stack's secret, as ``ridehail token`` does)."""
 
     def __init__(self, base_url: str, secret: str, max_connections: int = 100,
-                 timeout_s: float = 30.0) -> None:
+                 timeout_s: float = 30.0, http: httpx.AsyncClient | None = None) -> None:
+        """``http``: a client of the caller's to use (tests pass theirs) instead of a
+        new pool for ``base_url``."""
         import httpx
 
         from ridehail.tokens import issue_token
@@ -84,7 +102,7 @@ class Api:
         self._secret = secret
         self._tokens: dict[tuple[str, str], str] = {}
         self.calls = 0
-        self.http = httpx.AsyncClient(
+        self.http = http or httpx.AsyncClient(
             base_url=base_url, timeout=timeout_s,
             limits=httpx.Limits(max_connections=max_connections,
                                 max_keepalive_connections=max_connections))

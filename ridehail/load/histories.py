@@ -9,6 +9,7 @@ files are never edited by hand: record them again instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,7 +19,8 @@ import httpx
 from ridehail.config import Settings
 from ridehail.connections import connect_temporal
 from ridehail.devstack import binary
-from ridehail.load.scenarios import SCENARIOS, City, Timeouts
+from ridehail.load.apiclient import Api
+from ridehail.load.scenarios import SCENARIOS, Scene, Timeouts
 from workflows.contract import workflow_id
 
 
@@ -51,15 +53,16 @@ async def record(
     await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
     secret = settings.require_jwt_secret()
 
-    async with httpx.AsyncClient(base_url=settings.api_url, timeout=30) as http:
+    api = Api(settings.api_url, secret)
+    async with contextlib.aclosing(api):
         try:
-            (await http.get("/readyz")).raise_for_status()
+            (await api.http.get("/readyz")).raise_for_status()
         except httpx.HTTPError as e:
             raise RuntimeError(f"no ready ridehail API at {settings.api_url} ({e}); start "
                                "`ridehail dev` with the same RIDEHAIL_* settings") from None
         async def one(index: int, name: str) -> tuple[str, Path]:
-            city = City(http, secret, index, timeouts)
-            ride_id = await SCENARIOS[name](city)
+            scene = Scene(api, index, timeouts)
+            ride_id = await SCENARIOS[name](scene)
             handle = client.get_workflow_handle(workflow_id(ride_id))
             await handle.result()  # closed: the history is complete
             path = out_dir / f"{name}.json"

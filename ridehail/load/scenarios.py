@@ -16,10 +16,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from ridehail.domain.status import RideStatus
-from ridehail.tokens import issue_token
+from ridehail.load.apiclient import Api, poll_until
 
 
 class ScenarioError(RuntimeError):
@@ -35,13 +33,11 @@ class Timeouts:
     free_cancel_s: float
 
 
-class City:
-    """One scenario's patch of the map, its people and the API they use."""
+class Scene:
+    """One scenario's scene: its patch of the map, its people and the API they use."""
 
-    def __init__(self, http: httpx.AsyncClient, secret: str, index: int, timeouts: Timeouts,
-                 wait_s: float = 60.0) -> None:
-        self.http = http
-        self.secret = secret
+    def __init__(self, api: Api, index: int, timeouts: Timeouts, wait_s: float = 60.0) -> None:
+        self.api = api
         self.timeouts = timeouts
         self.wait_s = wait_s
         self.tag = uuid.uuid4().hex[:6]
@@ -55,9 +51,7 @@ class City:
 
     async def call(self, method: str, path: str, role: str, sub: str, want: int,
                    **kw: Any) -> Any:
-        token = issue_token(self.secret, role, sub)  # type: ignore[arg-type]
-        r = await self.http.request(method, path, headers={"Authorization": f"Bearer {token}"},
-                                    **kw)
+        r = await self.api.call(method, path, role, sub, kw.get("json"))
         if r.status_code != want:
             raise ScenarioError(f"{method} {path} as {role} {sub}: {r.status_code} (want "
                                 f"{want}): {r.text[:300]}")
@@ -65,13 +59,10 @@ class City:
 
     async def until(self, check: Callable[[], Awaitable[Any]], what: str,
                     limit: float | None = None) -> Any:
-        deadline = time.monotonic() + (limit or self.wait_s)
-        while time.monotonic() < deadline:
-            value = await check()
-            if value:
-                return value
-            await asyncio.sleep(0.1)
-        raise ScenarioError(f"timed out waiting for {what}")
+        try:
+            return await poll_until(check, what, time.monotonic() + (limit or self.wait_s))
+        except TimeoutError as e:
+            raise ScenarioError(str(e)) from None
 
     async def driver(self, n: int, dlat: float = 0.0005) -> str:
         """A driver online a few dozen metres from the pickup (nearer for smaller n)."""
@@ -135,93 +126,93 @@ class City:
 # --- the saga's paths ----------------------------------------------------------------------
 
 
-async def happy_path(city: City) -> str:
-    driver = await city.driver(1)
-    ride = await city.request()
-    await city.accept(driver, ride)
-    await city.trip(driver, ride)
+async def happy_path(scene: Scene) -> str:
+    driver = await scene.driver(1)
+    ride = await scene.request()
+    await scene.accept(driver, ride)
+    await scene.trip(driver, ride)
     return ride
 
 
-async def payment_declined(city: City) -> str:
-    await city.driver(1)
-    ride = await city.request(payment_method="card_declined")
-    await city.status(ride, RideStatus.FAILED)
+async def payment_declined(scene: Scene) -> str:
+    await scene.driver(1)
+    ride = await scene.request(payment_method="card_declined")
+    await scene.status(ride, RideStatus.FAILED)
     return ride
 
 
-async def transient_payment_failure(city: City) -> str:
-    driver = await city.driver(1)
-    ride = await city.request(payment_method="card_flaky")
-    await city.accept(driver, ride)
-    await city.trip(driver, ride)
+async def transient_payment_failure(scene: Scene) -> str:
+    driver = await scene.driver(1)
+    ride = await scene.request(payment_method="card_flaky")
+    await scene.accept(driver, ride)
+    await scene.trip(driver, ride)
     return ride
 
 
-async def no_driver(city: City) -> str:
-    ride = await city.request()
-    await city.status(ride, RideStatus.FAILED, limit=city.timeouts.matching_deadline_s + 30)
+async def no_driver(scene: Scene) -> str:
+    ride = await scene.request()
+    await scene.status(ride, RideStatus.FAILED, limit=scene.timeouts.matching_deadline_s + 30)
     return ride
 
 
-async def decline_then_accept(city: City) -> str:
-    first, second = await city.driver(1), await city.driver(2)
-    ride = await city.request()
-    await city.offered(first, ride)
-    await city.act(first, ride, "decline")
-    await city.accept(second, ride)
-    await city.trip(second, ride)
+async def decline_then_accept(scene: Scene) -> str:
+    first, second = await scene.driver(1), await scene.driver(2)
+    ride = await scene.request()
+    await scene.offered(first, ride)
+    await scene.act(first, ride, "decline")
+    await scene.accept(second, ride)
+    await scene.trip(second, ride)
     return ride
 
 
-async def offer_timeout_then_accept(city: City) -> str:
-    first, second = await city.driver(1), await city.driver(2)
-    ride = await city.request()
-    await city.offered(first, ride)  # ...and let it expire
-    await city.accept(second, ride)
-    await city.trip(second, ride)
+async def offer_timeout_then_accept(scene: Scene) -> str:
+    first, second = await scene.driver(1), await scene.driver(2)
+    ride = await scene.request()
+    await scene.offered(first, ride)  # ...and let it expire
+    await scene.accept(second, ride)
+    await scene.trip(second, ride)
     return ride
 
 
-async def rider_cancels_before_assignment(city: City) -> str:
-    driver = await city.driver(1)
-    ride = await city.request()
-    await city.offered(driver, ride)
-    await city.cancel(ride)
-    await city.status(ride, RideStatus.CANCELLED)
+async def rider_cancels_before_assignment(scene: Scene) -> str:
+    driver = await scene.driver(1)
+    ride = await scene.request()
+    await scene.offered(driver, ride)
+    await scene.cancel(ride)
+    await scene.status(ride, RideStatus.CANCELLED)
     return ride
 
 
-async def rider_cancels_within_free_window(city: City) -> str:
-    driver = await city.driver(1)
-    ride = await city.request()
-    await city.accept(driver, ride)
-    await city.cancel(ride)
-    await city.status(ride, RideStatus.CANCELLED)
+async def rider_cancels_within_free_window(scene: Scene) -> str:
+    driver = await scene.driver(1)
+    ride = await scene.request()
+    await scene.accept(driver, ride)
+    await scene.cancel(ride)
+    await scene.status(ride, RideStatus.CANCELLED)
     return ride
 
 
-async def rider_cancels_after_free_window(city: City) -> str:
-    driver = await city.driver(1)
-    ride = await city.request()
-    await city.accept(driver, ride)
-    await asyncio.sleep(city.timeouts.free_cancel_s + 1)
-    await city.cancel(ride)
-    await city.status(ride, RideStatus.CANCELLED)
+async def rider_cancels_after_free_window(scene: Scene) -> str:
+    driver = await scene.driver(1)
+    ride = await scene.request()
+    await scene.accept(driver, ride)
+    await asyncio.sleep(scene.timeouts.free_cancel_s + 1)
+    await scene.cancel(ride)
+    await scene.status(ride, RideStatus.CANCELLED)
     return ride
 
 
-async def driver_cancels_after_accepting(city: City) -> str:
-    first, second = await city.driver(1), await city.driver(2)
-    ride = await city.request()
-    await city.accept(first, ride)
-    await city.cancel(ride, role="driver", who=first)
-    await city.accept(second, ride)
-    await city.trip(second, ride)
+async def driver_cancels_after_accepting(scene: Scene) -> str:
+    first, second = await scene.driver(1), await scene.driver(2)
+    ride = await scene.request()
+    await scene.accept(first, ride)
+    await scene.cancel(ride, role="driver", who=first)
+    await scene.accept(second, ride)
+    await scene.trip(second, ride)
     return ride
 
 
-SCENARIOS: dict[str, Callable[[City], Awaitable[str]]] = {
+SCENARIOS: dict[str, Callable[[Scene], Awaitable[str]]] = {
     f.__name__: f
     for f in (
         happy_path,
