@@ -20,7 +20,8 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from ridehail.ops.replay import history_files, load_history, replay_files
-from workflows.ride import LOCAL_BOOKKEEPING, RideWorkflow
+from workflows.patches import LOCAL_BOOKKEEPING
+from workflows.ride import RideWorkflow
 from workflows.types import RideInput, RideOutcome
 
 HISTORIES = Path(__file__).parent / "histories"

@@ -28,7 +28,7 @@ from ridehail.ops.replay import load_history, replay_files
 from tests.support.stack import Stack
 from tests.test_replay import patches, recorded
 from tests.test_saga_paths import activity_runs, step_runs
-from workflows.ride import LOCAL_BOOKKEEPING, RELEASE_BEFORE_CAPTURE
+from workflows.patches import LOCAL_BOOKKEEPING, RELEASE_BEFORE_CAPTURE
 
 HISTORIES = Path(__file__).parent / "histories"
 BEFORE = HISTORIES / "happy_path.json"  # recorded before the driver was released first
