@@ -10,22 +10,19 @@ as it is now (409).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import re
 import uuid
 from collections.abc import Callable
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
-from sqlalchemy import exists, or_
+from sqlalchemy import or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from api.auth import Caller, Principal, Rider
 from api.problems import Problem, error_responses, invalid
+from api.ride_access import decode_cursor, encode_cursor, get_visible, visible
 from api.schemas import (
     ID_PATTERN,
     Accepted,
@@ -50,36 +47,12 @@ from ridehail.store.tables import IdempotencyKey, Offer, Ride, utcnow
 
 router = APIRouter(prefix="/v1/rides", tags=["rides"])
 SOURCE = "ridehail/api"
-NOT_FOUND = "No such ride"
 
 RideId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN,
                              description="The ride's id",
                              examples=["9b1deb4d3b7d4bad9bdd2b0d7b3dcb6d"])]
 # Printable ASCII: the key is stored and compared byte for byte.
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
-
-
-# --- visibility -----------------------------------------------------------------------
-
-
-def _offered_to(driver_id: str):  # type: ignore[no-untyped-def]
-    return exists().where(col(Offer.ride_id) == Ride.ride_id, col(Offer.driver_id) == driver_id)
-
-
-def visible(who: Principal):  # type: ignore[no-untyped-def]
-    """The SQL condition for the rides ``who`` may see."""
-    if who.role == "admin":
-        return True
-    if who.role == "rider":
-        return col(Ride.rider_id) == who.sub
-    return or_(col(Ride.driver_id) == who.sub, _offered_to(who.sub))
-
-
-def get_visible(session: Session, ride_id: str, who: Principal) -> Ride:
-    ride = session.exec(select(Ride).where(Ride.ride_id == ride_id).where(visible(who))).first()
-    if ride is None:
-        raise Problem(404, NOT_FOUND)
-    return ride
 
 
 # --- request and read -------------------------------------------------------------------
@@ -185,24 +158,6 @@ async def request_ride(
     return RideOut.of(ride)
 
 
-def _encode_cursor(ride: Ride) -> str:
-    raw = f"{ride.created_at.isoformat()}|{ride.ride_id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created_text, ride_id = raw.split("|", 1)
-        created = datetime.fromisoformat(created_text)
-        if created.tzinfo is None or not re.fullmatch(ID_PATTERN, ride_id):
-            raise ValueError("not a cursor of ours")
-        return created, ride_id
-    except (ValueError, UnicodeDecodeError, binascii.Error):
-        raise invalid("query.cursor", "invalid cursor",
-                      "Invalid cursor; pass back the next_cursor of a previous page") from None
-
-
 @router.get("", response_model=RidePage, responses=error_responses(401, 422))
 async def list_rides(
     who: Caller,
@@ -217,7 +172,7 @@ async def list_rides(
     newest first, a page at a time. The cursor is a position (creation time, then id),
     so rides requested while you page appear on no later page and none is skipped or
     repeated."""
-    after = _decode_cursor(cursor) if cursor else None
+    after = decode_cursor(cursor) if cursor else None
 
     def run(session: Session) -> list[Ride]:
         q = select(Ride).where(visible(who))
@@ -234,7 +189,7 @@ async def list_rides(
     more = len(rides) > limit
     rides = rides[:limit]
     return RidePage(rides=[RideOut.of(r) for r in rides],
-                    next_cursor=_encode_cursor(rides[-1]) if more else None)
+                    next_cursor=encode_cursor(rides[-1]) if more else None)
 
 
 @router.get("/{ride_id}", response_model=RideOut, responses=error_responses(401, 404, 422))

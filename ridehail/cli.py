@@ -13,8 +13,7 @@ import typer
 from rich.console import Console
 
 from ridehail.config import Settings, SettingsError
-from ridehail.load.bench import register as register_bench
-from ridehail.load.simulate import register as register_simulate
+from ridehail.load.commands import register_bench, register_simulate
 from ridehail.terminal import console
 from ridehail.terminal import settings_or_exit as _settings
 

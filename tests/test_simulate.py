@@ -12,7 +12,8 @@ from sqlmodel import select
 
 from ridehail.domain.geo import haversine_m
 from ridehail.load.city import City, towards
-from ridehail.load.simulate import SimConfig, SimState, print_summary, run_simulation
+from ridehail.load.simstate import SimConfig, SimState, print_summary
+from ridehail.load.simulate import run_simulation
 from ridehail.store.tables import Driver
 from tests.support.stack import Stack, eventually
 

@@ -22,16 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
-import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -45,6 +42,7 @@ from rich.progress import (
 from ridehail.config import Settings
 from ridehail.domain.status import RideStatus
 from ridehail.load.apiclient import TERMINAL_EVENTS, Api, ApiError, jwt_secret
+from ridehail.load.benchchecks import caught_up, check_ridehail, unreachable
 from ridehail.load.benchfigures import (
     BenchReport,
     RideResult,
@@ -61,15 +59,13 @@ from ridehail.load.procwatch import (
     machine_info,
     stack_processes,
 )
-from ridehail.terminal import console, settings_or_exit
 
 __all__ = ["BenchReport", "RideResult", "RunFigures", "percentiles", "print_report",
-           "register", "run_bench"]
+           "run_bench", "unreachable"]
 
 if TYPE_CHECKING:
-    from nats.js import JetStreamContext
 
-    from ridehail.components import Runtime
+    pass
 
 RIDER_PREFIX = "bench-r"
 DRIVER_PREFIX = "bench-d"
@@ -282,39 +278,6 @@ def blocks_of(rides: int, rounds: int) -> list[int]:
     return [rides // rounds + (i < rides % rounds) for i in range(rounds)]
 
 
-def unreachable(settings: Settings, api: bool = True) -> list[str]:
-    """The stack's services that do not answer (``name host:port``)."""
-    from ridehail.devstack import answering
-
-    wanted = {"NATS": settings.nats_host_port, "Temporal": settings.temporal_host_port}
-    if api:
-        wanted["the API"] = (settings.api_host, settings.api_port)
-    return [f"{name} {host}:{port}" for name, (host, port) in wanted.items()
-            if not answering(host, port)]
-
-
-def missing_database(settings: Settings) -> str | None:
-    """Why the bench cannot see the stack's database, if it cannot (a SQLite file that is
-    not there: the bench was given another data dir than the stack's)."""
-    url = settings.db_url
-    if url.startswith("sqlite") and not Path(url.split("///", 1)[-1]).exists():
-        return (f"no database at {url}: set RIDEHAIL_DATA_DIR (or RIDEHAIL_DATABASE_URL) to "
-                "the running stack's")
-    return None
-
-
-async def caught_up(js: JetStreamContext, timeout_s: float = 120.0) -> bool:
-    """Wait until every consumer group has nothing pending; False at the timeout."""
-    from events.lag import all_caught_up
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if await all_caught_up(js):
-            return True
-        await asyncio.sleep(0.1)
-    return False
-
-
 async def run_bench(settings: Settings, *, rides: int, drivers: int, concurrency: int,
                     baseline: bool, ridehail: bool = True, rounds: int = 3,
                     city: City | None = None, seed: int = 7, ride_timeout_s: float = 120.0,
@@ -390,7 +353,7 @@ async def run_bench(settings: Settings, *, rides: int, drivers: int, concurrency
             await work.drivers_offline()
             events = (await rt.js.stream_info("RIDES")).state.last_seq - seq_before
             report.ridehail.events_per_s = events / report.ridehail.elapsed_s
-            await _check_ridehail(settings, report, report.ridehail, phases[0].drained, rt,
+            await check_ridehail(settings, report, report.ridehail, phases[0].drained, rt,
                                   dlq_before)
         if report.baseline is not None:
             base = report.baseline
@@ -399,91 +362,3 @@ async def run_bench(settings: Settings, *, rides: int, drivers: int, concurrency
     return report
 
 
-async def _check_ridehail(settings: Settings, report: BenchReport, figures_: RunFigures,
-                          drained: bool, rt: Runtime, dlq_before: int) -> None:
-    """Every ride ended, the consumers caught up, ``ridehail audit`` passes, nothing new
-    in the DLQ."""
-    from events.dlq import dlq_depth
-    from ridehail.ops.audit import run_audit
-
-    report.checks["every ride ended"] = {
-        "ok": figures_.ended == figures_.rides, "ended": figures_.ended,
-        "rides": figures_.rides, "statuses": figures_.statuses}
-    report.checks["consumers caught up"] = {"ok": drained and await caught_up(rt.js)}
-    missing = missing_database(settings)
-    if missing is None:
-        assert rt.temporal is not None
-        audit = await run_audit(rt.db, rt.js, rt.temporal)
-        report.checks["ridehail audit"] = {
-            "ok": audit.ok,
-            "failed": [f"{c.number}. {c.name}: {c.count} violations, e.g. {c.violations[:3]}"
-                       for c in audit.checks if not c.ok],
-            "checks": {str(c.number): c.ok for c in audit.checks}}
-    else:
-        report.checks["ridehail audit"] = {"ok": False, "failed": [missing]}
-    dlq_after = await dlq_depth(rt.js)
-    report.checks["nothing new in the DLQ"] = {
-        "ok": dlq_after == dlq_before, "before": dlq_before, "after": dlq_after}
-
-
-# --- the command -------------------------------------------------------------------------------
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``ridehail bench`` to the CLI."""
-
-    @app.command()
-    def bench(
-        rides: Annotated[int, typer.Option(min=1, help="rides to run")] = 300,
-        drivers: Annotated[int, typer.Option(min=1, help="drivers online")] = 100,
-        concurrency: Annotated[int, typer.Option(min=1, help="rides in flight at once")] = 20,
-        baseline: Annotated[bool, typer.Option(
-            "--baseline", help="also run the bare-Temporal anchor and print the ratio")] = False,
-        baseline_only: Annotated[bool, typer.Option(
-            "--baseline-only", help="run the anchor alone")] = False,
-        rounds: Annotated[int, typer.Option(
-            min=1, help="with --baseline: alternate the two sides in this many blocks")] = 3,
-        json_path: Annotated[Path | None, typer.Option(
-            "--json", help="write the figures here (headline: throughput_ratio)")] = None,
-        centre: Annotated[str, typer.Option(help="the city's centre, LAT,LNG")]
-            = "40.758,-73.9855",
-        radius_km: Annotated[float, typer.Option(help="the city's radius")] = 3.0,
-        seed: Annotated[int, typer.Option(help="random seed of the trips")] = 7,
-        ride_timeout: Annotated[float, typer.Option(help="seconds a ride may take")] = 120.0,
-    ) -> None:
-        """Run a fixed workload through the HTTP API against the running stack (`ridehail
-        dev`), report throughput, latency and cost, and check the result; with
-        --baseline, the same workload on bare Temporal too."""
-        settings = settings_or_exit()
-        try:
-            city = City.parse(centre, radius_km)
-            if not baseline_only:
-                jwt_secret(settings)
-        except (ValueError, RuntimeError) as e:
-            console.print(f"[red]error:[/] {e}")
-            raise typer.Exit(2) from None
-        down = unreachable(settings, api=not baseline_only)
-        if down:
-            console.print(f"[red]error:[/] nothing answers at {', '.join(down)}; start the "
-                          "stack (`ridehail dev`) or point the RIDEHAIL_* settings at it")
-            raise typer.Exit(1)
-        out = Console()
-
-        async def main() -> BenchReport:
-            return await run_bench(settings, rides=rides, drivers=drivers,
-                                   concurrency=concurrency, baseline=baseline or baseline_only,
-                                   ridehail=not baseline_only, rounds=rounds, city=city,
-                                   seed=seed,
-                                   ride_timeout_s=ride_timeout, console=out)
-
-        try:
-            report = asyncio.run(main())
-        except (OSError, ApiError) as e:
-            console.print(f"[red]error:[/] {e} — is the stack running (`ridehail dev`), "
-                          "with the same RIDEHAIL_* settings?")
-            raise typer.Exit(1) from None
-        print_report(report, out)
-        if json_path is not None:
-            json_path.write_text(json.dumps(report.as_dict(), indent=2, default=str))
-            out.print(f"[dim]figures written to {json_path}[/]")
-        raise typer.Exit(0 if report.ok else 1)

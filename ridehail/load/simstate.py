@@ -100,6 +100,22 @@ class Summary:
 # --- the live view ---------------------------------------------------------------------------
 
 
+def summarize(s: SimState, cancelled_at_stop: int, api_calls: int) -> Summary:
+    """What a run did, from its state at the end."""
+    rides = list(s.rides.values())
+    waits = [r.assigned_at - r.requested_at for r in rides if r.assigned_at is not None]
+    surges = [r.surge for r in rides if r.surge is not None]
+    return Summary(
+        duration_s=time.monotonic() - s.started, drivers=len(s.drivers),
+        requested=len(rides), statuses=dict(s.rides_by_status()),
+        cancelled_at_stop=cancelled_at_stop, offers=dict(s.offers),
+        to_assign_p50_s=statistics.median(waits) if waits else None,
+        trips=len(s.trips),
+        mean_trip_m=statistics.fmean(m for m, _ in s.trips) if s.trips else None,
+        mean_surge=statistics.fmean(surges) if surges else None,
+        api_calls=api_calls, errors=dict(s.errors))
+
+
 def render(cfg: SimConfig, state: SimState) -> Group:
     elapsed = time.monotonic() - state.started
     city = cfg.city

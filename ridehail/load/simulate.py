@@ -16,14 +16,12 @@ import asyncio
 import contextlib
 import random
 import signal
-import statistics
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Any
 
-import typer
 from rich.console import Console
 from rich.live import Live
 
@@ -31,17 +29,16 @@ from ridehail.config import Settings
 from ridehail.domain.geo import Point, haversine_m, zone_cell
 from ridehail.domain.status import FINAL, RideStatus
 from ridehail.load.apiclient import Api, ApiError, jwt_secret
-from ridehail.load.city import City, coords, towards
+from ridehail.load.city import coords, towards
 from ridehail.load.simstate import (
     SimConfig,
     SimDriver,
     SimRide,
     SimState,
     Summary,
-    print_summary,
     render,
+    summarize,
 )
-from ridehail.terminal import console, settings_or_exit
 
 RIDE_POLL_S = 1.0  # how often a rider's app refreshes the ride
 DRIVER_STATUS_EVERY = 5  # a driver re-reads their status every this many pings
@@ -344,21 +341,6 @@ class Simulation:
         await asyncio.gather(*(cancel(r) for r in open_rides))
         await asyncio.gather(*(offline(d) for d in self.state.drivers.values()))
 
-    def summary(self) -> Summary:
-        s = self.state
-        rides = list(s.rides.values())
-        waits = [r.assigned_at - r.requested_at for r in rides if r.assigned_at is not None]
-        surges = [r.surge for r in rides if r.surge is not None]
-        return Summary(
-            duration_s=time.monotonic() - s.started, drivers=len(s.drivers),
-            requested=len(rides), statuses=dict(s.rides_by_status()),
-            cancelled_at_stop=self.cancelled_at_stop, offers=dict(s.offers),
-            to_assign_p50_s=statistics.median(waits) if waits else None,
-            trips=len(s.trips),
-            mean_trip_m=statistics.fmean(m for m, _ in s.trips) if s.trips else None,
-            mean_surge=statistics.fmean(surges) if surges else None,
-            api_calls=self.api.calls, errors=dict(s.errors))
-
 
 async def run_simulation(settings: Settings, cfg: SimConfig, console: Console, *,
                          duration_s: float | None = None,
@@ -399,60 +381,4 @@ async def run_simulation(settings: Settings, cfg: SimConfig, console: Console, *
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGINT)
         await api.aclose()
-    return sim.summary()
-
-
-# --- the command -------------------------------------------------------------------------------
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``ridehail simulate`` to the CLI."""
-
-    @app.command()
-    def simulate(
-        drivers: Annotated[int, typer.Option(min=1, max=2000, help="drivers in the city")] = 30,
-        rate: Annotated[float, typer.Option(
-            min=0.1, help="ride requests a minute (on average, at random)")] = 12.0,
-        centre: Annotated[str, typer.Option(help="the city's centre, LAT,LNG")]
-            = "40.758,-73.9855",
-        radius_km: Annotated[float, typer.Option(help="the city's radius")] = 3.0,
-        p_accept: Annotated[float, typer.Option(
-            min=0, max=1, help="chance a driver accepts an offer")] = 0.8,
-        p_decline: Annotated[float, typer.Option(
-            min=0, max=1, help="chance a driver declines (the rest are ignored)")] = 0.1,
-        speed_kmh: Annotated[float, typer.Option(min=1, help="driving speed")] = 30.0,
-        speedup: Annotated[float, typer.Option(
-            min=1, help="simulated seconds per real second")] = 20.0,
-        ping_s: Annotated[float, typer.Option(
-            min=0.2, help="real seconds between a driver's location pings")] = 2.0,
-        duration: Annotated[float | None, typer.Option(
-            help="stop after this many seconds (default: at Ctrl-C)")] = None,
-        seed: Annotated[int | None, typer.Option(help="random seed")] = None,
-    ) -> None:
-        """Simulate a small city — drivers moving and answering offers, riders requesting
-        rides — through the HTTP API of the running stack, with a live view; Ctrl-C stops
-        it with a summary."""
-        from ridehail.devstack import answering
-
-        settings = settings_or_exit()
-        try:
-            if p_accept + p_decline > 1:
-                raise ValueError("--p-accept and --p-decline add up to more than 1")
-            cfg = SimConfig(city=City.parse(centre, radius_km), drivers=drivers,
-                            rate_per_min=rate, p_accept=p_accept, p_decline=p_decline,
-                            speed_kmh=speed_kmh, speedup=speedup, ping_s=ping_s, seed=seed)
-            jwt_secret(settings)
-        except (ValueError, RuntimeError) as e:
-            console.print(f"[red]error:[/] {e}")
-            raise typer.Exit(2) from None
-        if not answering(settings.api_host, settings.api_port):
-            console.print(f"[red]error:[/] the API does not answer at {settings.api_url}; "
-                          "start the stack (`ridehail dev`) or set RIDEHAIL_API_PORT")
-            raise typer.Exit(1)
-        out = Console()
-        try:
-            summary = asyncio.run(run_simulation(settings, cfg, out, duration_s=duration))
-        except OSError as e:
-            console.print(f"[red]error:[/] {e} — is the stack running (`ridehail dev`)?")
-            raise typer.Exit(1) from None
-        print_summary(summary, out)
+    return summarize(state, sim.cancelled_at_stop, api.calls)
