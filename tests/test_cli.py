@@ -14,8 +14,8 @@ import jwt
 from ridehail.config import Settings
 from ridehail.ops.audit import run_audit
 from ridehail.store.tables import LedgerEntry, OutboxEvent, Ride, utcnow
+from tests.support.rides import DROPOFF, PICKUP
 from tests.support.stack import Stack, eventually
-from tests.test_ride_e2e import DROPOFF, PICKUP
 
 RIDEHAIL = str(Path(sys.executable).parent / "ridehail")
 

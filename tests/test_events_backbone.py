@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-import json
 import random
 import uuid
 from collections import defaultdict
@@ -27,18 +26,9 @@ from events.streams import ensure_streams
 from ridehail.components import consumer_specs
 from ridehail.config import Settings
 from ridehail.store.tables import OutboxEvent, ProcessedEvent
+from tests.support.rides import DROPOFF, PICKUP, driver_online, raw_event, wait_offer
 from tests.support.servers import RestartableNats
 from tests.support.stack import Stack, eventually, running_stack
-from tests.test_ride_e2e import DROPOFF, PICKUP, driver_online, wait_offer
-
-
-def raw_event(event_type: str, subject: str, data: dict, version: int = 1,
-              event_id: str | None = None) -> bytes:
-    return json.dumps({
-        "specversion": "1.0", "id": event_id or str(uuid.uuid4()), "source": "test",
-        "type": event_type, "subject": subject, "time": datetime.now(UTC).isoformat(),
-        "datacontenttype": "application/json", "dataversion": version, "data": data,
-    }).encode()
 
 
 async def unpublished(stack: Stack) -> int:

@@ -16,10 +16,8 @@ from events.dlq import list_dead_letters
 from events.envelope import APPLIED_HEADER, CloudEvent
 from events.lag import all_caught_up
 from ridehail.store.tables import ProcessedEvent
+from tests.support.rides import NEAR, TRIP, accept, answer, driver_online, raw_event, request_ride
 from tests.support.stack import Stack, eventually
-from tests.test_events_backbone import raw_event
-from tests.test_ride_e2e import driver_online
-from tests.test_saga_paths import NEAR, TRIP, accept, answer, request_ride
 
 
 async def test_each_report_finds_the_read_model_updated_by_the_one_before(stack: Stack) -> None:

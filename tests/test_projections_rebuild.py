@@ -10,8 +10,8 @@ from ridehail.components import runtime
 from ridehail.config import Settings
 from ridehail.ops.rebuild import rebuild_projections
 from ridehail.store.tables import Driver, Ride
+from tests.support.rides import DROPOFF, PICKUP, driver_online
 from tests.support.stack import Stack, eventually, running_stack
-from tests.test_ride_e2e import DROPOFF, PICKUP, driver_online
 
 
 def snapshot(stack_or_session) -> dict:  # type: ignore[no-untyped-def]

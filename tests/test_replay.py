@@ -9,17 +9,13 @@ ran as local activities (those rides replay down the old branch), and
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from temporalio import workflow
-from temporalio.api.enums.v1 import EventType
-from temporalio.api.history.v1 import HistoryEvent
-from temporalio.contrib.pydantic import pydantic_data_converter
 
-from ridehail.ops.replay import history_files, load_history, replay_files
+from ridehail.ops.replay import history_files, replay_files
+from tests.support.histories import patches, recorded
 from workflows.patches import LOCAL_BOOKKEEPING
 from workflows.ride import RideWorkflow
 from workflows.types import RideInput, RideOutcome
@@ -29,20 +25,8 @@ FILES = sorted(HISTORIES.glob("*.json"))
 LOCAL_STEPS = "_local_steps"  # the suffix of the histories recorded with local steps
 
 
-def recorded(path: Path) -> list[HistoryEvent]:
-    return list(load_history(path).events)
 
 
-def patches(events: Iterable[HistoryEvent]) -> list[str]:
-    """The ids of the patches a history's markers record, in order."""
-    converter = pydantic_data_converter.payload_converter
-    return [
-        converter.from_payload(e.marker_recorded_event_attributes.details["patch-data"]
-                               .payloads[0], dict[str, Any])["id"]
-        for e in events
-        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
-        and e.marker_recorded_event_attributes.marker_name == "core_patch"
-    ]
 
 
 def test_there_are_histories_for_every_saga_path_on_both_branches() -> None:

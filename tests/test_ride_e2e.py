@@ -6,31 +6,8 @@ from __future__ import annotations
 from sqlmodel import select
 
 from ridehail.store.tables import Driver, LedgerEntry
+from tests.support.rides import DROPOFF, PICKUP, driver_online, wait_offer
 from tests.support.stack import Stack, eventually
-
-PICKUP = {"lat": 40.75, "lng": -73.99}
-DROPOFF = {"lat": 40.76, "lng": -73.97}
-
-
-async def driver_online(stack: Stack, driver: str, at: dict[str, float]) -> None:
-    await stack.call("PUT", "/v1/drivers/me", "driver", driver, want=200, json={
-        "name": f"Driver {driver}", "vehicle": {"make": "Kia", "model": "Niro", "plate": driver}})
-    await stack.call("POST", "/v1/drivers/me/online", "driver", driver, want=200, json=at)
-
-    async def available() -> bool:
-        me = await stack.call("GET", "/v1/drivers/me", "driver", driver, want=200)
-        return me.json()["status"] == "available"
-
-    await eventually(available, f"driver {driver} to be available")
-
-
-async def wait_offer(stack: Stack, driver: str, ride_id: str) -> dict:
-    async def offered() -> dict | None:
-        offers = (await stack.call("GET", "/v1/drivers/me/offers", "driver", driver,
-                                   want=200)).json()
-        return next((o for o in offers if o["ride_id"] == ride_id), None)
-
-    return await eventually(offered, f"an offer of {ride_id} to {driver}")
 
 
 async def test_one_ride_end_to_end(stack: Stack) -> None:

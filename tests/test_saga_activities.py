@@ -26,8 +26,8 @@ from ridehail.config import Settings
 from ridehail.domain.geo import Point
 from ridehail.domain.payments import hold_cents
 from ridehail.store.quotes import make_quote
+from tests.support.rides import ledger
 from tests.support.stack import Stack, running_stack
-from tests.test_saga_paths import ledger
 from workflows.contract import Step
 from workflows.types import AuthorizeRequest, CaptureRequest, FareQuote, QuoteRequest, SettleRequest
 

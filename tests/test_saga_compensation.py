@@ -22,25 +22,25 @@ from temporalio.worker import Worker
 from activities import build_activities
 from ridehail.config import Settings
 from ridehail.domain.payments import hold_cents
-from tests.support.stack import Stack, running_stack
-from tests.test_ride_e2e import driver_online
-from tests.test_saga_paths import (
+from tests.support.rides import (
     BEFORE_MATCHING,
     NEAR,
     accept,
     activity_runs,
     answer,
+    driver_online,
     driver_row,
     ended,
     events,
     final_fare,
     ledger,
+    outcome_skipping_time,
     quoted_fare,
     request_ride,
     search_attributes,
     wait_driver_free,
 )
-from tests.test_saga_timers import outcome_skipping_time
+from tests.support.stack import Stack, running_stack
 from workflows.contract import TASK_QUEUE, Step
 from workflows.ride import RideWorkflow
 from workflows.steps import COMPENSATION_RETRY

@@ -13,9 +13,17 @@ from sqlmodel import select
 
 from events.envelope import parse_event
 from ridehail.store.tables import Notification
+from tests.support.rides import (
+    FARTHER,
+    NEAR,
+    accept,
+    drive,
+    driver_online,
+    ended,
+    offered,
+    request_ride,
+)
 from tests.support.stack import Stack, eventually
-from tests.test_ride_e2e import driver_online
-from tests.test_saga_paths import FARTHER, NEAR, accept, drive, ended, offered, request_ride
 
 Told = list[tuple[str, str]]  # (user, kind), oldest first
 

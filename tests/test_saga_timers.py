@@ -9,14 +9,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from temporalio.api.testservice.v1 import LockTimeSkippingRequest, UnlockTimeSkippingRequest
 from temporalio.testing import WorkflowEnvironment
 
 from ridehail.config import Settings
 from ridehail.domain.payments import CANCELLATION_FEE_CENTS, hold_cents
-from tests.support.stack import Stack, running_stack
-from tests.test_ride_e2e import driver_online
-from tests.test_saga_paths import (
+from tests.support.rides import (
     BEFORE_MATCHING,
     FARTHER,
     NEAR,
@@ -25,6 +22,7 @@ from tests.test_saga_paths import (
     activity_runs,
     answer,
     drive,
+    driver_online,
     driver_row,
     ended,
     event_types,
@@ -32,13 +30,13 @@ from tests.test_saga_paths import (
     ledger,
     offered,
     offers_to,
+    outcome_skipping_time,
     quoted_fare,
     request_ride,
     search_attributes,
     wait_driver_free,
-    workflow,
 )
-from workflows.types import RideOutcome
+from tests.support.stack import Stack, running_stack
 
 
 @pytest.fixture
@@ -47,16 +45,6 @@ async def ts_stack(settings: Settings, time_skipping: WorkflowEnvironment) -> As
         yield stack
 
 
-async def outcome_skipping_time(env: WorkflowEnvironment, ride_id: str) -> RideOutcome:
-    """The ride workflow's outcome, letting the test server skip every timer until then.
-    (Only the handles ``start_workflow`` returns do that by themselves; the trigger
-    consumer started this workflow.)"""
-    test_service = env.client.test_service
-    await test_service.unlock_time_skipping(UnlockTimeSkippingRequest())
-    try:
-        return RideOutcome.model_validate(await workflow(env.client, ride_id).result())
-    finally:
-        await test_service.lock_time_skipping(LockTimeSkippingRequest())
 
 
 async def test_no_driver_before_the_matching_deadline(

@@ -19,15 +19,14 @@ from temporalio.api.enums.v1 import EventType
 
 from ridehail.config import Settings
 from ridehail.domain.payments import hold_cents
-from tests.support.stack import running_stack
-from tests.test_ride_e2e import driver_online
-from tests.test_saga_paths import (
+from tests.support.rides import (
     BEFORE_MATCHING,
     NEAR,
     TRIP,
     TRIP_EVENTS,
     accept,
     answer,
+    driver_online,
     event_types,
     final_fare,
     ledger,
@@ -37,6 +36,7 @@ from tests.test_saga_paths import (
     wait_driver_free,
     workflow,
 )
+from tests.support.stack import running_stack
 
 RIDEHAIL = str(Path(sys.executable).parent / "ridehail")
 

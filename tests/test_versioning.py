@@ -25,9 +25,9 @@ from ridehail.load.scenarios import (
     rider_cancels_before_assignment,
 )
 from ridehail.ops.replay import load_history, replay_files
+from tests.support.histories import patches, recorded
+from tests.support.rides import activity_runs, step_runs
 from tests.support.stack import Stack
-from tests.test_replay import patches, recorded
-from tests.test_saga_paths import activity_runs, step_runs
 from workflows.patches import LOCAL_BOOKKEEPING, RELEASE_BEFORE_CAPTURE
 
 HISTORIES = Path(__file__).parent / "histories"
