@@ -103,6 +103,14 @@ async def stack(settings: Settings) -> AsyncIterator[Stack]:
 
 
 @pytest.fixture
+async def api(settings: Settings) -> AsyncIterator[Stack]:
+    """The API alone (no worker or consumers): for tests of the HTTP layer's own rules,
+    with rides set up in the database as the saga would leave them."""
+    async with running_stack(settings, components=("api",)) as stack:
+        yield stack
+
+
+@pytest.fixture
 async def own_nats(tmp_path: Path) -> AsyncIterator[RestartableNats]:
     """A nats-server for this test alone, which it may stop and restart."""
     server = RestartableNats(tmp_path / "own-nats")

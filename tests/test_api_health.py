@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import nats
-import pytest
 from nats.aio.client import Client as NATS
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -24,15 +23,9 @@ from ridehail.config import Settings
 from ridehail.connections import connect_temporal
 from ridehail.store.db import Database
 from tests.support.servers import RestartableNats, free_port
-from tests.support.stack import Stack, eventually, running_stack
+from tests.support.stack import Stack, eventually
 
 PROBLEM = "application/problem+json"
-
-
-@pytest.fixture
-async def api(settings: Settings) -> AsyncIterator[Stack]:
-    async with running_stack(settings, components=("api",)) as stack:
-        yield stack
 
 
 @contextlib.asynccontextmanager

@@ -5,24 +5,15 @@ rider's own. On SQLite and on PostgreSQL (where concurrent inserts really race).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from sqlmodel import Session, col, func, select
 
-from ridehail.config import Settings
 from ridehail.store.tables import IdempotencyKey, OutboxEvent, Ride
-from tests.support.stack import Stack, running_stack
+from tests.support.stack import Stack
 
 BODY = {"pickup": {"lat": 40.75, "lng": -73.99}, "dropoff": {"lat": 40.76, "lng": -73.97}}
 CONCURRENT = 24
-
-
-@pytest.fixture
-async def api(settings: Settings) -> AsyncIterator[Stack]:
-    async with running_stack(settings, components=("api",)) as stack:
-        yield stack
 
 
 async def post(api: Stack, rider: str, key: str, body: dict[str, Any]) -> Any:

@@ -7,21 +7,12 @@ import base64
 from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-
-from ridehail.config import Settings
-from tests.support.stack import Stack, running_stack
+from tests.support.stack import Stack
 
 PROBLEM = "application/problem+json"
 PICKUP = {"lat": 40.75, "lng": -73.99}
 DROPOFF = {"lat": 40.76, "lng": -73.97}
 PROFILE = {"name": "Dora", "vehicle": {"make": "Kia", "model": "Niro", "plate": "RH-1"}}
-
-
-@pytest.fixture
-async def api(settings: Settings) -> AsyncIterator[Stack]:
-    async with running_stack(settings, components=("api",)) as stack:
-        yield stack
 
 
 def invalid(r: Any, *fields: str) -> dict[str, Any]:

@@ -5,24 +5,15 @@ once, in order, and never shows a ride twice."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
-import pytest
 from sqlmodel import Session
 
-from ridehail.config import Settings
 from ridehail.store.tables import Ride, utcnow
-from tests.support.stack import Stack, running_stack
+from tests.support.stack import Stack
 
 BODY = {"pickup": {"lat": 40.75, "lng": -73.99}, "dropoff": {"lat": 40.76, "lng": -73.97}}
-
-
-@pytest.fixture
-async def api(settings: Settings) -> AsyncIterator[Stack]:
-    async with running_stack(settings, components=("api",)) as stack:
-        yield stack
 
 
 async def all_pages(api: Stack, rider: str, query: str = "", role: str = "rider",

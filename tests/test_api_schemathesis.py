@@ -8,16 +8,13 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
 from sqlmodel import Session
 
-from ridehail.config import Settings
 from ridehail.store.tables import Offer, Ride, utcnow
-from tests.support.stack import Stack, running_stack
+from tests.support.stack import Stack
 
 HOOKS = Path(__file__).parent / "support" / "schemathesis_hooks.py"
 ST = Path(sys.executable).with_name("st")
@@ -49,13 +46,6 @@ parameters = { ride_id = "st-offered-ride" }
 include-operation-id = ["arrive_ride", "start_ride", "complete_ride"]
 parameters = { ride_id = "st-assigned-ride" }
 """
-
-
-@pytest.fixture
-async def api(settings: Settings) -> AsyncIterator[Stack]:
-    """The API alone (no worker or consumers): the fuzzer talks to HTTP only."""
-    async with running_stack(settings, components=("api",)) as stack:
-        yield stack
 
 
 async def test_schemathesis_finds_nothing(api: Stack, tmp_path: Path) -> None:

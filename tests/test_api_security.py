@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -16,21 +15,12 @@ import jwt
 import pytest
 from sqlmodel import Session
 
-from ridehail.config import Settings
 from ridehail.store.tables import Offer, Ride, utcnow
-from tests.support.stack import Stack, running_stack
+from tests.support.stack import Stack
 
 PROBLEM = "application/problem+json"
 PICKUP = {"lat": 40.75, "lng": -73.99}
 DROPOFF = {"lat": 40.76, "lng": -73.97}
-
-
-@pytest.fixture
-async def api(settings: Settings) -> AsyncIterator[Stack]:
-    """The API alone: these rules are the API's, and rides are set up in the database
-    as the saga would leave them."""
-    async with running_stack(settings, components=("api",)) as stack:
-        yield stack
 
 
 def assert_problem(r: Any, status: int) -> dict[str, Any]:
