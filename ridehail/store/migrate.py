@@ -1,6 +1,6 @@
 """The schema: Alembic migrations (``ridehail db upgrade``), which every component also
 applies at start on PostgreSQL; the embedded SQLite default creates the tables from the
-models. Both end in the same schema (tests/test_migrations.py checks it)."""
+models. Both end in the same schema (tests/integration/test_migrations.py checks it)."""
 
 from __future__ import annotations
 

@@ -117,7 +117,7 @@ def test_replay_command_passes_the_recorded_histories_and_fails_a_changed_one(
     tmp_path: Path,
 ) -> None:
     settings = Settings(data_dir=tmp_path, jwt_secret="s" * 32)
-    histories = Path(__file__).parent / "histories"
+    histories = Path(__file__).parents[1] / "histories"
     ok = run(settings, "replay", "--dir", str(histories))
     assert ok.returncode == 0, ok.stderr
     assert f"{len(list(histories.glob('*.json')))} of" in ok.stderr and "cleanly" in ok.stderr

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 CONTRACT = ROOT / "docs" / "CONTRACT.md"
 SEARCH_ATTRIBUTES = ("RideStatus", "RiderId", "DriverId")

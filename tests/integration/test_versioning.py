@@ -30,7 +30,7 @@ from tests.support.rides import activity_runs, step_runs
 from tests.support.stack import Stack
 from workflows.patches import LOCAL_BOOKKEEPING, RELEASE_BEFORE_CAPTURE
 
-HISTORIES = Path(__file__).parent / "histories"
+HISTORIES = Path(__file__).parents[1] / "histories"
 BEFORE = HISTORIES / "happy_path.json"  # recorded before the driver was released first
 AFTER = HISTORIES / "happy_path_release_first.json"  # recorded after it
 LOCAL = HISTORIES / "happy_path_local_steps.json"  # after the bookkeeping steps went local

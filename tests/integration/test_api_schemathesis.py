@@ -16,7 +16,7 @@ from sqlmodel import Session
 from ridehail.store.tables import Offer, Ride, utcnow
 from tests.support.stack import Stack
 
-HOOKS = Path(__file__).parent / "support" / "schemathesis_hooks.py"
+HOOKS = Path(__file__).parents[1] / "support" / "schemathesis_hooks.py"
 ST = Path(sys.executable).with_name("st")
 # Enough to exercise every operation in every phase; the run takes about a minute.
 MAX_EXAMPLES = 25
@@ -75,7 +75,7 @@ async def test_schemathesis_finds_nothing(api: Stack, tmp_path: Path) -> None:
     config.write_text(CONFIG)
     env = {**os.environ, "SCHEMATHESIS_HOOKS": str(HOOKS), "NO_COLOR": "1",
            "RIDEHAIL_JWT_SECRET": api.settings.require_jwt_secret(),
-           "PYTHONPATH": str(Path(__file__).parent.parent)}
+           "PYTHONPATH": str(Path(__file__).parents[2])}
     argv = [str(ST), "--config-file", str(config), "run", f"{api.settings.api_url}/openapi.json",
             "--checks", "all",
             "--max-examples", str(MAX_EXAMPLES), "--seed", str(SEED), "--workers", "2",

@@ -20,7 +20,7 @@ from workflows.patches import LOCAL_BOOKKEEPING
 from workflows.ride import RideWorkflow
 from workflows.types import RideInput, RideOutcome
 
-HISTORIES = Path(__file__).parent / "histories"
+HISTORIES = Path(__file__).parents[1] / "histories"
 FILES = sorted(HISTORIES.glob("*.json"))
 LOCAL_STEPS = "_local_steps"  # the suffix of the histories recorded with local steps
 
