@@ -12,6 +12,7 @@ from pathlib import Path
 import jwt
 
 from ridehail.config import Settings
+from ridehail.domain.status import RideStatus
 from ridehail.ops.audit import run_audit
 from ridehail.store.tables import LedgerEntry, OutboxEvent, Ride, utcnow
 from tests.support.rides import DROPOFF, PICKUP
@@ -58,7 +59,7 @@ async def test_audit_passes_then_reports_each_broken_invariant(stack: Stack) -> 
                          json={"pickup": PICKUP, "dropoff": DROPOFF,
                                "payment_method": "card_declined"})
     ride_id = r.json()["ride_id"]
-    await stack.wait_status(ride_id, "r1", "failed")
+    await stack.wait_status(ride_id, "r1", RideStatus.FAILED)
 
     async def saga_closed_and_visible() -> bool:  # Temporal's visibility is eventual
         report = await run_audit(stack.db, stack.rt.js, stack.temporal)

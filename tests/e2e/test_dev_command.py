@@ -17,6 +17,7 @@ import pytest
 from api.auth import issue_token
 from ridehail.config import Settings
 from ridehail.devstack import answering, runs_component
+from ridehail.domain.status import RideStatus
 from tests.support.servers import free_port
 
 RIDEHAIL = str(Path(sys.executable).parent / "ridehail")
@@ -170,7 +171,7 @@ def test_dev_runs_a_ride_stops_cleanly_and_resumes_with_its_data(
         again.wait_ready()
         h = headers(secret, "rider", "r1")
         got = httpx.get(f"{again.base}/v1/rides/{ride}", headers=h, timeout=10).json()
-        assert got["status"] == "completed"
+        assert got["status"] == RideStatus.COMPLETED
         events = httpx.get(f"{again.base}/v1/rides/{ride}/events", headers=h, timeout=10)
         assert [e["type"] for e in events.json()["events"]][-1] == "ride.completed"
         out = subprocess.run(

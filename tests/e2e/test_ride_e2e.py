@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlmodel import select
 
+from ridehail.domain.status import RideStatus
 from ridehail.store.tables import Driver, LedgerEntry
 from tests.support.rides import DROPOFF, PICKUP, driver_online, wait_offer
 from tests.support.stack import Stack, eventually
@@ -18,9 +19,9 @@ async def test_one_ride_end_to_end(stack: Stack) -> None:
     ride = r.json()
     ride_id = ride["ride_id"]
     assert r.headers["location"] == f"/v1/rides/{ride_id}"
-    assert ride["status"] == "requested"
+    assert ride["status"] == RideStatus.REQUESTED
 
-    matching = await stack.wait_status(ride_id, "r1", "matching")
+    matching = await stack.wait_status(ride_id, "r1", RideStatus.MATCHING)
     assert matching["payment"]["status"] == "authorized"
     quoted = matching["fare"]["quoted"]
     assert float(matching["payment"]["authorized"]) > float(quoted) > 0
@@ -31,19 +32,19 @@ async def test_one_ride_end_to_end(stack: Stack) -> None:
     assert me["status"] == "reserved" and me["ride_id"] == ride_id
 
     await stack.call("POST", f"/v1/rides/{ride_id}/accept", "driver", "d1", want=202)
-    assigned = await stack.wait_status(ride_id, "r1", "driver_assigned")
+    assigned = await stack.wait_status(ride_id, "r1", RideStatus.DRIVER_ASSIGNED)
     assert assigned["driver_id"] == "d1"
 
     await stack.call("POST", f"/v1/rides/{ride_id}/arrive", "driver", "d1", want=202)
-    await stack.wait_status(ride_id, "r1", "driver_arrived")
+    await stack.wait_status(ride_id, "r1", RideStatus.DRIVER_ARRIVED)
     await stack.call("POST", f"/v1/rides/{ride_id}/start", "driver", "d1", want=202)
-    await stack.wait_status(ride_id, "r1", "in_progress")
+    await stack.wait_status(ride_id, "r1", RideStatus.IN_PROGRESS)
     me = (await stack.call("GET", "/v1/drivers/me", "driver", "d1", want=200)).json()
     assert me["status"] == "on_trip"
 
     await stack.call("POST", f"/v1/rides/{ride_id}/complete", "driver", "d1", want=202,
                      json={"distance_m": 2300, "duration_s": 540})
-    done = await stack.wait_status(ride_id, "r1", "completed")
+    done = await stack.wait_status(ride_id, "r1", RideStatus.COMPLETED)
     assert done["payment"]["status"] == "captured"
     assert done["fare"]["final"] == done["payment"]["captured"]
     assert float(done["fare"]["final"]) <= float(done["payment"]["authorized"])
@@ -83,7 +84,7 @@ async def test_one_ride_end_to_end(stack: Stack) -> None:
 
     # the workflow: id ride-<id>, completed, search attributes current
     handle = stack.temporal.get_workflow_handle(f"ride-{ride_id}")
-    assert await handle.query("status") == "completed"
+    assert await handle.query("status") == RideStatus.COMPLETED
     desc = await handle.describe()
     attrs = {pair.key.name: pair.value for pair in desc.typed_search_attributes}
     assert (attrs["RideStatus"], attrs["RiderId"], attrs["DriverId"]) == ("completed", "r1", "d1")

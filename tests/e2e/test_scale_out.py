@@ -23,6 +23,7 @@ from events.history import ride_history
 from ridehail.components import runtime
 from ridehail.config import Settings
 from ridehail.devstack import answering
+from ridehail.domain.status import RideStatus
 from ridehail.ops.audit import run_audit
 from ridehail.store.tables import LedgerEntry
 from tests.conftest import POSTGRES_URL
@@ -143,7 +144,7 @@ async def test_two_of_everything_survive_losing_one_of_each(
         async def all_completed() -> bool:
             for i, ride_id in enumerate(ride_ids):
                 r = await call("GET", f"/v1/rides/{ride_id}", "rider", f"r{i}")
-                if r.json()["status"] != "completed":
+                if r.json()["status"] != RideStatus.COMPLETED:
                     return False
             return True
 

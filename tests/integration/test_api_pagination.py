@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlmodel import Session
 
+from ridehail.domain.status import RideStatus
 from ridehail.store.tables import Ride, utcnow
 from tests.support.stack import Stack
 
@@ -73,7 +74,7 @@ async def test_ties_and_filters(api: Stack) -> None:
         for i in range(25):
             same_time = now if i < 15 else now - timedelta(seconds=i)
             session.add(Ride(ride_id=f"ride-{i:02d}", rider_id="cat" if i % 5 else "dan",
-                             status="cancelled" if i % 2 else "matching",
+                             status=RideStatus.CANCELLED if i % 2 else RideStatus.MATCHING,
                              pickup_lat=40.75, pickup_lng=-73.99, dropoff_lat=40.76,
                              dropoff_lng=-73.97, created_at=same_time, updated_at=same_time))
 
@@ -86,7 +87,7 @@ async def test_ties_and_filters(api: Stack) -> None:
     assert cats == expected
     cancelled = [r for p in await all_pages(api, "cat", "limit=3&status=cancelled")
                  for r in p]
-    assert {r["status"] for r in cancelled} == {"cancelled"}
+    assert {r["status"] for r in cancelled} == {RideStatus.CANCELLED}
     assert [r["ride_id"] for r in cancelled] == [rid for rid in expected if int(rid[5:]) % 2]
     everyone = [r for p in await all_pages(api, "root", "limit=7", role="admin") for r in p]
     assert len(everyone) == 25 and len({r["ride_id"] for r in everyone}) == 25

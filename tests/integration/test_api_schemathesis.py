@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sqlmodel import Session
 
+from ridehail.domain.status import RideStatus
 from ridehail.store.tables import Offer, Ride, utcnow
 from tests.support.stack import Stack
 
@@ -62,7 +63,7 @@ async def test_schemathesis_finds_nothing(api: Stack, tmp_path: Path) -> None:
             assigned = ride_id == "st-assigned-ride"
             session.add(Ride(ride_id=ride_id, rider_id="st-rider", pickup_lat=40.75,
                              pickup_lng=-73.99, dropoff_lat=40.76, dropoff_lng=-73.97,
-                             status="driver_assigned" if assigned else "matching",
+                             status=RideStatus.DRIVER_ASSIGNED if assigned else RideStatus.MATCHING,
                              driver_id="st-driver" if assigned else None))
         session.add(Offer(offer_id="st-offered-ride:1", ride_id="st-offered-ride",
                           driver_id="st-driver", pickup_lat=40.75, pickup_lng=-73.99,

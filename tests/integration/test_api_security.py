@@ -15,6 +15,7 @@ import jwt
 import pytest
 from sqlmodel import Session
 
+from ridehail.domain.status import RideStatus
 from ridehail.store.tables import Offer, Ride, utcnow
 from tests.support.stack import Stack
 
@@ -130,7 +131,7 @@ async def test_rides_are_visible_only_to_their_parties(api: Stack) -> None:
     def setup(session: Session) -> None:
         session.add_all([
             _ride("ride-ann", "ann"), _offer("ride-ann", "dora"),
-            _ride("ride-ben", "ben", status="driver_assigned", driver="dan"),
+            _ride("ride-ben", "ben", status=RideStatus.DRIVER_ASSIGNED, driver="dan"),
             _offer("ride-ben", "dora", status="declined"),
             _offer("ride-ben", "dan", status="accepted"),
         ])
@@ -183,9 +184,9 @@ async def test_drivers_act_only_on_their_rides_in_the_right_state(api: Stack) ->
     def setup(session: Session) -> None:
         session.add_all([
             _ride("ride-offered", "ann"), _offer("ride-offered", "dora"),
-            _ride("ride-assigned", "ben", status="driver_assigned", driver="dan"),
+            _ride("ride-assigned", "ben", status=RideStatus.DRIVER_ASSIGNED, driver="dan"),
             _offer("ride-assigned", "dan", status="accepted"),
-            _ride("ride-done", "ann", status="completed", driver="dan"),
+            _ride("ride-done", "ann", status=RideStatus.COMPLETED, driver="dan"),
         ])
 
     await api.db.write(setup)

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from ridehail.config import Settings
+from ridehail.domain.status import RideStatus
 from ridehail.load.apiclient import SseEvent, sse_events
 from tests.support.stack import Stack, eventually, running_stack
 
@@ -139,7 +140,7 @@ async def test_offers_stream_pushes_offers_as_they_are_made(stack: Stack) -> Non
             # another driver cannot answer it: for them the ride does not exist
             await stack.call("POST", f"/v1/rides/{ride_id}/accept", "driver", "dave", want=404)
             await stack.call("POST", f"/v1/rides/{ride_id}/accept", "driver", "dora", want=202)
-            assigned = await stack.wait_status(ride_id, "ann", "driver_assigned")
+            assigned = await stack.wait_status(ride_id, "ann", RideStatus.DRIVER_ASSIGNED)
             assert assigned["driver_id"] == "dora"
     # dave's own stream has nothing for him
     pending = await stack.call("GET", "/v1/drivers/me/offers", "driver", "dave", want=200)
@@ -156,7 +157,7 @@ async def test_dropped_streams_release_their_nats_resources(stack: Stack) -> Non
     await stack.call("PUT", "/v1/drivers/me", "driver", "dora", want=200, json={
         "name": "Dora", "vehicle": {"make": "Kia", "model": "Niro", "plate": "D-1"}})
     ride_id = await request_ride(stack, "ann")  # no driver: it stays matching meanwhile
-    await stack.wait_status(ride_id, "ann", "matching")
+    await stack.wait_status(ride_id, "ann", RideStatus.MATCHING)
     baseline = await nats_footprint(stack)
 
     async def hold(path: str, role: str, sub: str, until: asyncio.Event,

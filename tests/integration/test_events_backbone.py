@@ -25,6 +25,7 @@ from events.outbox import Outbox
 from events.streams import ensure_streams
 from ridehail.components import consumer_specs
 from ridehail.config import Settings
+from ridehail.domain.status import RideStatus
 from ridehail.store.tables import OutboxEvent, ProcessedEvent
 from tests.support.rides import DROPOFF, PICKUP, driver_online, raw_event, wait_offer
 from tests.support.servers import RestartableNats
@@ -161,7 +162,7 @@ async def test_redelivered_and_republished_events_have_no_second_effect(stack: S
     await stack.rt.js.publish(f"rides.{ride_id}.requested", first.to_json(),
                               headers={"Nats-Msg-Id": "dup-request"})
 
-    await stack.wait_status(ride_id, "r1", "driver_assigned")
+    await stack.wait_status(ride_id, "r1", RideStatus.DRIVER_ASSIGNED)
     history = [e.type for _, e in await ride_history(stack.rt.js, ride_id)]
     assert history.count("ride.driver_accepted") == 3
     await eventually(lambda: all_caught_up(stack.rt.js), "the projector to process every copy")
@@ -175,7 +176,7 @@ async def test_redelivered_and_republished_events_have_no_second_effect(stack: S
     signals = [e for e in (await handle.fetch_history()).events
                if e.HasField("workflow_execution_signaled_event_attributes")]
     assert len(signals) == 3  # delivered three times, applied once (ids de-duplicated)
-    assert await handle.query("status") == "driver_assigned"
+    assert await handle.query("status") == RideStatus.DRIVER_ASSIGNED
 
 
 async def test_each_ride_is_applied_in_order_by_two_processes_sharing_the_group(
@@ -247,13 +248,13 @@ async def test_consumers_resume_after_a_nats_restart(
         await own_nats.restart()
 
         await stack.call("POST", f"/v1/rides/{ride_id}/accept", "driver", "d1", want=202)
-        await stack.wait_status(ride_id, "r1", "driver_assigned", timeout=30)
+        await stack.wait_status(ride_id, "r1", RideStatus.DRIVER_ASSIGNED, timeout=30)
         for action, status in (("arrive", "driver_arrived"), ("start", "in_progress")):
             await stack.call("POST", f"/v1/rides/{ride_id}/{action}", "driver", "d1", want=202)
             await stack.wait_status(ride_id, "r1", status)
         await stack.call("POST", f"/v1/rides/{ride_id}/complete", "driver", "d1", want=202,
                          json={"distance_m": 1200, "duration_s": 300})
-        await stack.wait_status(ride_id, "r1", "completed")
+        await stack.wait_status(ride_id, "r1", RideStatus.COMPLETED)
         types = [e.type for _, e in await ride_history(stack.rt.js, ride_id)]
         assert types.count("ride.completed") == 1 and types[0] == "ride.requested"
 

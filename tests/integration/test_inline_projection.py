@@ -15,6 +15,7 @@ from events.consumer import ConsumerRunner, ConsumerSpec
 from events.dlq import list_dead_letters
 from events.envelope import APPLIED_HEADER, CloudEvent
 from events.lag import all_caught_up
+from ridehail.domain.status import RideStatus
 from ridehail.store.tables import ProcessedEvent
 from tests.support.rides import NEAR, TRIP, accept, answer, driver_online, raw_event, request_ride
 from tests.support.stack import Stack, eventually
@@ -30,7 +31,7 @@ async def test_each_report_finds_the_read_model_updated_by_the_one_before(stack:
         assert (await stack.ride(ride_id, "r1"))["status"] == status
     await stack.call("POST", f"/v1/rides/{ride_id}/complete", "driver", "d1", want=202,
                      json=TRIP)
-    await stack.wait_status(ride_id, "r1", "completed")
+    await stack.wait_status(ride_id, "r1", RideStatus.COMPLETED)
 
     # applied once each, where written: the ride-projector record of every ride event
     # was made by the writer; the consumer found nothing left to do

@@ -8,6 +8,7 @@ from sqlmodel import select
 from events.lag import all_caught_up
 from ridehail.components import runtime
 from ridehail.config import Settings
+from ridehail.domain.status import RideStatus
 from ridehail.ops.rebuild import rebuild_projections
 from ridehail.store.tables import Driver, Ride
 from tests.support.rides import DROPOFF, PICKUP, driver_online
@@ -51,7 +52,7 @@ async def test_rebuild_restores_the_read_models(settings: Settings) -> None:
             rides.append(ride_id)
             if until is None:
                 await stack.call("POST", f"/v1/rides/{ride_id}/cancel", "rider", "r1", want=202)
-                await stack.wait_status(ride_id, "r1", "cancelled")
+                await stack.wait_status(ride_id, "r1", RideStatus.CANCELLED)
                 continue
 
             async def offered(ride_id: str = ride_id) -> str | None:
@@ -81,4 +82,4 @@ async def test_rebuild_restores_the_read_models(settings: Settings) -> None:
     assert differences == []
     assert after == before
     assert before["drivers"]["d3"][0] == "offline"
-    assert before["rides"][rides[1]]["status"] == "driver_arrived"
+    assert before["rides"][rides[1]]["status"] == RideStatus.DRIVER_ARRIVED

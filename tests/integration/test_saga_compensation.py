@@ -22,6 +22,7 @@ from temporalio.worker import Worker
 from activities import build_activities
 from ridehail.config import Settings
 from ridehail.domain.payments import hold_cents
+from ridehail.domain.status import RideStatus
 from tests.support.rides import (
     BEFORE_MATCHING,
     NEAR,
@@ -87,13 +88,13 @@ async def test_a_compensation_that_keeps_failing_fails_the_ride_loudly(
     caplog.set_level(logging.WARNING, logger="temporalio.workflow")
     async with worker(stack, void_never_goes_through):
         ride_id = await request_ride(stack)
-        await stack.wait_status(ride_id, "r1", "matching")
+        await stack.wait_status(ride_id, "r1", RideStatus.MATCHING)
         await stack.call("POST", f"/v1/rides/{ride_id}/cancel", "rider", "r1", want=202)
         outcome = await outcome_skipping_time(time_skipping, ride_id)
 
     assert (outcome.status, outcome.failure_reason) == ("failed", "compensation_failed")
     ride = await ended(stack, ride_id)
-    assert (ride["status"], ride["failure_reason"]) == ("failed", "compensation_failed")
+    assert (ride["status"], ride["failure_reason"]) == (RideStatus.FAILED, "compensation_failed")
     # the hold is still there, for an operator to release: nothing pretends otherwise
     assert ride["payment"]["status"] == "authorized"
     assert ledger(stack, ride_id) == [("authorize", hold_cents(quoted_fare()))]
@@ -113,7 +114,7 @@ async def test_a_compensation_that_keeps_failing_fails_the_ride_loudly(
         (COMPENSATION_RETRY.maximum_attempts, "failed", False)
     ]
     assert await search_attributes(stack.temporal, ride_id) == {
-        "RideStatus": "failed",
+        "RideStatus": RideStatus.FAILED,
         "RiderId": "r1",
     }
 
@@ -159,7 +160,7 @@ async def test_a_step_failing_after_the_capture_refunds_the_fare(
         outcome = await outcome_skipping_time(time_skipping, ride_id)
 
     assert (outcome.status, outcome.failure_reason) == ("failed", "step_failed")
-    assert (ride["status"], ride["failure_reason"]) == ("failed", "step_failed")
+    assert (ride["status"], ride["failure_reason"]) == (RideStatus.FAILED, "step_failed")
     assert ride["payment"]["status"] == "refunded"
     # captured, then refunded in full: a ride that did not complete keeps no money
     assert ledger(stack, ride_id) == [

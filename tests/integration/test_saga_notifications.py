@@ -12,6 +12,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from sqlmodel import select
 
 from events.envelope import parse_event
+from ridehail.domain.status import RideStatus
 from ridehail.store.tables import Notification
 from tests.support.rides import (
     FARTHER,
@@ -133,7 +134,7 @@ async def test_backing_out_and_cancelling_tell_the_ones_who_did_not_do_it(
     await offered(stack, ride_id, "d2")
     await accept(stack, ride_id, "d2")
     await stack.call("POST", f"/v1/rides/{ride_id}/cancel", "rider", "r1", want=202)
-    assert (await ended(stack, ride_id))["status"] == "cancelled"
+    assert (await ended(stack, ride_id))["status"] == RideStatus.CANCELLED
     await told(
         stack,
         ride_id,

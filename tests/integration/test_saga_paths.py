@@ -9,6 +9,7 @@ from __future__ import annotations
 from temporalio.api.sdk.v1 import WorkflowMetadata
 
 from ridehail.domain.payments import hold_cents
+from ridehail.domain.status import RideStatus
 from tests.support.rides import (
     BEFORE_MATCHING,
     DROPOFF,
@@ -109,12 +110,12 @@ async def test_happy_path(stack: Stack) -> None:
     # visibility: search attributes, the status query, what the history shows
     temporal = stack.temporal
     assert await search_attributes(temporal, ride_id) == {
-        "RideStatus": "completed",
+        "RideStatus": RideStatus.COMPLETED,
         "RiderId": "r1",
         "DriverId": "d1",
     }
     handle = workflow(temporal, ride_id)
-    assert await handle.query("status") == "completed"
+    assert await handle.query("status") == RideStatus.COMPLETED
     outcome = RideOutcome.model_validate(await handle.result())
     assert (outcome.status, outcome.driver_id, outcome.final_fare_cents) == (
         "completed",
@@ -153,7 +154,7 @@ async def test_payment_declined_is_not_retried(stack: Stack) -> None:
     ride_id = await request_ride(stack, payment_method="card_declined")
     ride = await ended(stack, ride_id)
 
-    assert (ride["status"], ride["failure_reason"]) == ("failed", "payment_declined")
+    assert (ride["status"], ride["failure_reason"]) == (RideStatus.FAILED, "payment_declined")
     assert ride["payment"]["status"] == "declined" and ride["driver_id"] is None
     assert ledger(stack, ride_id) == []
     assert await event_types(stack, ride_id) == [
@@ -184,10 +185,10 @@ async def test_payment_declined_is_not_retried(stack: Stack) -> None:
     ]
     assert all(r["summary"] for r in runs)
     assert await search_attributes(stack.temporal, ride_id) == {
-        "RideStatus": "failed",
+        "RideStatus": RideStatus.FAILED,
         "RiderId": "r1",
     }
-    assert await workflow(stack.temporal, ride_id).query("status") == "failed"
+    assert await workflow(stack.temporal, ride_id).query("status") == RideStatus.FAILED
 
     r = await stack.call("POST", f"/v1/rides/{ride_id}/cancel", "rider", "r1", want=409)
     assert r.json()["status"] == 409
@@ -230,7 +231,7 @@ async def test_decline_then_the_next_driver_accepts(stack: Stack) -> None:
     meta = await eventually(details, "the workflow to show the offer")
     assert meta.current_details == "Offered to driver d1; waiting up to 5 s for an answer"
     assert "status" in [q.name for q in meta.definition.query_definitions]
-    assert await handle.query("status") == "matching"
+    assert await handle.query("status") == RideStatus.MATCHING
     await answer(stack, ride_id, "d1", "decline")
     await accept(stack, ride_id, "d2")
     await drive(stack, ride_id, "d2")
@@ -256,7 +257,7 @@ async def test_decline_then_the_next_driver_accepts(stack: Stack) -> None:
     offered_to = [e["data"]["driver_id"] for e in evs if e["type"] == "ride.driver_offered"]
     assert offered_to == ["d1", "d2"]
     assert await search_attributes(stack.temporal, ride_id) == {
-        "RideStatus": "completed",
+        "RideStatus": RideStatus.COMPLETED,
         "RiderId": "r1",
         "DriverId": "d2",
     }
@@ -277,7 +278,7 @@ async def test_rider_cancels_before_assignment(stack: Stack) -> None:
     )
     ride = await ended(stack, ride_id)
 
-    assert ride["status"] == "cancelled" and ride["failure_reason"] is None
+    assert ride["status"] == RideStatus.CANCELLED and ride["failure_reason"] is None
     assert ride["payment"]["status"] == "voided" and ride["fare"]["cancellation_fee"] is None
     assert ledger(stack, ride_id) == [
         ("authorize", hold_cents(quoted_fare())),
@@ -299,17 +300,17 @@ async def test_rider_cancels_before_assignment(stack: Stack) -> None:
         "changed my mind"
     )
     assert await search_attributes(stack.temporal, ride_id) == {
-        "RideStatus": "cancelled",
+        "RideStatus": RideStatus.CANCELLED,
         "RiderId": "r1",
     }
 
 
 async def test_rider_cancels_while_no_driver_is_found(stack: Stack) -> None:
     ride_id = await request_ride(stack)
-    await stack.wait_status(ride_id, "r1", "matching")
+    await stack.wait_status(ride_id, "r1", RideStatus.MATCHING)
     await stack.call("POST", f"/v1/rides/{ride_id}/cancel", "rider", "r1", want=202)
     ride = await ended(stack, ride_id)
-    assert ride["status"] == "cancelled" and ride["payment"]["status"] == "voided"
+    assert ride["status"] == RideStatus.CANCELLED and ride["payment"]["status"] == "voided"
     assert [k for k, _ in ledger(stack, ride_id)] == ["authorize", "void"]
     assert await event_types(stack, ride_id) == [
         *BEFORE_MATCHING,
@@ -337,7 +338,7 @@ async def test_driver_cancels_after_accepting_and_the_ride_is_matched_again(
     await offered(stack, ride_id, "d2")
     # back to matching: the workflow dropped d1 before it searched again
     assert await search_attributes(stack.temporal, ride_id, ended=False) == {
-        "RideStatus": "matching",
+        "RideStatus": RideStatus.MATCHING,
         "RiderId": "r1",
     }
     await accept(stack, ride_id, "d2")
@@ -367,7 +368,7 @@ async def test_driver_cancels_after_accepting_and_the_ride_is_matched_again(
     released = [e["data"] for e in evs if e["type"] == "ride.driver_released"]
     assert released[0] == {"ride_id": ride_id, "driver_id": "d1", "reason": "driver_cancelled"}
     assert await search_attributes(stack.temporal, ride_id) == {
-        "RideStatus": "completed",
+        "RideStatus": RideStatus.COMPLETED,
         "RiderId": "r1",
         "DriverId": "d2",
     }
@@ -388,8 +389,8 @@ async def test_a_live_quote_keeps_its_price_under_surge(stack: Stack) -> None:
 
     quoted = await request_ride(stack, quote_id=quote["quote_id"])
     fresh = await request_ride(stack, "r2")
-    kept = await stack.wait_status(quoted, "r1", "matching")
-    repriced = await stack.wait_status(fresh, "r2", "matching")
+    kept = await stack.wait_status(quoted, "r1", RideStatus.MATCHING)
+    repriced = await stack.wait_status(fresh, "r2", RideStatus.MATCHING)
     assert kept["fare"]["quoted"] == quote["fare"] and kept["fare"]["surge_multiplier"] == 1.0
     assert repriced["fare"]["surge_multiplier"] > 1.0
     assert float(repriced["fare"]["quoted"]) > float(quote["fare"])

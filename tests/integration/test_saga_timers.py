@@ -13,6 +13,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from ridehail.config import Settings
 from ridehail.domain.payments import CANCELLATION_FEE_CENTS, hold_cents
+from ridehail.domain.status import RideStatus
 from tests.support.rides import (
     BEFORE_MATCHING,
     FARTHER,
@@ -52,13 +53,13 @@ async def test_no_driver_before_the_matching_deadline(
 ) -> None:
     stack = ts_stack
     ride_id = await request_ride(stack)
-    await stack.wait_status(ride_id, "r1", "matching")
+    await stack.wait_status(ride_id, "r1", RideStatus.MATCHING)
     # the searches' pauses and the deadline pass at once
     outcome = await outcome_skipping_time(time_skipping, ride_id)
     assert (outcome.status, outcome.failure_reason) == ("failed", "no_driver_available")
 
     ride = await ended(stack, ride_id)
-    assert (ride["status"], ride["failure_reason"]) == ("failed", "no_driver_available")
+    assert (ride["status"], ride["failure_reason"]) == (RideStatus.FAILED, "no_driver_available")
     assert ride["payment"]["status"] == "voided"
     hold = hold_cents(quoted_fare())
     assert ledger(stack, ride_id) == [("authorize", hold), ("void", hold)]
@@ -74,7 +75,7 @@ async def test_no_driver_before_the_matching_deadline(
     assert len(searches) >= settings.matching_deadline_s / 3
     assert all(r["local"] and r["outcome"] == "completed" for r in searches)
     assert await search_attributes(stack.temporal, ride_id) == {
-        "RideStatus": "failed",
+        "RideStatus": RideStatus.FAILED,
         "RiderId": "r1",
     }
 
@@ -111,7 +112,7 @@ async def test_offer_timeout_then_the_next_driver_accepts(
     assert evs[3]["data"]["driver_id"] == "d1"
     assert evs[4]["data"] == {"ride_id": ride_id, "driver_id": "d1", "reason": "offer_expired"}
     assert await search_attributes(stack.temporal, ride_id) == {
-        "RideStatus": "completed",
+        "RideStatus": RideStatus.COMPLETED,
         "RiderId": "r1",
         "DriverId": "d2",
     }
@@ -128,7 +129,7 @@ async def test_rider_cancels_within_the_free_window(
     await stack.call("POST", f"/v1/rides/{ride_id}/cancel", "rider", "r1", want=202)
     ride = await ended(stack, ride_id)
 
-    assert ride["status"] == "cancelled" and ride["fare"]["cancellation_fee"] is None
+    assert ride["status"] == RideStatus.CANCELLED and ride["fare"]["cancellation_fee"] is None
     assert ride["payment"]["status"] == "voided"
     hold = hold_cents(quoted_fare())
     assert ledger(stack, ride_id) == [("authorize", hold), ("void", hold)]
@@ -158,13 +159,13 @@ async def test_rider_cancels_after_the_free_window_and_pays_the_fee(
     ride_id = await request_ride(stack)
     await accept(stack, ride_id, "d1")
     await answer(stack, ride_id, "d1", "arrive")
-    await stack.wait_status(ride_id, "r1", "driver_arrived")
+    await stack.wait_status(ride_id, "r1", RideStatus.DRIVER_ARRIVED)
     await time_skipping.sleep(settings.free_cancel_s + 1)
     await stack.call("POST", f"/v1/rides/{ride_id}/cancel", "rider", "r1", want=202)
     ride = await ended(stack, ride_id)
 
     fee = f"{CANCELLATION_FEE_CENTS / 100:.2f}"
-    assert ride["status"] == "cancelled" and ride["fare"]["cancellation_fee"] == fee
+    assert ride["status"] == RideStatus.CANCELLED and ride["fare"]["cancellation_fee"] == fee
     assert ride["payment"] == {**ride["payment"], "status": "captured", "captured": fee}
     # the fee is captured from the hold; no void, no second capture
     assert ledger(stack, ride_id) == [

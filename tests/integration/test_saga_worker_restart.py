@@ -19,6 +19,7 @@ from temporalio.api.enums.v1 import EventType
 
 from ridehail.config import Settings
 from ridehail.domain.payments import hold_cents
+from ridehail.domain.status import RideStatus
 from tests.support.rides import (
     BEFORE_MATCHING,
     NEAR,
@@ -97,7 +98,7 @@ async def test_worker_killed_mid_ride_and_restarted(settings: Settings, tmp_path
         )
 
         with worker_process(settings, tmp_path / "worker-2.log"):
-            done = await stack.wait_status(ride_id, "r1", "completed", timeout=60)
+            done = await stack.wait_status(ride_id, "r1", RideStatus.COMPLETED, timeout=60)
             # the read model says completed when the last step commits; the workflow
             # closes when that workflow task reaches the server: keep the worker till then
             async with asyncio.timeout(60):
@@ -118,7 +119,7 @@ async def test_worker_killed_mid_ride_and_restarted(settings: Settings, tmp_path
         ]
         await wait_driver_free(stack, "d1")
         assert await search_attributes(stack.temporal, ride_id) == {
-            "RideStatus": "completed",
+            "RideStatus": RideStatus.COMPLETED,
             "RiderId": "r1",
             "DriverId": "d1",
         }

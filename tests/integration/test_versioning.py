@@ -16,6 +16,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.converter import decode_typed_search_attributes
 
 from events.history import ride_history
+from ridehail.domain.status import RideStatus
 from ridehail.load.apiclient import Api
 from ridehail.load.scenarios import (
     Scene,
@@ -169,7 +170,7 @@ async def test_a_new_ride_runs_its_bookkeeping_steps_as_local_activities(
     started = events[0].workflow_execution_started_event_attributes
     at_start = {p.key.name: p.value
                 for p in decode_typed_search_attributes(started.search_attributes)}
-    assert at_start == {"RideStatus": "requested", "RiderId": city.rider}
+    assert at_start == {"RideStatus": RideStatus.REQUESTED, "RiderId": city.rider}
     upserts = [
         {p.key.name: p.value for p in decode_typed_search_attributes(
             e.upsert_workflow_search_attributes_event_attributes.search_attributes)
@@ -181,6 +182,6 @@ async def test_a_new_ride_runs_its_bookkeeping_steps_as_local_activities(
     assert not any("RiderId" in u or u.get("RideStatus") == "requested" for u in upserts)
     # an assignment's driver and status in one upsert
     assert [u for u in upserts if "DriverId" in u] == (
-        [{"DriverId": f"driver-{city.tag}-1", "RideStatus": "driver_assigned"}]
+        [{"DriverId": f"driver-{city.tag}-1", "RideStatus": RideStatus.DRIVER_ASSIGNED}]
         if "assign_driver" in NEW_RIDES[scenario] else []
     )

@@ -21,6 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from ridehail.domain.geo import Point
 from ridehail.domain.pricing import estimate_trip, fare_cents
+from ridehail.domain.status import FINAL, RideStatus
 from ridehail.store.tables import Driver, LedgerEntry, Offer
 from tests.support.stack import Stack, eventually
 from workflows.types import RideOutcome
@@ -52,7 +53,6 @@ async def wait_offer(stack: Stack, driver: str, ride_id: str) -> dict:
     return await eventually(offered, f"an offer of {ride_id} to {driver}")
 
 
-FINAL = ("completed", "cancelled", "failed")
 
 
 NEAR = {"lat": 40.7505, "lng": -73.9905}  # ~70 m from PICKUP
@@ -114,7 +114,7 @@ async def offered(stack: Stack, ride_id: str, driver: str, rider: str = "r1") ->
 async def accept(stack: Stack, ride_id: str, driver: str, rider: str = "r1") -> None:
     await offered(stack, ride_id, driver, rider)
     await answer(stack, ride_id, driver, "accept")
-    assigned = await stack.wait_status(ride_id, rider, "driver_assigned")
+    assigned = await stack.wait_status(ride_id, rider, RideStatus.DRIVER_ASSIGNED)
     assert assigned["driver_id"] == driver
 
 
@@ -124,7 +124,7 @@ async def drive(stack: Stack, ride_id: str, driver: str, rider: str = "r1") -> d
         await answer(stack, ride_id, driver, verb)
         await stack.wait_status(ride_id, rider, status)
     await stack.call("POST", f"/v1/rides/{ride_id}/complete", "driver", driver, want=202, json=TRIP)
-    return await stack.wait_status(ride_id, rider, "completed")
+    return await stack.wait_status(ride_id, rider, RideStatus.COMPLETED)
 
 
 async def ended(stack: Stack, ride_id: str, rider: str = "r1") -> dict[str, Any]:

@@ -19,6 +19,7 @@ from ridehail.domain.pricing import (
     fare_cents,
     surge_multiplier,
 )
+from ridehail.domain.status import RideStatus
 from ridehail.store.db import Database
 from ridehail.store.quotes import live_quote, make_quote, quote_covers, zone_surge
 from ridehail.store.tables import Driver, Ride, utcnow
@@ -186,7 +187,7 @@ def test_surge_is_per_zone_from_open_requests_against_available_drivers(db: Data
         s.add(_driver("d-far", london))  # another zone
         for i in range(4):
             s.add(_ride(f"open{i}", TIMES_SQUARE))
-        s.add(_ride("done", TIMES_SQUARE, status="completed"))  # not open
+        s.add(_ride("done", TIMES_SQUARE, status=RideStatus.COMPLETED))  # not open
         s.add(_ride("elsewhere", london))
     with db.reading() as s:
         # 4 open requests against 1 available driver: 1 + 0.25 * 3 = 1.75 → 1.8
