@@ -7,6 +7,7 @@ The rules are in ``ridehail.domain.pricing``, quotes and zone surge in
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from datetime import UTC, datetime
 
 from sqlmodel import Session
@@ -60,13 +61,6 @@ class PricingActivities:
                     req.ride_id,
                     req.quote_id,
                 )
-            now = price(session, pickup, dropoff, exclude_ride=req.ride_id)
-            return FareQuote(
-                fare_cents=now.fare_cents,
-                currency=now.currency,
-                surge_multiplier=now.surge_multiplier,
-                distance_m=now.distance_m,
-                duration_s=now.duration_s,
-            )
+            return FareQuote(**asdict(price(session, pickup, dropoff, exclude_ride=req.ride_id)))
 
         return await self.db.read(run)
