@@ -120,8 +120,6 @@ def apply_driver_event(driver: Driver | None, event: CloudEvent,
     return driver
 
 
-
-
 def project_inline(session: Session, events: list[CloudEvent]) -> set[str]:
     """Apply freshly written events to the read models in the writer's transaction;
     returns the ids of those applied."""

@@ -12,11 +12,8 @@ from ridehail.domain.payments import hold_cents
 from ridehail.domain.status import RideStatus
 from tests.support.rides import (
     BEFORE_MATCHING,
-    DROPOFF,
     FARTHER,
-    FARTHEST,
     NEAR,
-    PICKUP,
     TRIP_EVENTS,
     accept,
     activity_runs,
@@ -41,44 +38,6 @@ from tests.support.stack import Stack, eventually
 from workflows.types import RideOutcome
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 # --- the paths ----------------------------------------------------------------------------
@@ -374,38 +333,3 @@ async def test_driver_cancels_after_accepting_and_the_ride_is_matched_again(
     }
 
 
-async def test_a_live_quote_keeps_its_price_under_surge(stack: Stack) -> None:
-    await driver_online(stack, "d1", FARTHEST)
-    q = await stack.call(
-        "POST", "/v1/quotes", "rider", "r1", want=201, json={"pickup": PICKUP, "dropoff": DROPOFF}
-    )
-    quote = q.json()
-    assert quote["surge_multiplier"] == 1.0 and quote["fare"] == f"{quoted_fare() / 100:.2f}"
-
-    # demand rises in the zone: five other riders wait, one driver is free
-    others = [await request_ride(stack, f"other{i}") for i in range(5)]
-    for other in others:
-        await stack.wait_status(other, other_rider(others, other), "matching")
-
-    quoted = await request_ride(stack, quote_id=quote["quote_id"])
-    fresh = await request_ride(stack, "r2")
-    kept = await stack.wait_status(quoted, "r1", RideStatus.MATCHING)
-    repriced = await stack.wait_status(fresh, "r2", RideStatus.MATCHING)
-    assert kept["fare"]["quoted"] == quote["fare"] and kept["fare"]["surge_multiplier"] == 1.0
-    assert repriced["fare"]["surge_multiplier"] > 1.0
-    assert float(repriced["fare"]["quoted"]) > float(quote["fare"])
-
-    # an unknown quote is refused up front
-    r = await stack.call(
-        "POST",
-        "/v1/rides",
-        "rider",
-        "r1",
-        want=422,
-        json={"pickup": PICKUP, "dropoff": DROPOFF, "quote_id": "nope"},
-    )
-    assert r.headers["content-type"].startswith("application/problem+json")
-
-
-def other_rider(others: list[str], ride_id: str) -> str:
-    return f"other{others.index(ride_id)}"

@@ -46,8 +46,6 @@ async def ts_stack(settings: Settings, time_skipping: WorkflowEnvironment) -> As
         yield stack
 
 
-
-
 async def test_no_driver_before_the_matching_deadline(
     ts_stack: Stack, time_skipping: WorkflowEnvironment, settings: Settings
 ) -> None:

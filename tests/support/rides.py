@@ -53,8 +53,6 @@ async def wait_offer(stack: Stack, driver: str, ride_id: str) -> dict:
     return await eventually(offered, f"an offer of {ride_id} to {driver}")
 
 
-
-
 NEAR = {"lat": 40.7505, "lng": -73.9905}  # ~70 m from PICKUP
 
 

@@ -115,7 +115,6 @@ def test_partitioned_subjects_map_back_to_the_published_subject() -> None:
         "dlq.notifier.rides.abc.requested"
 
 
-
 def test_a_subject_cannot_break_the_subject_hierarchy() -> None:
     with pytest.raises(ValueError):
         CloudEvent(id="x", source="s", type="ride.requested", subject="a.b",

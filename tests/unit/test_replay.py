@@ -25,10 +25,6 @@ FILES = sorted(HISTORIES.glob("*.json"))
 LOCAL_STEPS = "_local_steps"  # the suffix of the histories recorded with local steps
 
 
-
-
-
-
 def test_there_are_histories_for_every_saga_path_on_both_branches() -> None:
     from ridehail.load.scenarios import SCENARIOS  # not at the top: the sandbox imports this module
 
