@@ -10,15 +10,17 @@ import pytest
 from ridehail.load.apiclient import Api
 from ridehail.load.scenarios import Scene, Timeouts, happy_path
 from tests.support.stack import Stack
+from workflows.contract import Step
 
 CHROMIUM = os.environ.get("RIDEHAIL_TEST_CHROMIUM") or shutil.which("chromium")
 # How the UI's event history labels a step: the payment gateway's steps are activities
 # (shown by their scheduled event), the bookkeeping steps local activities (the UI's name
 # for the marker that records one); both rows name the activity type.
 ACTIVITY, LOCAL = "Activity Task Scheduled", "Local Activity"
-SAGA_STEPS = [("quote_fare", LOCAL), ("authorize_payment", ACTIVITY),
-              ("reserve_driver", LOCAL), ("assign_driver", LOCAL), ("release_driver", LOCAL),
-              ("capture_payment", ACTIVITY), ("complete_ride", LOCAL)]
+SAGA_STEPS = [(Step.QUOTE_FARE, LOCAL), (Step.AUTHORIZE_PAYMENT, ACTIVITY),
+              (Step.RESERVE_DRIVER, LOCAL), (Step.ASSIGN_DRIVER, LOCAL),
+              (Step.RELEASE_DRIVER, LOCAL), (Step.CAPTURE_PAYMENT, ACTIVITY),
+              (Step.COMPLETE_RIDE, LOCAL)]
 
 playwright = pytest.importorskip("playwright.async_api", reason="playwright is not installed")
 pytestmark = pytest.mark.skipif(

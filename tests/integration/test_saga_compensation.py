@@ -109,7 +109,8 @@ async def test_a_compensation_that_keeps_failing_fails_the_ride_loudly(
     assert "payment gateway unreachable" in detail
 
     # retried to the bound, then given up
-    voids = [r for r in await activity_runs(stack.temporal, ride_id) if r["name"] == "void_payment"]
+    runs = await activity_runs(stack.temporal, ride_id)
+    voids = [r for r in runs if r["name"] == Step.VOID_PAYMENT]
     assert [(r["attempt"], r["outcome"], r["local"]) for r in voids] == [
         (COMPENSATION_RETRY.maximum_attempts, "failed", False)
     ]
@@ -137,7 +138,7 @@ async def test_a_step_failing_after_the_capture_refunds_the_fare(
 ) -> None:
     stack = ts_stack_without_worker
     real_complete = next(
-        a for a in build_activities(stack.db, stack.rt.outbox) if a.__name__ == "complete_ride"
+        a for a in build_activities(stack.db, stack.rt.outbox) if a.__name__ == Step.COMPLETE_RIDE
     )
     async with worker(stack, completion_failing(real_complete)):
         await driver_online(stack, "d1", NEAR)
@@ -179,14 +180,14 @@ async def test_a_step_failing_after_the_capture_refunds_the_fare(
         "ride.failed",
     ]
     assert evs[-4]["data"]["reason"] == "trip_completed"
-    assert "complete_ride" in evs[-1]["data"]["detail"]
+    assert Step.COMPLETE_RIDE in evs[-1]["data"]["detail"]
     assert driver_row(stack, "d1") == ("available", None)
     # the recording step (a local activity) failed for good; the refund ran as an activity
     runs = await activity_runs(stack.temporal, ride_id)
     assert [(r["name"], r["local"], r["outcome"]) for r in runs][-5:] == [
-        ("release_driver", True, "completed"),
-        ("capture_payment", False, "completed"),
-        ("complete_ride", True, "failed"),
-        ("refund_payment", False, "completed"),
-        ("fail_ride", True, "completed"),
+        (Step.RELEASE_DRIVER, True, "completed"),
+        (Step.CAPTURE_PAYMENT, False, "completed"),
+        (Step.COMPLETE_RIDE, True, "failed"),
+        (Step.REFUND_PAYMENT, False, "completed"),
+        (Step.FAIL_RIDE, True, "completed"),
     ]

@@ -35,6 +35,7 @@ from tests.support.rides import (
     workflow,
 )
 from tests.support.stack import Stack, eventually
+from workflows.contract import Step
 from workflows.types import RideOutcome
 
 # --- helpers ------------------------------------------------------------------------------
@@ -85,20 +86,23 @@ async def test_happy_path(stack: Stack) -> None:
     assert ride_id in (await desc.static_summary() or "")
     runs = await activity_runs(temporal, ride_id)
     assert [r["name"] for r in runs] == [
-        "quote_fare",
-        "authorize_payment",
-        "reserve_driver",
-        "assign_driver",
-        "release_driver",  # before the capture since RELEASE_BEFORE_CAPTURE
-        "capture_payment",
-        "complete_ride",
+        Step.QUOTE_FARE,
+        Step.AUTHORIZE_PAYMENT,
+        Step.RESERVE_DRIVER,
+        Step.ASSIGN_DRIVER,
+        Step.RELEASE_DRIVER,  # before the capture since RELEASE_BEFORE_CAPTURE
+        Step.CAPTURE_PAYMENT,
+        Step.COMPLETE_RIDE,
     ]
     assert all(r["summary"] and r["outcome"] == "completed" for r in runs)
     # the payment gateway's steps are activities; the bookkeeping steps ran as local
     # activities, their summaries on their markers
-    assert [r["name"] for r in runs if not r["local"]] == ["authorize_payment", "capture_payment"]
+    assert [r["name"] for r in runs if not r["local"]] == [
+        Step.AUTHORIZE_PAYMENT,
+        Step.CAPTURE_PAYMENT,
+    ]
     assert (runs[3]["name"], runs[3]["summary"], runs[3]["local"]) == (
-        "assign_driver",
+        Step.ASSIGN_DRIVER,
         "assign driver d1 to the ride",
         True,
     )
@@ -125,10 +129,10 @@ async def test_payment_declined_is_not_retried(stack: Stack) -> None:
     assert driver_row(stack, "d1") == ("available", None) and offers_to(stack, ride_id) == []
 
     runs = await activity_runs(stack.temporal, ride_id)
-    authorize = [r for r in runs if r["name"] == "authorize_payment"]
+    authorize = [r for r in runs if r["name"] == Step.AUTHORIZE_PAYMENT]
     assert authorize == [
         {
-            "name": "authorize_payment",
+            "name": Step.AUTHORIZE_PAYMENT,
             "summary": authorize[0]["summary"],
             "attempt": 1,
             "outcome": "failed",
@@ -137,10 +141,10 @@ async def test_payment_declined_is_not_retried(stack: Stack) -> None:
     ]
     # straight to the compensation (nothing to void) and the ending
     assert [(r["name"], r["local"]) for r in runs] == [
-        ("quote_fare", True),
-        ("authorize_payment", False),
-        ("void_payment", False),
-        ("fail_ride", True),
+        (Step.QUOTE_FARE, True),
+        (Step.AUTHORIZE_PAYMENT, False),
+        (Step.VOID_PAYMENT, False),
+        (Step.FAIL_RIDE, True),
     ]
     assert all(r["summary"] for r in runs)
     assert await search_attributes(stack.temporal, ride_id) == {
@@ -161,7 +165,7 @@ async def test_transient_payment_failure_is_retried_then_succeeds(stack: Stack) 
 
     # the sandbox failed the first two attempts; the third went through, once
     runs = await activity_runs(stack.temporal, ride_id)
-    authorize = [r for r in runs if r["name"] == "authorize_payment"]
+    authorize = [r for r in runs if r["name"] == Step.AUTHORIZE_PAYMENT]
     assert [(r["attempt"], r["outcome"], r["local"]) for r in authorize] == [
         (3, "completed", False)
     ]

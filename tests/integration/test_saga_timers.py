@@ -38,6 +38,7 @@ from tests.support.rides import (
     wait_driver_free,
 )
 from tests.support.stack import Stack, running_stack
+from workflows.contract import Step
 
 
 @pytest.fixture
@@ -68,7 +69,7 @@ async def test_no_driver_before_the_matching_deadline(
     ]
     # it kept searching until the deadline: every few seconds, one search each time
     searches = [
-        r for r in await activity_runs(stack.temporal, ride_id) if r["name"] == "reserve_driver"
+        r for r in await activity_runs(stack.temporal, ride_id) if r["name"] == Step.RESERVE_DRIVER
     ]
     assert len(searches) >= settings.matching_deadline_s / 3
     assert all(r["local"] and r["outcome"] == "completed" for r in searches)

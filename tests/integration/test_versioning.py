@@ -29,6 +29,7 @@ from ridehail.ops.replay import load_history, replay_files
 from tests.support.histories import patches, recorded
 from tests.support.rides import activity_runs, step_runs
 from tests.support.stack import Stack
+from workflows.contract import Step
 from workflows.patches import LOCAL_BOOKKEEPING, RELEASE_BEFORE_CAPTURE
 
 HISTORIES = Path(__file__).parents[1] / "histories"
@@ -38,8 +39,8 @@ LOCAL = HISTORIES / "happy_path_local_steps.json"  # after the bookkeeping steps
 
 # The steps that call the payment gateway: activities, whichever the branch. Every other
 # step is bookkeeping, run as a local activity since LOCAL_BOOKKEEPING.
-PAYMENT_STEPS = {"authorize_payment", "capture_payment", "void_payment", "refund_payment",
-                 "charge_cancellation_fee"}
+PAYMENT_STEPS = {Step.AUTHORIZE_PAYMENT, Step.CAPTURE_PAYMENT, Step.VOID_PAYMENT,
+                 Step.REFUND_PAYMENT, Step.CHARGE_CANCELLATION_FEE}
 
 
 def activity_order(path: Path) -> list[str]:
@@ -65,8 +66,8 @@ def as_bookkeeping_local(names: list[str]) -> list[tuple[str, bool]]:
 
 def test_the_recorded_histories_show_both_orders() -> None:
     old, new = activity_order(BEFORE), activity_order(AFTER)
-    assert old.index("capture_payment") < old.index("release_driver")
-    assert new.index("release_driver") < new.index("capture_payment")
+    assert old.index(Step.CAPTURE_PAYMENT) < old.index(Step.RELEASE_DRIVER)
+    assert new.index(Step.RELEASE_DRIVER) < new.index(Step.CAPTURE_PAYMENT)
     assert not has_marker(BEFORE) and has_marker(AFTER)
 
 
@@ -113,8 +114,8 @@ async def test_a_new_ride_completes_with_the_driver_released_first(stack: Stack)
 
 
 def test_the_recorded_histories_show_both_kinds_of_steps() -> None:
-    names = ["quote_fare", "authorize_payment", "reserve_driver", "assign_driver",
-             "release_driver", "capture_payment", "complete_ride"]
+    names = [Step.QUOTE_FARE, Step.AUTHORIZE_PAYMENT, Step.RESERVE_DRIVER, Step.ASSIGN_DRIVER,
+             Step.RELEASE_DRIVER, Step.CAPTURE_PAYMENT, Step.COMPLETE_RIDE]
     for old in (BEFORE, AFTER):
         assert LOCAL_BOOKKEEPING not in patches(recorded(old))
         assert not any(local for _, local in steps(step_runs(recorded(old))))
@@ -137,11 +138,11 @@ async def test_without_the_local_bookkeeping_guard_histories_break(
 
 
 NEW_RIDES: dict[Callable[[Scene], Awaitable[str]], list[str]] = {
-    happy_path: ["quote_fare", "authorize_payment", "reserve_driver", "assign_driver",
-                 "release_driver", "capture_payment", "complete_ride"],
-    payment_declined: ["quote_fare", "authorize_payment", "void_payment", "fail_ride"],
-    rider_cancels_before_assignment: ["quote_fare", "authorize_payment", "reserve_driver",
-                                      "release_driver", "void_payment", "cancel_ride"],
+    happy_path: [Step.QUOTE_FARE, Step.AUTHORIZE_PAYMENT, Step.RESERVE_DRIVER, Step.ASSIGN_DRIVER,
+                 Step.RELEASE_DRIVER, Step.CAPTURE_PAYMENT, Step.COMPLETE_RIDE],
+    payment_declined: [Step.QUOTE_FARE, Step.AUTHORIZE_PAYMENT, Step.VOID_PAYMENT, Step.FAIL_RIDE],
+    rider_cancels_before_assignment: [Step.QUOTE_FARE, Step.AUTHORIZE_PAYMENT, Step.RESERVE_DRIVER,
+                                      Step.RELEASE_DRIVER, Step.VOID_PAYMENT, Step.CANCEL_RIDE],
 }
 
 
@@ -183,5 +184,5 @@ async def test_a_new_ride_runs_its_bookkeeping_steps_as_local_activities(
     # an assignment's driver and status in one upsert
     assert [u for u in upserts if "DriverId" in u] == (
         [{"DriverId": f"driver-{city.tag}-1", "RideStatus": RideStatus.DRIVER_ASSIGNED}]
-        if "assign_driver" in NEW_RIDES[scenario] else []
+        if Step.ASSIGN_DRIVER in NEW_RIDES[scenario] else []
     )
