@@ -7,8 +7,9 @@ from temporalio import activity
 from activities.facts import fact
 from events.catalog import Payload, RideCancelled, RideCompleted, RideFailed
 from events.outbox import Outbox
-from ridehail.money import to_decimal
-from workflows.types import A, RideEnd
+from ridehail.domain.money import to_decimal
+from workflows.contract import Step
+from workflows.types import RideEnd
 
 
 class LifecycleActivities:
@@ -20,7 +21,7 @@ class LifecycleActivities:
         event = fact(event_type, end.ride_id, "end", data)
         await self.outbox.write(lambda session: (None, [event]))
 
-    @activity.defn(name=A.complete_ride)
+    @activity.defn(name=Step.COMPLETE_RIDE)
     async def complete_ride(self, end: RideEnd) -> None:
         await self._publish(
             "ride.completed",
@@ -34,7 +35,7 @@ class LifecycleActivities:
             ),
         )
 
-    @activity.defn(name=A.cancel_ride)
+    @activity.defn(name=Step.CANCEL_RIDE)
     async def cancel_ride(self, end: RideEnd) -> None:
         fee = end.cancellation_fee_cents
         await self._publish(
@@ -49,7 +50,7 @@ class LifecycleActivities:
             ),
         )
 
-    @activity.defn(name=A.fail_ride)
+    @activity.defn(name=Step.FAIL_RIDE)
     async def fail_ride(self, end: RideEnd) -> None:
         await self._publish(
             "ride.failed",

@@ -23,24 +23,17 @@ from activities.pricing import map_point
 from events.catalog import DriverAssigned, DriverOffered, DriverReleased, OfferExpired
 from events.envelope import CloudEvent
 from events.outbox import Outbox
-from ridehail.db import Database
-from ridehail.geo import Point, driver_cell, haversine_m
-from ridehail.money import to_decimal
-from ridehail.tables import Driver, Offer, utcnow
-from workflows.types import A, OfferMade, OfferRef, ReleaseRequest, ReserveRequest
+from ridehail.domain.geo import Point, driver_cell
+from ridehail.domain.matching import rank_candidates
+from ridehail.domain.money import to_decimal
+from ridehail.store.db import Database
+from ridehail.store.tables import Driver, Offer, utcnow
+from workflows.contract import Step
+from workflows.types import OfferMade, OfferRef, ReleaseRequest, ReserveRequest
 
 # k-rings of resolution-8 cells searched in turn: ~0.5, 1.5, 3, 5 and 8 km around pickup.
 SEARCH_RINGS = (1, 3, 6, 10, 16)
 CANDIDATES_PER_RING = 20
-
-
-def rank_candidates(pickup: Point, drivers: Sequence[Driver]) -> list[Driver]:
-    """Nearest first; ties broken by driver id so the order is stable."""
-
-    def distance(d: Driver) -> float:
-        return haversine_m(pickup, Point(lat=d.lat or 0.0, lng=d.lng or 0.0))
-
-    return sorted(drivers, key=lambda d: (distance(d), d.driver_id))
 
 
 def nearby_available(session: Session, pickup: Point, exclude: Sequence[str]) -> list[Driver]:
@@ -110,7 +103,7 @@ class MatchingActivities:
         self.db = db
         self.outbox = outbox
 
-    @activity.defn(name=A.reserve_driver)
+    @activity.defn(name=Step.RESERVE_DRIVER)
     async def reserve_driver(self, req: ReserveRequest) -> OfferMade | None:
         """Reserve the nearest available driver and offer them the ride; None when no
         driver is free nearby."""
@@ -140,7 +133,7 @@ class MatchingActivities:
 
         return await self.outbox.write(run)
 
-    @activity.defn(name=A.assign_driver)
+    @activity.defn(name=Step.ASSIGN_DRIVER)
     async def assign_driver(self, ref: OfferRef) -> None:
         def run(session: Session) -> tuple[None, list[CloudEvent]]:
             offer = session.get(Offer, ref.offer_id)
@@ -156,11 +149,11 @@ class MatchingActivities:
 
         await self.outbox.write(run)
 
-    @activity.defn(name=A.expire_offer)
+    @activity.defn(name=Step.EXPIRE_OFFER)
     async def expire_offer(self, ref: OfferRef) -> None:
         await self._close_offer(ref, "expired")
 
-    @activity.defn(name=A.decline_offer)
+    @activity.defn(name=Step.DECLINE_OFFER)
     async def decline_offer(self, ref: OfferRef) -> None:
         await self._close_offer(ref, "declined")
 
@@ -198,7 +191,7 @@ class MatchingActivities:
 
         await self.outbox.write(run)
 
-    @activity.defn(name=A.release_driver)
+    @activity.defn(name=Step.RELEASE_DRIVER)
     async def release_driver(self, req: ReleaseRequest) -> str | None:
         """Free whichever driver the ride holds (and withdraw a pending offer); returns the
         driver's id, or None when the ride held nobody."""

@@ -14,25 +14,22 @@ before it succeeds, so both paths can be exercised end to end.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from datetime import datetime
 
 from sqlmodel import Session, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.facts import fact, step_key
-from activities.pricing import fare_cents
 from events.catalog import PaymentAuthorized, PaymentDeclined, PaymentMoved
 from events.envelope import CloudEvent
 from events.outbox import Outbox
-from ridehail.db import Database
-from ridehail.money import to_decimal
-from ridehail.tables import LedgerEntry
-from workflows.steps import PAYMENT_DECLINED  # the error type the workflow never retries
+from ridehail.domain.money import to_decimal
+from ridehail.domain.payments import cancellation_fee_cents, final_charge_cents, hold_cents
+from ridehail.store.db import Database
+from ridehail.store.tables import LedgerEntry
+from workflows.contract import PAYMENT_DECLINED, Step  # a declined card is never retried
 from workflows.types import (
-    A,
     Authorization,
     AuthorizeRequest,
     Capture,
@@ -43,33 +40,6 @@ from workflows.types import (
 
 # ledger entry kinds
 AUTHORIZE, CAPTURE, VOID, REFUND = "authorize", "capture", "void", "refund"
-
-HOLD_BUFFER = 0.25  # the hold exceeds the quote by 25% ...
-HOLD_MIN_EXTRA_CENTS = 500  # ... and by at least 5.00, to cover a longer trip
-CANCELLATION_FEE_CENTS = 500
-
-
-# --- rules ------------------------------------------------------------------------------
-
-
-def hold_cents(quoted_cents: int) -> int:
-    """The hold placed at request time: the quote plus a buffer for a longer trip."""
-    return quoted_cents + max(math.ceil(quoted_cents * HOLD_BUFFER), HOLD_MIN_EXTRA_CENTS)
-
-
-def final_charge_cents(distance_m: int, duration_s: int, surge: float, held: int) -> int:
-    """The trip's fare at the quoted surge, never more than the hold."""
-    return min(fare_cents(distance_m, duration_s, surge), held)
-
-
-def cancellation_fee_cents(
-    assigned_at: datetime, cancelled_at: datetime, free_cancel_s: float, held: int
-) -> int:
-    """A rider cancelling after a driver was assigned pays a fee once the free window
-    has passed; within it, nothing."""
-    if (cancelled_at - assigned_at).total_seconds() <= free_cancel_s:
-        return 0
-    return min(CANCELLATION_FEE_CENTS, held)
 
 
 # --- gateway ----------------------------------------------------------------------------
@@ -133,7 +103,7 @@ class PaymentActivities:
         self.outbox = outbox
         self.gateway = gateway
 
-    @activity.defn(name=A.authorize_payment)
+    @activity.defn(name=Step.AUTHORIZE_PAYMENT)
     async def authorize_payment(self, req: AuthorizeRequest) -> Authorization:
         """Place the hold. A declined card raises a non-retryable PaymentDeclined; a
         gateway outage raises an ordinary error, which Temporal retries with backoff."""
@@ -186,7 +156,7 @@ class PaymentActivities:
         await self.outbox.write(record)
         return Authorization(amount_cents=amount, currency=currency)
 
-    @activity.defn(name=A.capture_payment)
+    @activity.defn(name=Step.CAPTURE_PAYMENT)
     async def capture_payment(self, req: CaptureRequest) -> Capture:
         """Capture the final fare (at the quoted surge, never above the hold)."""
 
@@ -197,7 +167,7 @@ class PaymentActivities:
 
         return await self._settle(req.ride_id, "fare", amount)
 
-    @activity.defn(name=A.charge_cancellation_fee)
+    @activity.defn(name=Step.CHARGE_CANCELLATION_FEE)
     async def charge_cancellation_fee(self, req: FeeRequest) -> Capture:
         """Capture the cancellation fee, or void the hold inside the free window."""
 
@@ -208,12 +178,12 @@ class PaymentActivities:
 
         return await self._settle(req.ride_id, "cancellation_fee", amount)
 
-    @activity.defn(name=A.void_payment)
+    @activity.defn(name=Step.VOID_PAYMENT)
     async def void_payment(self, req: SettleRequest) -> Capture:
         """Release the hold (nothing to do without one, e.g. after a declined card)."""
         return await self._settle(req.ride_id, "release", lambda held: 0)
 
-    @activity.defn(name=A.refund_payment)
+    @activity.defn(name=Step.REFUND_PAYMENT)
     async def refund_payment(self, req: SettleRequest) -> Capture:
         """Refund whatever was captured and not yet refunded; returns the amount."""
         key = step_key(REFUND)

@@ -17,7 +17,7 @@ from api.streams import Streams
 from events.outbox import Outbox
 from ridehail.config import Settings
 from ridehail.connections import connect_nats, connect_temporal
-from ridehail.db import Database
+from ridehail.store.db import Database
 
 DESCRIPTION = """\
 Book rides and drive them.

@@ -20,8 +20,8 @@ from api.services import Deps
 from api.streams import SSE, driver_offers, wants_event_stream
 from events import catalog as c
 from events.envelope import CloudEvent, new_event
-from ridehail.geo import driver_cell
-from ridehail.tables import Driver, Offer, utcnow
+from ridehail.domain.geo import driver_cell
+from ridehail.store.tables import Driver, Offer, utcnow
 
 router = APIRouter(prefix="/v1/drivers/me", tags=["drivers"])
 SOURCE = "ridehail/api"

@@ -24,7 +24,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.docs import is_docs_path
-from api.openapi import documented_path
+from api.paths import documented_path
 from events.dlq import dlq_depth
 from events.health import ConsumerHealth
 from events.lag import consumer_lag

@@ -17,6 +17,8 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.paths import documented_path
+
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
@@ -142,8 +144,6 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 405:
             # Starlette names the methods of the first route on the path only; a client
             # needs all of them (GET and POST on /v1/rides).
-            from api.openapi import documented_path  # it documents these very problems
-
             documented = documented_path(request.app, request.url.path)
             if documented is not None:
                 headers["Allow"] = ", ".join(sorted(documented[1]))

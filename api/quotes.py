@@ -7,13 +7,13 @@ import uuid
 from fastapi import APIRouter
 from sqlmodel import Session
 
-from activities.pricing import make_quote
 from api.auth import Rider
 from api.problems import error_responses
 from api.schemas import QuoteIn, QuoteOut
 from api.services import Deps
-from ridehail.money import fmt
-from ridehail.tables import Quote
+from ridehail.domain.money import fmt
+from ridehail.store.quotes import make_quote
+from ridehail.store.tables import Quote
 
 router = APIRouter(prefix="/v1", tags=["rides"])
 

@@ -10,23 +10,19 @@ as it is now (409).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import re
 import uuid
 from collections.abc import Callable
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
-from sqlalchemy import exists, or_
+from sqlalchemy import or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from activities.pricing import live_quote
 from api.auth import Caller, Principal, Rider
 from api.problems import Problem, error_responses, invalid
+from api.ride_access import decode_cursor, encode_cursor, get_visible, visible
 from api.schemas import (
     ID_PATTERN,
     Accepted,
@@ -36,7 +32,7 @@ from api.schemas import (
     RideIn,
     RideOut,
     RidePage,
-    RideStatus,
+    RideStatusName,
     TripReport,
 )
 from api.services import Deps
@@ -44,42 +40,19 @@ from api.streams import SSE, ride_events, wants_event_stream
 from events import catalog as c
 from events.envelope import CloudEvent, new_event
 from events.history import ride_history
-from ridehail.geo import zone_cell
-from ridehail.tables import IdempotencyKey, Offer, Ride, utcnow
+from ridehail.domain.geo import zone_cell
+from ridehail.domain.status import FINAL, RideStatus
+from ridehail.store.quotes import live_quote
+from ridehail.store.tables import IdempotencyKey, Offer, Ride, utcnow
 
 router = APIRouter(prefix="/v1/rides", tags=["rides"])
 SOURCE = "ridehail/api"
-FINAL = ("completed", "cancelled", "failed")
-NOT_FOUND = "No such ride"
 
 RideId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN,
                              description="The ride's id",
                              examples=["9b1deb4d3b7d4bad9bdd2b0d7b3dcb6d"])]
 # Printable ASCII: the key is stored and compared byte for byte.
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
-
-
-# --- visibility -----------------------------------------------------------------------
-
-
-def _offered_to(driver_id: str):  # type: ignore[no-untyped-def]
-    return exists().where(col(Offer.ride_id) == Ride.ride_id, col(Offer.driver_id) == driver_id)
-
-
-def visible(who: Principal):  # type: ignore[no-untyped-def]
-    """The SQL condition for the rides ``who`` may see."""
-    if who.role == "admin":
-        return True
-    if who.role == "rider":
-        return col(Ride.rider_id) == who.sub
-    return or_(col(Ride.driver_id) == who.sub, _offered_to(who.sub))
-
-
-def get_visible(session: Session, ride_id: str, who: Principal) -> Ride:
-    ride = session.exec(select(Ride).where(Ride.ride_id == ride_id).where(visible(who))).first()
-    if ride is None:
-        raise Problem(404, NOT_FOUND)
-    return ride
 
 
 # --- request and read -------------------------------------------------------------------
@@ -150,7 +123,7 @@ async def request_ride(
                           "The quote is unknown, not yours or expired; request a new one")
         pickup, dropoff = body.pickup.point, body.dropoff.point
         ride = Ride(
-            ride_id=uuid.uuid4().hex, rider_id=who.sub, status="requested",
+            ride_id=uuid.uuid4().hex, rider_id=who.sub, status=RideStatus.REQUESTED,
             pickup_lat=pickup.lat, pickup_lng=pickup.lng,
             dropoff_lat=dropoff.lat, dropoff_lng=dropoff.lng,
             pickup_zone=zone_cell(pickup), payment_method=body.payment_method,
@@ -185,29 +158,11 @@ async def request_ride(
     return RideOut.of(ride)
 
 
-def _encode_cursor(ride: Ride) -> str:
-    raw = f"{ride.created_at.isoformat()}|{ride.ride_id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created_text, ride_id = raw.split("|", 1)
-        created = datetime.fromisoformat(created_text)
-        if created.tzinfo is None or not re.fullmatch(ID_PATTERN, ride_id):
-            raise ValueError("not a cursor of ours")
-        return created, ride_id
-    except (ValueError, UnicodeDecodeError, binascii.Error):
-        raise invalid("query.cursor", "invalid cursor",
-                      "Invalid cursor; pass back the next_cursor of a previous page") from None
-
-
 @router.get("", response_model=RidePage, responses=error_responses(401, 422))
 async def list_rides(
     who: Caller,
     svc: Deps,
-    status: Annotated[RideStatus | None, Query(description="Only rides in this status")] = None,
+    status: Annotated[RideStatusName | None, Query(description="Only rides in this status")] = None,
     limit: Annotated[int, Query(ge=1, le=100, description="Page size")] = 20,
     cursor: Annotated[str | None, Query(
         min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_=-]+$",
@@ -217,7 +172,7 @@ async def list_rides(
     newest first, a page at a time. The cursor is a position (creation time, then id),
     so rides requested while you page appear on no later page and none is skipped or
     repeated."""
-    after = _decode_cursor(cursor) if cursor else None
+    after = decode_cursor(cursor) if cursor else None
 
     def run(session: Session) -> list[Ride]:
         q = select(Ride).where(visible(who))
@@ -234,7 +189,7 @@ async def list_rides(
     more = len(rides) > limit
     rides = rides[:limit]
     return RidePage(rides=[RideOut.of(r) for r in rides],
-                    next_cursor=_encode_cursor(rides[-1]) if more else None)
+                    next_cursor=encode_cursor(rides[-1]) if more else None)
 
 
 @router.get("/{ride_id}", response_model=RideOut, responses=error_responses(401, 404, 422))
@@ -380,8 +335,8 @@ def _report(event_type: str, verb: str, needs: str):  # type: ignore[no-untyped-
 for _path, _handler in (
     ("accept", _answer("ride.driver_accepted", "accept")),
     ("decline", _answer("ride.driver_declined", "decline")),
-    ("arrive", _report("ride.driver_arrived", "report arrival", "driver_assigned")),
-    ("start", _report("ride.trip_started", "start the trip", "driver_arrived")),
+    ("arrive", _report("ride.driver_arrived", "report arrival", RideStatus.DRIVER_ASSIGNED)),
+    ("start", _report("ride.trip_started", "start the trip", RideStatus.DRIVER_ARRIVED)),
 ):
     router.add_api_route(f"/{{ride_id}}/{_path}", _handler, methods=["POST"], status_code=202,
                          response_model=Accepted, name=f"{_path}_ride",
@@ -397,7 +352,7 @@ async def complete_ride(ride_id: RideId, body: TripReport, who: Caller, svc: Dep
 
     def decide(session: Session, ride: Ride) -> c.Payload:
         _must_be_assigned(ride, who, "complete the trip")
-        if ride.status != "in_progress":
+        if ride.status != RideStatus.IN_PROGRESS:
             raise _conflict(ride, "complete")
         return c.TripEnded(ride_id=ride_id, driver_id=who.sub, distance_m=body.distance_m,
                            duration_s=body.duration_s)

@@ -13,9 +13,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from ridehail.geo import Point
-from ridehail.money import fmt
-from ridehail.tables import Driver, Offer, Ride
+from ridehail.domain.geo import Point
+from ridehail.domain.money import fmt
+from ridehail.domain.status import RideStatus
+from ridehail.store.tables import Driver, Offer, Ride
 
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 # A ride, quote or other id as it appears in a path or a body.
@@ -26,8 +27,8 @@ TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 MoneyStr = Annotated[str, Field(pattern=r"^-?[0-9]+\.[0-9]{2}$", examples=["12.40"],
                                 description="An amount as a decimal string")]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", examples=["USD"])]
-RideStatus = Literal["requested", "matching", "driver_assigned", "driver_arrived",
-                     "in_progress", "completed", "cancelled", "failed"]
+# RideStatus's values, as the API takes and documents them (inline, as a list of strings).
+RideStatusName = Literal[tuple(s.value for s in RideStatus)]  # type: ignore[valid-type]
 DriverStatus = Literal["offline", "available", "reserved", "on_trip"]
 
 
@@ -119,7 +120,7 @@ class RideOut(BaseModel):
     ride_id: str
     rider_id: str
     driver_id: str | None
-    status: RideStatus
+    status: RideStatusName
     failure_reason: str | None
     pickup: Point
     dropoff: Point

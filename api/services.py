@@ -13,7 +13,7 @@ from temporalio.client import Client
 from events.health import ConsumerHealth
 from events.outbox import Outbox
 from ridehail.config import Settings
-from ridehail.db import Database
+from ridehail.store.db import Database
 
 
 @dataclass

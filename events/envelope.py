@@ -13,7 +13,7 @@ from events.catalog import CATALOG, UPCASTERS, Payload, current_version
 # Partition count of the RIDES and DRIVERS streams (see events.streams).
 PARTITIONS = 8
 # A message header set by the process that wrote the event when it also applied it to
-# the read models in the same transaction (events.projector.project_inline): the
+# the read models in the same transaction (events.projection.project_inline): the
 # projectors then have nothing to look up.
 APPLIED_HEADER = "Ridehail-Applied"
 _STREAM_PREFIX = {"ride": "rides", "driver": "drivers", "notification": "notifications"}

@@ -23,9 +23,9 @@ from sqlalchemy import select as core_select
 from sqlmodel import Session, col, select
 
 from events.envelope import APPLIED_HEADER, CloudEvent
-from events.projector import project_inline
-from ridehail.db import Database, insert_unless_present
-from ridehail.tables import OutboxEvent, utcnow
+from events.projection import project_inline
+from ridehail.store.db import Database, insert_unless_present
+from ridehail.store.tables import OutboxEvent, utcnow
 
 log = logging.getLogger(__name__)
 _OUTBOX: Table = OutboxEvent.__table__  # type: ignore[attr-defined]
@@ -119,7 +119,7 @@ class Outbox:
 
     async def write(self, work: Callable[[Session], tuple[T, Sequence[CloudEvent]]]) -> T:
         """Run ``work`` in a write transaction, store the events it returns with it (and
-        apply them to the read models: events.projector), and publish them once
+        apply them to the read models: events.projection), and publish them once
         committed. The result is returned even if NATS is down: the events are safe in
         the outbox and the relay will publish them."""
 

@@ -11,32 +11,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
-from ridehail.config import Settings, SettingsError
+from ridehail.config import Settings
+from ridehail.load.commands import register_bench, register_simulate
+from ridehail.streamscli import register as register_streams
+from ridehail.terminal import console, results, with_secret
+from ridehail.terminal import settings_or_exit as _settings
 
 app = typer.Typer(help="ridehail: event-driven ride booking on Temporal and NATS JetStream.",
                   no_args_is_help=True, add_completion=False)
-# Diagnostics (progress, errors, what a command is doing) on stderr; results on stdout.
-# Neither wraps nor cuts lines when it is not a terminal: a pipe gets whole lines.
-console = Console(stderr=True, highlight=False, soft_wrap=True,
-                  width=None if sys.stderr.isatty() else 10_000)
-results = Console(highlight=False, soft_wrap=True,
-                  width=None if sys.stdout.isatty() else 10_000)
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="RIDEHAIL_DATA_DIR")]
-
-
-def _settings(data_dir: Path | None = None, **overrides: object) -> Settings:
-    values = {k: v for k, v in overrides.items() if v is not None}
-    if data_dir is not None:
-        values["data_dir"] = data_dir
-    try:
-        return Settings(**values)  # type: ignore[arg-type]
-    except Exception as e:  # noqa: BLE001 — pydantic explains what is wrong
-        console.print(f"[red]invalid settings:[/] {e}")
-        raise typer.Exit(2) from None
 
 
 def run_service(main: Coroutine[Any, Any, None]) -> None:
@@ -65,20 +51,6 @@ def _logging(verbose: bool) -> None:
     from ridehail.logs import configure_logging
 
     configure_logging(verbose, _settings().log_format)
-
-
-def with_secret(settings: Settings) -> Settings:
-    """The settings with the JWT secret, for the commands that sign or check tokens:
-    RIDEHAIL_JWT_SECRET, or else the data dir's file (said on stderr); exit 2 without."""
-    try:
-        secret, found_in = settings.find_jwt_secret()
-    except SettingsError as e:
-        console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
-        raise typer.Exit(2) from None
-    if settings.jwt_secret:
-        return settings
-    console.print(f"using the JWT secret in {escape(found_in)}", soft_wrap=True)
-    return settings.model_copy(update={"jwt_secret": secret})
 
 
 @app.command()
@@ -210,7 +182,7 @@ def audit(
 ) -> None:
     """Check the invariants of CONTRACT.md section 7; exit 0 when all hold, 1 otherwise.
     The report is printed on stdout."""
-    from ridehail.audit import run_audit
+    from ridehail.ops.audit import run_audit
 
     report = _once("audit", lambda rt: run_audit(rt.db, rt.js, rt.temporal, rt.settings),
                    temporal=True)
@@ -314,7 +286,7 @@ def projections_rebuild(
     first), unless --force."""
     from rich.progress import Progress
 
-    from events.rebuild import rebuild_projections, running_projectors
+    from ridehail.ops.rebuild import rebuild_projections, running_projectors
 
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("replaying events", total=None)
@@ -363,7 +335,7 @@ def replay(
         console.print("[red]error:[/] give exactly one of --dir or --query")
         raise typer.Exit(2)
     settings = _settings()
-    from ridehail import replay as r
+    from ridehail.ops import replay as r
 
     async def run() -> list[r.ReplayOutcome]:
         if directory is not None:
@@ -409,8 +381,8 @@ def histories_record(
     """Play every saga scenario against the running stack (`ridehail dev`, with the same
     RIDEHAIL_* settings) and write each ride's workflow history for replay tests."""
     settings = with_secret(_settings())
-    from ridehail.histories import record
-    from ridehail.scenarios import SCENARIOS
+    from ridehail.load.histories import record
+    from ridehail.load.scenarios import SCENARIOS
 
     names = tuple(only or SCENARIOS)
     with console.status(f"playing {len(names)} scenarios against {settings.api_url} …"):
@@ -436,7 +408,7 @@ def db_upgrade(
     as_json: Annotated[bool, typer.Option("--json", help="the revisions, as JSON")] = False,
 ) -> None:
     """Apply the schema migrations to RIDEHAIL_DATABASE_URL (PostgreSQL or SQLite)."""
-    from ridehail import migrate
+    from ridehail.store import migrate
 
     settings = _settings()
     before = migrate.current(settings.db_url)
@@ -449,18 +421,15 @@ def db_upgrade(
                   + (f" (was {before or 'empty'})" if before != after else " (up to date)"))
 
 
+# Commands that live in their own modules.
+register_bench(app)
+register_simulate(app)
+register_streams(app, _settings, console)
+
+
 def main() -> None:  # pragma: no cover
     app()
 
 
-# Commands that live in their own modules.
-from ridehail.bench import register as _register_bench  # noqa: E402
-from ridehail.simulate import register as _register_simulate  # noqa: E402
-from ridehail.streamscli import register as _register_streams  # noqa: E402
-
-_register_bench(app)
-_register_simulate(app)
-_register_streams(app, _settings, console)
-
-if __name__ == "__main__":  # how ridehail dev starts its worker process
+if __name__ == "__main__":  # how ridehail dev starts its component processes
     app()

@@ -19,16 +19,16 @@ from nats.js import JetStreamContext
 from temporalio.client import Client
 
 from events.consumer import ConsumerRunner, ConsumerSpec
+from events.consumers.notifier import Notifier
+from events.consumers.projectors import Projectors
+from events.consumers.trigger import WorkflowTrigger
 from events.fitcheck import require_fit
 from events.health import ConsumerHealth
-from events.notifier import Notifier
 from events.outbox import Outbox
-from events.projector import Projectors
-from events.trigger import WorkflowTrigger
 from ridehail.config import Settings
 from ridehail.connections import connect_nats, connect_temporal
-from ridehail.db import Database
-from ridehail.migrate import prepare_schema
+from ridehail.store.db import Database
+from ridehail.store.migrate import prepare_schema
 from ridehail.temporalcheck import prepare_temporal
 from ridehail.worker import build_worker, run_worker
 

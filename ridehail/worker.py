@@ -13,9 +13,9 @@ from temporalio.worker import Worker
 import workflows.ride
 from activities import build_activities
 from events.outbox import Outbox
-from ridehail.db import Database
+from ridehail.store.db import Database
+from workflows.contract import TASK_QUEUE
 from workflows.ride import RideWorkflow
-from workflows.types import TASK_QUEUE
 
 
 def compile_workflow_modules() -> None:

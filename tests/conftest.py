@@ -1,6 +1,7 @@
-"""Fixtures: real Temporal and NATS servers for the session, a fresh database per test
-(SQLite, or PostgreSQL when RIDEHAIL_TEST_POSTGRES_URL is set), the whole stack running
-in-process, and a time-skipping Temporal environment for timer-heavy workflow tests."""
+"""Markers by folder (unit, integration, e2e), and fixtures: real Temporal and NATS
+servers for the session, a fresh database per test (SQLite, or PostgreSQL when
+RIDEHAIL_TEST_POSTGRES_URL is set), the whole stack running in-process, the API alone,
+and a time-skipping Temporal environment for timer-heavy workflow tests."""
 
 from __future__ import annotations
 
@@ -32,6 +33,16 @@ from tests.support.servers import (
 from tests.support.stack import Stack, running_stack
 
 POSTGRES_URL = os.environ.get("RIDEHAIL_TEST_POSTGRES_URL")
+LAYERS = ("unit", "integration", "e2e")  # the folders, and the markers they apply
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its folder's layer, so ``-m unit`` (or ``integration``,
+    ``e2e``) selects it."""
+    for item in items:
+        folder = item.path.parent.name
+        if folder in LAYERS:
+            item.add_marker(getattr(pytest.mark, folder))
 
 
 @pytest.fixture(scope="session")
@@ -100,6 +111,14 @@ def settings(servers: Settings, tmp_path: Path, database_url: str) -> Settings:
 async def stack(settings: Settings) -> AsyncIterator[Stack]:
     async with running_stack(settings) as s:
         yield s
+
+
+@pytest.fixture
+async def api(settings: Settings) -> AsyncIterator[Stack]:
+    """The API alone (no worker or consumers): for tests of the HTTP layer's own rules,
+    with rides set up in the database as the saga would leave them."""
+    async with running_stack(settings, components=("api",)) as stack:
+        yield stack
 
 
 @pytest.fixture

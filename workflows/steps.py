@@ -13,7 +13,7 @@ policy and run at least once, so both are idempotent (keyed on the ride and step
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal, TypeVar, overload
 
 from pydantic import BaseModel
 from temporalio import workflow
@@ -22,10 +22,11 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.exceptions import CancelledError as TemporalCancelledError
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
-from workflows.types import A
+from workflows.contract import PAYMENT_DECLINED, Step
 
-PAYMENT_DECLINED = "PaymentDeclined"  # the error type of a declined card
 STEP_TIMEOUT = timedelta(seconds=15)
+
+R = TypeVar("R", bound=BaseModel)
 
 # Forward steps retry until they succeed: a transient outage (database, NATS, the
 # payment gateway) must not end a ride. A declined card is a business answer, not an
@@ -50,25 +51,40 @@ COMPENSATION_RETRY = RetryPolicy(
 # The steps that call the payment gateway: never local.
 GATEWAY_STEPS = frozenset(
     {
-        A.authorize_payment,
-        A.capture_payment,
-        A.void_payment,
-        A.refund_payment,
-        A.charge_cancellation_fee,
+        Step.AUTHORIZE_PAYMENT,
+        Step.CAPTURE_PAYMENT,
+        Step.VOID_PAYMENT,
+        Step.REFUND_PAYMENT,
+        Step.CHARGE_CANCELLATION_FEE,
     }
 )
 
 
+@overload
 async def run_step(
-    name: str,
+    name: Step, arg: BaseModel, result_type: type[R], *, summary: str,
+    compensation: bool = ..., optional: Literal[False] = ..., local: bool = ...,
+) -> R: ...
+@overload
+async def run_step(
+    name: Step, arg: BaseModel, result_type: type[R], *, summary: str,
+    compensation: bool = ..., optional: Literal[True], local: bool = ...,
+) -> R | None: ...
+@overload
+async def run_step(
+    name: Step, arg: BaseModel, result_type: None = ..., *, summary: str,
+    compensation: bool = ..., optional: bool = ..., local: bool = ...,
+) -> None: ...
+async def run_step(
+    name: Step,
     arg: BaseModel,
-    result_type: type[BaseModel] | None = None,
+    result_type: type[R] | None = None,
     *,
     summary: str,
     compensation: bool = False,
     optional: bool = False,
     local: bool = False,
-) -> Any:
+) -> R | None:
     """Run activity ``name``; ``optional`` when it may answer None, ``summary`` for the
     history in the Temporal UI; ``local`` to run a bookkeeping step (any step but the
     payment gateway's) as a local activity."""
@@ -84,19 +100,22 @@ async def run_step(
         cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         summary=summary,
     )
+    activity = name.value  # the plain string the history records
     if not local or name in GATEWAY_STEPS:
-        return await workflow.execute_activity(name, arg, **options)
+        result: R | None = await workflow.execute_activity(activity, arg, **options)
+        return result
     try:
-        return await workflow.execute_local_activity(name, arg, **options)
+        result = await workflow.execute_local_activity(activity, arg, **options)
+        return result
     except (ApplicationError, TemporalTimeoutError) as e:
         # A local activity's final failure arrives unwrapped; wrap it as a regular
         # activity's is, so that the saga handles both alike and names the step.
         raise ActivityError(
-            f"local activity {name} failed",
+            f"local activity {activity} failed",
             scheduled_event_id=0,
             started_event_id=0,
             identity="",
-            activity_type=name,
+            activity_type=activity,
             activity_id="",
             retry_state=None,
         ) from e

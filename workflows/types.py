@@ -1,6 +1,6 @@
 """What crosses the Temporal boundary: the workflow's input and signal, and each
 activity's input and result. One pydantic model per call so fields can be added
-compatibly; activity names are spelled once, here."""
+compatibly. The names (workflow, signal, steps) are in ``workflows.contract``."""
 
 from __future__ import annotations
 
@@ -9,20 +9,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-TASK_QUEUE = "rides"
-WORKFLOW_TYPE = "RideWorkflow"
-
-
-def workflow_id(ride_id: str) -> str:
-    return f"ride-{ride_id}"
+from ridehail.domain.status import RideStatus
 
 
 class Point(BaseModel):
     """A point on the map as it crosses the Temporal boundary.
 
     The workflow sandbox may import only the standard library, temporalio and pydantic,
-    so this is a twin of ``ridehail.geo.Point`` (which brings h3 along) rather than an
-    import of it. ``from_attributes`` lets a ``ridehail.geo.Point`` be passed where this one
+    so this is a twin of ``ridehail.domain.geo.Point`` (which brings h3 along) rather than an
+    import of it. ``from_attributes`` lets a ``ridehail.domain.geo.Point`` be passed where this one
     is expected (the trigger builds ``RideInput`` from the event's points).
     """
 
@@ -30,25 +25,6 @@ class Point(BaseModel):
 
     lat: float = Field(ge=-90, le=90, allow_inf_nan=False)
     lng: float = Field(ge=-180, le=180, allow_inf_nan=False)
-
-
-class A:
-    """Activity names, as they appear in the workflow history."""
-
-    quote_fare = "quote_fare"
-    authorize_payment = "authorize_payment"
-    void_payment = "void_payment"
-    capture_payment = "capture_payment"
-    refund_payment = "refund_payment"
-    charge_cancellation_fee = "charge_cancellation_fee"
-    reserve_driver = "reserve_driver"
-    expire_offer = "expire_offer"
-    decline_offer = "decline_offer"
-    assign_driver = "assign_driver"
-    release_driver = "release_driver"
-    complete_ride = "complete_ride"
-    cancel_ride = "cancel_ride"
-    fail_ride = "fail_ride"
 
 
 class RideInput(BaseModel):
@@ -73,7 +49,7 @@ class RideSignal(BaseModel):
 
 class RideOutcome(BaseModel):
     ride_id: str
-    status: str
+    status: RideStatus
     failure_reason: str | None = None
     driver_id: str | None = None
     final_fare_cents: int | None = None

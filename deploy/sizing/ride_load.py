@@ -32,12 +32,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import jwt
 import psycopg
+
+from ridehail.domain.status import RideStatus
+from ridehail.load.apiclient import Api, poll_until
 
 BIN = Path(sys.executable).parent
 SEARCH_ATTRIBUTES = ("RideStatus", "RiderId", "DriverId")
@@ -202,90 +205,70 @@ async def wait_ready(http: httpx.AsyncClient, base: str, stack: Stack,
 class Load:
     """Rides driven through the HTTP API, round-robin over the API processes."""
 
-    def __init__(self, http: httpx.AsyncClient, bases: list[str], secret: str,
-                 ride_timeout: float, poll_s: float) -> None:
-        self.http = http
-        self.bases = bases
-        self.secret = secret
+    def __init__(self, apis: list[Api], ride_timeout: float, poll_s: float) -> None:
+        self.apis = apis
         self.ride_timeout = ride_timeout
         self.poll_s = poll_s
         self.durations: list[float] = []
         self.request_latencies: list[float] = []
         self.failures: list[str] = []
-        self.calls = 0
 
-    def token(self, role: str, sub: str) -> dict[str, str]:
-        claims = {"sub": sub, "role": role, "exp": int(time.time()) + 3600}
-        return {"Authorization": f"Bearer {jwt.encode(claims, self.secret, algorithm='HS256')}"}
-
-    async def call(self, i: int, method: str, path: str, auth: dict[str, str],
-                   json: object = None) -> httpx.Response:
-        base = self.bases[i % len(self.bases)]
-        self.calls += 1
-        return await self.http.request(method, base + path, headers=auth, json=json, timeout=30)
-
-    async def until(self, what: str, probe, deadline: float):  # type: ignore[no-untyped-def]
-        while time.monotonic() < deadline:
-            value = await probe()
-            if value:
-                return value
-            await asyncio.sleep(self.poll_s)
-        raise TimeoutError(what)
+    @property
+    def calls(self) -> int:
+        return sum(api.calls for api in self.apis)
 
     async def ride(self, i: int) -> None:
         # each ride has its own driver, waiting at the pickup; pickups are ~5 km apart so
         # the nearest available driver is always the ride's own
         lat, lng = 40.0 + (i // 40) * 0.05, -75.0 + (i % 40) * 0.05
-        driver, rider = self.token("driver", f"load-d{i}"), self.token("rider", f"load-r{i}")
+        api = self.apis[i % len(self.apis)]
+        driver, rider = ("driver", f"load-d{i}"), ("rider", f"load-r{i}")
         deadline = time.monotonic() + self.ride_timeout
 
-        async def expect(method: str, path: str, auth: dict[str, str], want: int,
-                         json: object = None) -> httpx.Response:
-            r = await self.call(i, method, path, auth, json)
-            if r.status_code != want:
-                raise RuntimeError(f"{method} {path} -> {r.status_code}: {r.text[:200]}")
-            return r
+        async def until(what: str, check: Callable[[], Awaitable[bool]]) -> None:
+            await poll_until(check, what, deadline, self.poll_s)
 
-        await expect("PUT", "/v1/drivers/me", driver, 200,
-                     {"name": f"Driver {i}", "vehicle": {"make": "Kia", "model": "Niro",
-                                                         "plate": f"LD-{i}"}})
-        await expect("POST", "/v1/drivers/me/online", driver, 200, {"lat": lat, "lng": lng})
+        await api.expect("PUT", "/v1/drivers/me", *driver,
+                         {"name": f"Driver {i}", "vehicle": {"make": "Kia", "model": "Niro",
+                                                             "plate": f"LD-{i}"}})
+        await api.expect("POST", "/v1/drivers/me/online", *driver, {"lat": lat, "lng": lng})
 
         async def available() -> bool:
-            r = await expect("GET", "/v1/drivers/me", driver, 200)
-            return bool(r.json().get("status") == "available")
+            me = await api.expect("GET", "/v1/drivers/me", *driver)
+            return bool(me.get("status") == "available")
 
-        await self.until("driver available", available, deadline)
+        await until("driver available", available)
         t0 = time.monotonic()
-        r = await expect("POST", "/v1/rides", rider, 202,
-                         {"pickup": {"lat": lat, "lng": lng},
-                          "dropoff": {"lat": lat + 0.01, "lng": lng + 0.015}})
+        ride = await api.expect("POST", "/v1/rides", *rider,
+                                {"pickup": {"lat": lat, "lng": lng},
+                                 "dropoff": {"lat": lat + 0.01, "lng": lng + 0.015}})
         self.request_latencies.append(time.monotonic() - t0)
-        ride_id = r.json()["ride_id"]
+        ride_id = ride["ride_id"]
 
         async def offered() -> bool:
-            body = (await expect("GET", "/v1/drivers/me/offers", driver, 200)).json()
+            body = await api.expect("GET", "/v1/drivers/me/offers", *driver)
             items = body if isinstance(body, list) else body.get("offers", [])
             return any(o.get("ride_id") == ride_id for o in items)
 
-        await self.until("offer", offered, deadline)
-        steps = (("accept", "driver_assigned", None), ("arrive", "driver_arrived", None),
-                 ("start", "in_progress", None),
-                 ("complete", "completed", {"distance_m": 2300, "duration_s": 540}))
+        await until("offer", offered)
+        steps = (("accept", RideStatus.DRIVER_ASSIGNED, None),
+                 ("arrive", RideStatus.DRIVER_ARRIVED, None),
+                 ("start", RideStatus.IN_PROGRESS, None),
+                 ("complete", RideStatus.COMPLETED, {"distance_m": 2300, "duration_s": 540}))
         for action, then, body in steps:
             async def act(action: str = action, body: object = body) -> bool:
                 # 409 while the read model has not caught up with the previous step
-                r = await self.call(i, "POST", f"/v1/rides/{ride_id}/{action}", driver, body)
+                r = await api.call("POST", f"/v1/rides/{ride_id}/{action}", *driver, body)
                 if r.status_code not in (202, 409):
                     raise RuntimeError(f"{action} -> {r.status_code}: {r.text[:200]}")
                 return r.status_code == 202
 
             async def reached(then: str = then) -> bool:
-                r = await expect("GET", f"/v1/rides/{ride_id}", rider, 200)
-                return bool(r.json()["status"] == then)
+                got = await api.expect("GET", f"/v1/rides/{ride_id}", *rider)
+                return bool(got["status"] == then)
 
-            await self.until(action, act, deadline)
-            await self.until(then, reached, deadline)
+            await until(action, act)
+            await until(then, reached)
         self.durations.append(time.monotonic() - t0)
 
     async def run(self, rides: int, concurrency: int) -> float:
@@ -342,11 +325,14 @@ async def measure(args: argparse.Namespace) -> int:
                 await asyncio.sleep(0.5)
 
         sampling = asyncio.create_task(sampler())
-        limits = httpx.Limits(max_connections=args.concurrency * 2)
-        async with httpx.AsyncClient(limits=limits) as http:
-            bases = [f"http://127.0.0.1:{p}" for p in stack.api_ports]
-            load = Load(http, bases, stack.secret, args.ride_timeout, args.poll)
+        apis = [Api(f"http://127.0.0.1:{p}", stack.secret,
+                    max_connections=args.concurrency * 2) for p in stack.api_ports]
+        load = Load(apis, args.ride_timeout, args.poll)
+        try:
             elapsed = await load.run(args.rides, args.concurrency)
+        finally:
+            for api in apis:
+                await api.aclose()
         sampling.cancel()
         stack.check_alive()
         for p in stack.procs:

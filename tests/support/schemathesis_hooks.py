@@ -1,5 +1,5 @@
-"""Schemathesis hooks for ``tests/test_api_schemathesis.py`` (loaded by the ``st`` process
-through ``SCHEMATHESIS_HOOKS``): a valid token for each operation, of the role the
+"""Schemathesis hooks for ``tests/integration/test_api_schemathesis.py`` (loaded by the
+``st`` process through ``SCHEMATHESIS_HOOKS``): a valid token for each operation, of the role the
 operation is for, so the fuzzing gets past authentication and reaches the handlers."""
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from events.envelope import CloudEvent
-from ridehail.audit import check_fees
+from ridehail.ops.audit import check_fees
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 

@@ -10,7 +10,7 @@ import pytest
 from events.catalog import CATALOG, DriverLocationUpdated, RideRequested, current_version
 from events.envelope import CloudEvent, InvalidEvent, logical_subject, new_event, parse_event
 from events.schema_registry import breaking_changes, check, generated_schema, schema_path
-from ridehail.geo import Point
+from ridehail.domain.geo import Point
 
 
 def test_committed_schemas_match_the_models() -> None:
@@ -113,7 +113,6 @@ def test_partitioned_subjects_map_back_to_the_published_subject() -> None:
     assert logical_subject("drivers.0.d-1.online") == "drivers.d-1.online"
     assert logical_subject("dlq.notifier.rides.abc.requested") == \
         "dlq.notifier.rides.abc.requested"
-
 
 
 def test_a_subject_cannot_break_the_subject_hierarchy() -> None:

@@ -7,6 +7,9 @@ import dataclasses
 
 from nats.js.api import AckPolicy, StorageType
 
+from events.consumers.notifier import Notifier
+from events.consumers.projectors import Projectors
+from events.consumers.trigger import WorkflowTrigger
 from events.fitcheck import (
     MIN_NATS_VERSION,
     consumer_differences,
@@ -14,11 +17,8 @@ from events.fitcheck import (
     stranded_filter,
     stream_differences,
 )
-from events.notifier import Notifier
-from events.projector import Projectors
 from events.streams import stream_configs
 from events.topology import CONSUMER_GROUPS, WORKFLOW_TRIGGER
-from events.trigger import WorkflowTrigger
 from ridehail.config import Settings
 
 

@@ -11,10 +11,11 @@ from typing import TypeVar
 import pytest
 from sqlmodel import Session, select
 
-from activities.matching import nearby_available, rank_candidates, reserve_nearest, try_reserve
-from ridehail.db import Database
-from ridehail.geo import Point, driver_cell
-from ridehail.tables import Driver, Offer, utcnow
+from activities.matching import nearby_available, reserve_nearest, try_reserve
+from ridehail.domain.geo import Point, driver_cell
+from ridehail.domain.matching import rank_candidates
+from ridehail.store.db import Database
+from ridehail.store.tables import Driver, Offer, utcnow
 from workflows.types import ReserveRequest
 
 T = TypeVar("T")

@@ -7,9 +7,9 @@ from decimal import Decimal
 
 import pytest
 
-from activities.notifications import notifications_for
 from events import catalog as c
 from events.envelope import new_event
+from ridehail.domain.notifications import notifications_for
 
 RIDE = "ride1"
 

@@ -6,16 +6,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from activities.payments import (
+from activities.payments import Declined as CardDeclined
+from activities.payments import GatewayUnavailable, SandboxGateway
+from ridehail.domain.payments import (
     CANCELLATION_FEE_CENTS,
-    GatewayUnavailable,
-    SandboxGateway,
     cancellation_fee_cents,
     final_charge_cents,
     hold_cents,
 )
-from activities.payments import Declined as CardDeclined
-from activities.pricing import fare_cents
+from ridehail.domain.pricing import fare_cents
 
 
 @pytest.mark.parametrize(

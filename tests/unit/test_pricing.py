@@ -6,7 +6,9 @@ from datetime import timedelta
 
 import pytest
 
-from activities.pricing import (
+from activities.pricing import map_point
+from ridehail.domain.geo import Point, driver_cell, haversine_m, zone_cell
+from ridehail.domain.pricing import (
     BASE_CENTS,
     MINIMUM_CENTS,
     PER_KM_CENTS,
@@ -15,16 +17,12 @@ from activities.pricing import (
     SURGE_MAX,
     estimate_trip,
     fare_cents,
-    live_quote,
-    make_quote,
-    map_point,
-    quote_covers,
     surge_multiplier,
-    zone_surge,
 )
-from ridehail.db import Database
-from ridehail.geo import Point, driver_cell, haversine_m, zone_cell
-from ridehail.tables import Driver, Ride, utcnow
+from ridehail.domain.status import RideStatus
+from ridehail.store.db import Database
+from ridehail.store.quotes import live_quote, make_quote, quote_covers, zone_surge
+from ridehail.store.tables import Driver, Ride, utcnow
 from workflows import types as wt
 
 TIMES_SQUARE = Point(lat=40.758, lng=-73.9855)
@@ -124,7 +122,7 @@ def test_map_point_converts_the_workflow_boundary_point() -> None:
     p = map_point(wt.Point(lat=1.5, lng=2.5))
     assert isinstance(p, Point) and (p.lat, p.lng) == (1.5, 2.5)
     assert map_point(TIMES_SQUARE) is TIMES_SQUARE
-    # and the other way: the trigger hands the event's ridehail.geo.Point to RideInput
+    # and the other way: the trigger hands the event's ridehail.domain.geo.Point to RideInput
     ride = wt.RideInput(ride_id="x", rider_id="r", pickup=TIMES_SQUARE, dropoff=UNION_SQUARE)
     assert isinstance(ride.pickup, wt.Point) and ride.pickup.lat == TIMES_SQUARE.lat
 
@@ -189,7 +187,7 @@ def test_surge_is_per_zone_from_open_requests_against_available_drivers(db: Data
         s.add(_driver("d-far", london))  # another zone
         for i in range(4):
             s.add(_ride(f"open{i}", TIMES_SQUARE))
-        s.add(_ride("done", TIMES_SQUARE, status="completed"))  # not open
+        s.add(_ride("done", TIMES_SQUARE, status=RideStatus.COMPLETED))  # not open
         s.add(_ride("elsewhere", london))
     with db.reading() as s:
         # 4 open requests against 1 available driver: 1 + 0.25 * 3 = 1.75 → 1.8

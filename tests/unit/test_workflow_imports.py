@@ -1,6 +1,7 @@
-"""Workflow modules import only the standard library, temporalio, pydantic and each
-other: anything else (SQLModel, NATS, h3 …) has no place in deterministic workflow code,
-and would reach the sandbox through ``imports_passed_through``."""
+"""Workflow modules import only the standard library, temporalio, pydantic, each other
+and the ride statuses (``ridehail.domain.status``, itself standard library only):
+anything else (SQLModel, NATS, h3 …) has no place in deterministic workflow code, and
+would reach the sandbox through ``imports_passed_through``."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import pytest
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 ALLOWED = {"temporalio", "pydantic", "workflows", "__future__"}
+STATUS = Path(__file__).resolve().parents[2] / "ridehail" / "domain" / "status.py"
+ALLOWED_MODULES = {"ridehail.domain.status"}
 
 
 def _imported_roots(path: Path) -> set[str]:
@@ -20,7 +23,8 @@ def _imported_roots(path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             roots |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            roots.add(node.module.split(".")[0])
+            if node.module not in ALLOWED_MODULES:
+                roots.add(node.module.split(".")[0])
     return roots
 
 
@@ -30,3 +34,8 @@ def test_workflow_module_imports_only_what_a_workflow_may(path: Path) -> None:
         r for r in _imported_roots(path) if r not in ALLOWED and r not in sys.stdlib_module_names
     }
     assert not foreign, f"{path.name} imports {sorted(foreign)}"
+
+
+def test_the_statuses_workflows_import_are_standard_library_only() -> None:
+    foreign = {r for r in _imported_roots(STATUS) if r not in sys.stdlib_module_names}
+    assert foreign <= {"__future__"}, f"status.py imports {sorted(foreign)}"

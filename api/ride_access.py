@@ -1,0 +1,56 @@
+"""Which rides a caller may see, and the cursor of a page of them."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from datetime import datetime
+
+from sqlalchemy import exists, or_
+from sqlmodel import Session, col, select
+
+from api.auth import Principal
+from api.problems import Problem, invalid
+from api.schemas import ID_PATTERN
+from ridehail.store.tables import Offer, Ride
+
+NOT_FOUND = "No such ride"
+
+
+def _offered_to(driver_id: str):  # type: ignore[no-untyped-def]
+    return exists().where(col(Offer.ride_id) == Ride.ride_id, col(Offer.driver_id) == driver_id)
+
+
+def visible(who: Principal):  # type: ignore[no-untyped-def]
+    """The SQL condition for the rides ``who`` may see."""
+    if who.role == "admin":
+        return True
+    if who.role == "rider":
+        return col(Ride.rider_id) == who.sub
+    return or_(col(Ride.driver_id) == who.sub, _offered_to(who.sub))
+
+
+def get_visible(session: Session, ride_id: str, who: Principal) -> Ride:
+    ride = session.exec(select(Ride).where(Ride.ride_id == ride_id).where(visible(who))).first()
+    if ride is None:
+        raise Problem(404, NOT_FOUND)
+    return ride
+
+
+def encode_cursor(ride: Ride) -> str:
+    raw = f"{ride.created_at.isoformat()}|{ride.ride_id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created_text, ride_id = raw.split("|", 1)
+        created = datetime.fromisoformat(created_text)
+        if created.tzinfo is None or not re.fullmatch(ID_PATTERN, ride_id):
+            raise ValueError("not a cursor of ours")
+        return created, ride_id
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise invalid("query.cursor", "invalid cursor",
+                      "Invalid cursor; pass back the next_cursor of a previous page") from None

@@ -1,0 +1,1 @@
+"""The consumers: the workflow trigger, the read-model projectors and the notifier."""

@@ -1,0 +1,364 @@
+"""``ridehail bench``: a fixed workload through the HTTP API against a running stack, and
+(``--baseline``) the same workload on bare Temporal in the same run.
+
+Each of ``concurrency`` riders requests a ride, follows it on its event stream
+(``GET /v1/rides/{id}/events``, Server-Sent Events) and, acting for the driver the saga
+picked, accepts the offer and reports arrival, start and end at once; then requests the
+next ride, until ``rides`` have been requested. Latencies are measured by the client,
+from just before ``POST /v1/rides`` to the moment the ``ride.driver_assigned`` and the
+ending event arrive on the stream. The CPU time and memory of the process serving the API
+(under ``ridehail dev``, the one process that also runs the worker, the consumers and the
+relay), of the Temporal server and of nats-server are read from the operating system.
+At the end the bench checks that every ride ended, that the consumers caught up, that
+``ridehail audit`` passes and that nothing new is in the DLQ.
+
+The anchor (``ridehail.load.baseline``) runs rides of the same shape on the same Temporal
+server, with ridehail's worker settings, its worker in this process. The two sides run
+in alternating blocks (``rounds``), so that the background load of a shared machine
+weighs on both alike; ridehail's block ends when its consumers have caught up too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from ridehail.config import Settings
+from ridehail.domain.status import RideStatus
+from ridehail.load.apiclient import TERMINAL_EVENTS, Api, ApiError, jwt_secret
+from ridehail.load.benchchecks import caught_up, check_ridehail, unreachable
+from ridehail.load.benchfigures import (
+    BenchReport,
+    RideResult,
+    RunFigures,
+    figures,
+    percentiles,
+    print_report,
+)
+from ridehail.load.city import City, coords
+from ridehail.load.procwatch import (
+    ProcessUsage,
+    ProcessWatch,
+    describe_role,
+    machine_info,
+    stack_processes,
+)
+
+__all__ = ["BenchReport", "RideResult", "RunFigures", "percentiles", "print_report",
+           "run_bench", "unreachable"]
+
+if TYPE_CHECKING:
+
+    pass
+
+RIDER_PREFIX = "bench-r"
+DRIVER_PREFIX = "bench-d"
+
+
+# --- the workload ------------------------------------------------------------------------------
+
+
+async def run_workload(rides: int, concurrency: int,
+                       one: Callable[[int], Awaitable[RideResult]],
+                       done: Callable[[RideResult], None], first_index: int = 0
+                       ) -> tuple[list[RideResult], float]:
+    """``rides`` rides (numbered from ``first_index``), ``concurrency`` at a time; returns
+    them and the seconds from the first request to the last ending."""
+    results: list[RideResult] = []
+    next_index = first_index
+    end_index = first_index + rides
+    start = time.perf_counter()
+    last_end = start
+
+    async def rider() -> None:
+        nonlocal next_index, last_end
+        while next_index < end_index:
+            i = next_index
+            next_index += 1
+            try:
+                result = await one(i)
+            except Exception as e:  # noqa: BLE001 — a failed ride is a figure, not a crash
+                result = RideResult("error", error=f"{type(e).__name__}: {e}"[:300])
+            last_end = time.perf_counter()
+            results.append(result)
+            done(result)
+
+    await asyncio.gather(*(rider() for _ in range(min(concurrency, rides))))
+    return results, last_end - start
+
+
+class RidehailWorkload:
+    """Riders and drivers of the bench, through the HTTP API."""
+
+    def __init__(self, api: Api, city: City, drivers: int, seed: int,
+                 ride_timeout_s: float) -> None:
+        self.api = api
+        self.city = city
+        self.drivers = [f"{DRIVER_PREFIX}{i}" for i in range(drivers)]
+        self.rng = random.Random(seed)
+        self.ride_timeout_s = ride_timeout_s
+
+    async def drivers_online(self) -> None:
+        """Every bench driver online at a random place, and available (a driver left
+        reserved by an interrupted earlier run is waited for)."""
+        sem = asyncio.Semaphore(10)
+
+        async def online(driver_id: str) -> None:
+            async with sem:
+                await self.api.driver_online(driver_id, self.city.random_point(self.rng))
+
+        await asyncio.gather(*(online(d) for d in self.drivers))
+        deadline = time.monotonic() + 60
+        waiting = list(self.drivers)
+        while waiting:
+            still = []
+            for d in waiting:
+                me = await self.api.expect("GET", "/v1/drivers/me", "driver", d)
+                if me["status"] != "available":
+                    still.append(d)
+            waiting = still
+            if waiting:
+                if time.monotonic() > deadline:
+                    raise ApiError(f"{len(waiting)} drivers not available after 60 s, "
+                                   f"e.g. {waiting[0]}")
+                await asyncio.sleep(0.1)
+
+    async def drivers_offline(self) -> None:
+        sem = asyncio.Semaphore(10)
+
+        async def offline(driver_id: str) -> None:
+            async with sem:
+                await self.api.call("POST", "/v1/drivers/me/offline", "driver", driver_id)
+
+        await asyncio.gather(*(offline(d) for d in self.drivers))
+
+    async def ride(self, i: int) -> RideResult:
+        rider = f"{RIDER_PREFIX}{i}"
+        pickup, dropoff = self.city.random_trip(self.rng)
+        t0 = time.perf_counter()
+        ride = await self.api.expect("POST", "/v1/rides", "rider", rider,
+                                     {"pickup": coords(pickup), "dropoff": coords(dropoff)})
+        ride_id = ride["ride_id"]
+        result = RideResult("timeout")
+        try:
+            async with asyncio.timeout(self.ride_timeout_s):
+                await self._follow(ride_id, rider, t0, result)
+        except TimeoutError:
+            result.status = "timeout"
+            result.error = f"ride {ride_id} did not end within {self.ride_timeout_s:.0f} s"
+        return result
+
+    async def _follow(self, ride_id: str, rider: str, t0: float, result: RideResult) -> None:
+        """Read the ride's events; act for its driver as soon as each step allows."""
+        driver: str | None = None
+        async with self.api.ride_events(ride_id, "rider", rider) as events:
+            async for e in events:
+                kind = e.event
+                if kind == "ride.driver_offered":
+                    driver = e.json()["data"]["driver_id"]
+                    await self.api.expect("POST", f"/v1/rides/{ride_id}/accept", "driver",
+                                          driver)
+                elif kind == "ride.driver_assigned":
+                    result.to_assigned_s = time.perf_counter() - t0
+                    driver = e.json()["data"]["driver_id"]
+                    result.retries += await self.api.driver_report(ride_id, driver, "arrive")
+                elif kind == "ride.driver_arrived" and driver:
+                    result.retries += await self.api.driver_report(ride_id, driver, "start")
+                elif kind == "ride.trip_started" and driver:
+                    trip = {"distance_m": self.rng.randint(800, 6000),
+                            "duration_s": self.rng.randint(180, 1200)}
+                    result.retries += await self.api.driver_report(ride_id, driver, "complete",
+                                                                   trip)
+                elif kind in TERMINAL_EVENTS:
+                    result.to_end_s = time.perf_counter() - t0
+                    result.status = kind.removeprefix("ride.")
+                    return
+                elif kind == "problem":
+                    raise ApiError(f"the event stream of ride {ride_id} broke: {e.data}")
+        raise ApiError(f"the event stream of ride {ride_id} ended before the ride did")
+
+
+# --- running it --------------------------------------------------------------------------------
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+                    console=console, transient=False)
+
+
+class Phase:
+    """One side of the bench — ridehail or the anchor — run in one or more blocks; its
+    figures cover all of them. ``drain`` runs at the end of each block, inside the measured
+    time: ridehail's block ends when its consumers have caught up too, so no work of one
+    side spills into the other's block."""
+
+    def __init__(self, name: str, one: Callable[[int], Awaitable[RideResult]],
+                 roles: dict[str, int], drain: Callable[[], Awaitable[bool]] | None = None,
+                 others: dict[str, int] | None = None) -> None:
+        self.name = name
+        self.one = one
+        self.roles = roles
+        self.others = others or {}  # the other side's processes, watched but not counted
+        self.others_cpu_s: dict[str, float] = {}
+        self.drain = drain
+        self.results: list[RideResult] = []
+        self.elapsed_s = 0.0
+        self.drain_s = 0.0
+        self.drained = True
+        self.usage: dict[str, ProcessUsage] = {}
+        self.load_before: tuple[float, float, float] | None = None
+        self.load_after: tuple[float, float, float] | None = None
+
+    async def block(self, size: int, concurrency: int, progress: Progress,
+                    task: TaskID) -> None:
+        completed = sum(r.status == RideStatus.COMPLETED for r in self.results)
+        started = time.perf_counter() - self.elapsed_s
+
+        def done(r: RideResult) -> None:
+            nonlocal completed
+            completed += r.status == RideStatus.COMPLETED
+            rate = completed / (time.perf_counter() - started)
+            progress.update(task, advance=1, rate=f"{rate:5.1f} rides/s")
+
+        self.load_before = self.load_before or os.getloadavg()
+        watch = ProcessWatch(self.roles)
+        watch.start()
+        bystanders = ProcessWatch(self.others)
+        bystanders.start()
+        results, elapsed = await run_workload(size, concurrency, self.one, done,
+                                              first_index=len(self.results))
+        if self.drain is not None:
+            t0 = time.perf_counter()
+            self.drained = await self.drain() and self.drained
+            self.drain_s += time.perf_counter() - t0
+            elapsed += time.perf_counter() - t0
+        for u in await bystanders.stop():
+            self.others_cpu_s[u.role] = self.others_cpu_s.get(u.role, 0.0) + u.cpu_s
+        for u in await watch.stop():
+            seen = self.usage.get(u.role)
+            if seen is not None:
+                u.cpu_s += seen.cpu_s
+                u.peak_rss_mb = max(u.peak_rss_mb, seen.peak_rss_mb)
+            self.usage[u.role] = u
+        self.load_after = os.getloadavg()
+        self.results += results
+        self.elapsed_s += elapsed
+
+    def figures(self, concurrency: int, blocks: int) -> RunFigures:
+        out = figures(self.name, self.results, concurrency, self.elapsed_s)
+        out.processes = list(self.usage.values())
+        out.load_before, out.load_after = self.load_before, self.load_after
+        out.blocks, out.drain_s = blocks, self.drain_s
+        out.others_cpu_s = {k: round(v, 2) for k, v in self.others_cpu_s.items()}
+        if out.completed and out.processes:
+            out.cpu_per_ride_s = sum(p.cpu_s for p in out.processes) / out.completed
+        return out
+
+
+def blocks_of(rides: int, rounds: int) -> list[int]:
+    """``rides`` split into ``rounds`` blocks as even as can be."""
+    rounds = max(1, min(rounds, rides))
+    return [rides // rounds + (i < rides % rounds) for i in range(rounds)]
+
+
+async def run_bench(settings: Settings, *, rides: int, drivers: int, concurrency: int,
+                    baseline: bool, ridehail: bool = True, rounds: int = 3,
+                    city: City | None = None, seed: int = 7, ride_timeout_s: float = 120.0,
+                    console: Console | None = None) -> BenchReport:
+    """The whole bench against the stack ``settings`` point at. With both sides, the
+    rides run in ``rounds`` alternating blocks (ridehail, anchor, ridehail, …) so that a
+    change in the machine's background load weighs on both alike."""
+    from ridehail.components import runtime
+    from ridehail.load.baseline import build_baseline_worker, drive_ride, ridehail_worker_settings
+
+    console = console or Console()
+    city = city or City()
+    report = BenchReport(machine=machine_info())
+    roles = stack_processes(settings)
+    report.measured = {role: f"pid {pid}: {describe_role(role, roles)}"
+                       for role, pid in roles.items()
+                       if not (role == "bench" and pid == roles.get("api"))}
+    if "api" not in roles:
+        report.measured["api"] = (f"no process seen listening on port {settings.api_port}: "
+                                  "CPU and memory of the API and worker not measured")
+    sizes = blocks_of(rides, rounds if ridehail and baseline else 1)
+
+    async with contextlib.AsyncExitStack() as stack:
+        rt = await stack.enter_async_context(
+            runtime(settings, "bench", temporal=True, prepare=False))
+        assert rt.temporal is not None
+        client = rt.temporal
+        report.worker_settings = {
+            k: str(v) for k, v in (await ridehail_worker_settings(client)).items()
+            if k in ("max_concurrent_activities", "max_concurrent_workflow_tasks",
+                     "max_cached_workflows", "workflow_task_poller_behavior",
+                     "activity_task_poller_behavior", "disable_eager_activity_execution",
+                     "max_concurrent_local_activities", "graceful_shutdown_timeout")}
+        phases: list[Phase] = []
+        work: RidehailWorkload | None = None
+        if ridehail:
+            from events.dlq import dlq_depth
+
+            dlq_before = await dlq_depth(rt.js)
+            seq_before = (await rt.js.stream_info("RIDES")).state.last_seq
+            api = Api(settings.api_url, jwt_secret(settings), max_connections=4 * concurrency + 20)
+            stack.push_async_callback(api.aclose)
+            work = RidehailWorkload(api, city, drivers, seed, ride_timeout_s)
+            console.print(f"[dim]{drivers} drivers going online …[/]")
+            await work.drivers_online()
+            # when the API runs in this process (tests), "bench" is the same process
+            mine = {k: v for k, v in roles.items()
+                    if not (k == "bench" and v == roles.get("api"))}
+            phases.append(Phase("ridehail", work.ride, mine, drain=lambda: caught_up(rt.js)))
+        if baseline:
+            run = uuid.uuid4().hex[:8]
+
+            async def one(i: int) -> RideResult:
+                async with asyncio.timeout(ride_timeout_s):
+                    assigned, end, status = await drive_ride(client, f"{run}-{i}")
+                return RideResult(status, assigned, end)
+
+            await stack.enter_async_context(await build_baseline_worker(client))
+            # what the anchor costs: the Temporal server, and this process (its worker and
+            # its client); ridehail's own processes sit idle meanwhile
+            anchor = ("temporal", "bench")
+            phases.append(Phase("baseline", one, {k: v for k, v in roles.items() if k in anchor},
+                                others={k: v for k, v in roles.items() if k not in anchor}))
+        with _progress(console) as progress:
+            tasks = {p.name: progress.add_task(f"{p.name:<8}", total=rides, rate="")
+                     for p in phases}
+            for size in sizes:
+                for phase in phases:
+                    await phase.block(size, concurrency, progress, tasks[phase.name])
+        for phase in phases:
+            setattr(report, phase.name, phase.figures(concurrency, len(sizes)))
+        if work is not None and report.ridehail is not None:
+            await work.drivers_offline()
+            events = (await rt.js.stream_info("RIDES")).state.last_seq - seq_before
+            report.ridehail.events_per_s = events / report.ridehail.elapsed_s
+            await check_ridehail(settings, report, report.ridehail, phases[0].drained, rt,
+                                  dlq_before)
+        if report.baseline is not None:
+            base = report.baseline
+            report.checks["baseline rides ended"] = {
+                "ok": base.ended == base.rides, "ended": base.ended, "rides": base.rides}
+    return report
+
+

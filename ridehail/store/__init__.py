@@ -1,0 +1,1 @@
+"""Persistence: the database engine, the tables and the schema migrations."""

@@ -1,0 +1,129 @@
+"""The database engine and the unit-of-work helpers every component uses.
+
+SQLite (the embedded default) runs in WAL mode with ``BEGIN IMMEDIATE`` for transactions
+that write, so two writers queue on the busy timeout instead of failing on a lock
+upgrade. PostgreSQL runs at READ COMMITTED; the places that need more (driver
+reservation, idempotency keys) use conditional updates and unique constraints, and say so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import Table, event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, SQLModel, create_engine
+
+T = TypeVar("T")
+
+
+_INSERTS: dict[tuple[object, ...], Any] = {}  # built once per database kind and shape
+
+
+def insert_unless_present(session: Session, table: Table, key: list[str],  # type: ignore[no-untyped-def]
+                          returning: tuple[str, ...] = ()):
+    """A Core ``INSERT … ON CONFLICT (key) DO NOTHING`` for the session's database: one
+    statement where a look-up and an insert would take two, and safe against a
+    concurrent insert of the same key. The hot paths (the outbox, processed-event
+    records) use Core statements, built once; the ORM's unit of work costs several
+    times as much. ``returning`` names columns of the inserted rows to return."""
+    dialect = session.get_bind().dialect.name
+    cache_key = (dialect, table.name, tuple(key), returning)
+    stmt = _INSERTS.get(cache_key)
+    if stmt is None:
+        module = postgresql if dialect == "postgresql" else sqlite
+        stmt = module.insert(table).on_conflict_do_nothing(index_elements=key)
+        if returning:
+            stmt = stmt.returning(*(table.c[name] for name in returning))
+        _INSERTS[cache_key] = stmt
+    return stmt
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30, "isolation_level": None},
+            pool_size=16,
+            max_overflow=16,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn):  # type: ignore[no-untyped-def]
+            # The driver's own transaction handling is off (isolation_level=None); we begin
+            # here so writers take the lock up front and wait for it on the busy timeout.
+            immediate = conn.get_execution_options().get("sqlite_immediate", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+    return create_engine(url, pool_size=16, max_overflow=16, pool_pre_ping=True)
+
+
+def create_tables(engine: Engine) -> None:
+    from ridehail.store import tables  # noqa: F401  (registers the tables on the metadata)
+
+    SQLModel.metadata.create_all(engine)
+
+
+class Database:
+    """A process's database: sessions for reads and writes, run off the event loop."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self._writer = self.engine.execution_options(sqlite_immediate=True)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    def create_tables(self) -> None:
+        create_tables(self.engine)
+
+    @contextmanager
+    def writing(self) -> Iterator[Session]:
+        """A session whose work commits on success and rolls back on error."""
+        with Session(self._writer, expire_on_commit=False) as session:
+            with session.begin():
+                yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            yield session
+
+    async def write(self, fn: Callable[[Session], T]) -> T:
+        """Run ``fn`` in a write transaction on a worker thread."""
+
+        def run() -> T:
+            with self.writing() as session:
+                return fn(session)
+
+        return await asyncio.to_thread(run)
+
+    async def read(self, fn: Callable[[Session], T]) -> T:
+        def run() -> T:
+            with self.reading() as session:
+                return fn(session)
+
+        return await asyncio.to_thread(run)
+
+    def dispose(self) -> None:
+        self.engine.dispose()

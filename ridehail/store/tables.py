@@ -1,0 +1,194 @@
+"""The database tables: read models, quotes, the payments ledger, offers, the outbox,
+the consumers' processed-event records and notifications (CONTRACT.md section 6).
+
+Money is stored in integer cents; times are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import Column, DateTime, Index, Text, TypeDecorator, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from ridehail.domain.status import RideStatus
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every database (SQLite drops the offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):  # type: ignore[no-untyped-def]
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime stored; use ridehail.store.tables.utcnow()")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value, dialect):  # type: ignore[no-untyped-def]
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+def _ts(index: bool = False, nullable: bool = False) -> Column:
+    return Column(UTCDateTime(), index=index, nullable=nullable)
+
+
+class Ride(SQLModel, table=True):
+    """The ride read model, kept by the ride-projector from RIDES."""
+
+    __tablename__ = "rides"
+    __table_args__ = (Index("ix_rides_rider_created", "rider_id", "created_at"),)
+
+    ride_id: str = Field(primary_key=True, max_length=64)
+    rider_id: str = Field(index=True, max_length=128)
+    driver_id: str | None = Field(default=None, index=True, max_length=128)
+    status: str = Field(default=RideStatus.REQUESTED, index=True, max_length=32)
+    failure_reason: str | None = Field(default=None, max_length=64)
+    pickup_lat: float
+    pickup_lng: float
+    dropoff_lat: float
+    dropoff_lng: float
+    pickup_zone: str = Field(default="", index=True, max_length=16)  # H3 surge zone
+    payment_method: str = Field(default="card", max_length=64)
+    quote_id: str | None = Field(default=None, max_length=64)
+    currency: str = Field(default="USD", max_length=3)
+    quoted_cents: int | None = None
+    surge_multiplier: float | None = None
+    final_cents: int | None = None
+    cancellation_fee_cents: int | None = None
+    payment_status: str = Field(default="none", max_length=16)
+    authorized_cents: int = 0
+    captured_cents: int = 0
+    assigned_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts(index=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class Driver(SQLModel, table=True):
+    """Drivers: profile, availability and last known position, indexed by H3 cell."""
+
+    __tablename__ = "drivers"
+
+    driver_id: str = Field(primary_key=True, max_length=128)
+    name: str = Field(default="", max_length=200)
+    vehicle_make: str = Field(default="", max_length=100)
+    vehicle_model: str = Field(default="", max_length=100)
+    vehicle_plate: str = Field(default="", max_length=32)
+    status: str = Field(default="offline", index=True, max_length=16)
+    ride_id: str | None = Field(default=None, max_length=64)
+    lat: float | None = None
+    lng: float | None = None
+    h3_cell: str | None = Field(default=None, index=True, max_length=16)
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class Quote(SQLModel, table=True):
+    __tablename__ = "quotes"
+
+    quote_id: str = Field(primary_key=True, max_length=64)
+    rider_id: str = Field(index=True, max_length=128)
+    pickup_lat: float
+    pickup_lng: float
+    dropoff_lat: float
+    dropoff_lng: float
+    fare_cents: int
+    currency: str = Field(default="USD", max_length=3)
+    surge_multiplier: float
+    distance_m: int
+    duration_s: int
+    expires_at: datetime = Field(sa_column=_ts())
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class LedgerEntry(SQLModel, table=True):
+    """One payments ledger entry: authorize, capture, void or refund.
+
+    ``idempotency_key`` is derived from the workflow id and the saga step, so a retried or
+    replayed activity finds its earlier entry instead of charging twice.
+    """
+
+    __tablename__ = "ledger_entries"
+
+    id: int | None = Field(default=None, primary_key=True)
+    ride_id: str = Field(index=True, max_length=64)
+    kind: str = Field(max_length=16)
+    amount_cents: int
+    currency: str = Field(default="USD", max_length=3)
+    idempotency_key: str = Field(unique=True, max_length=200)
+    gateway_ref: str = Field(max_length=200)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class Offer(SQLModel, table=True):
+    """A ride offered to one driver; at most one pending per driver."""
+
+    __tablename__ = "offers"
+
+    offer_id: str = Field(primary_key=True, max_length=100)
+    ride_id: str = Field(index=True, max_length=64)
+    driver_id: str = Field(index=True, max_length=128)
+    status: str = Field(default="pending", max_length=16)
+    pickup_lat: float
+    pickup_lng: float
+    dropoff_lat: float
+    dropoff_lng: float
+    fare_cents: int
+    currency: str = Field(default="USD", max_length=3)
+    expires_at: datetime = Field(sa_column=_ts())
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class OutboxEvent(SQLModel, table=True):
+    """An event committed with the state change it describes, published after commit."""
+
+    __tablename__ = "outbox"
+
+    position: int | None = Field(default=None, primary_key=True)
+    event_id: str = Field(unique=True, max_length=100)
+    aggregate_id: str = Field(index=True, max_length=128)
+    subject: str = Field(max_length=255)
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    published_at: datetime | None = Field(default=None, sa_column=_ts(index=True, nullable=True))
+    attempts: int = 0
+
+
+class ProcessedEvent(SQLModel, table=True):
+    """What a consumer has applied, written in the same transaction as its effect."""
+
+    __tablename__ = "processed_events"
+    __table_args__ = (UniqueConstraint("consumer", "event_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    consumer: str = Field(max_length=64)
+    event_id: str = Field(max_length=100)
+    processed_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class Notification(SQLModel, table=True):
+    __tablename__ = "notifications"
+
+    notification_id: str = Field(primary_key=True, max_length=100)
+    user_id: str = Field(index=True, max_length=128)
+    ride_id: str | None = Field(default=None, index=True, max_length=64)
+    kind: str = Field(max_length=64)
+    message: str = Field(max_length=500)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class IdempotencyKey(SQLModel, table=True):
+    """``Idempotency-Key`` of ``POST /v1/rides``, scoped to the rider."""
+
+    __tablename__ = "idempotency_keys"
+
+    rider_id: str = Field(primary_key=True, max_length=128)
+    key: str = Field(primary_key=True, max_length=255)
+    request_hash: str = Field(max_length=64)
+    ride_id: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())

@@ -1,0 +1,89 @@
+"""``ridehail bench`` and its bare-Temporal anchor, on a small workload against the
+in-process stack: the figures are there and sane, and the end-of-run checks ran."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+
+from rich.console import Console
+from sqlmodel import select
+
+from ridehail.load.baseline import ridehail_worker_settings
+from ridehail.load.bench import blocks_of, percentiles, print_report, run_bench
+from ridehail.store.tables import Ride
+from tests.support.stack import Stack
+
+RIDES = 5
+
+
+def ordered(p: dict[str, float | None]) -> bool:
+    values = [p["p50"], p["p95"], p["p99"], p["max"]]
+    return all(v is not None and v > 0 for v in values) and values == sorted(values)
+
+
+def test_percentiles() -> None:
+    p = percentiles([float(i) for i in range(1, 101)])
+    assert (p["p50"], p["p99"], p["max"]) == (50.5, 99.01, 100.0)
+    assert percentiles([])["p50"] is None
+    assert percentiles([2.0])["p99"] == 2.0
+
+
+def test_blocks_of() -> None:
+    assert blocks_of(300, 3) == [100, 100, 100]
+    assert blocks_of(5, 3) == [2, 2, 1]
+    assert blocks_of(2, 3) == [1, 1]
+    assert blocks_of(7, 1) == [7]
+
+
+async def test_bench_and_anchor_report_sane_figures(stack: Stack) -> None:
+    out = io.StringIO()
+    report = await run_bench(stack.settings, rides=RIDES, drivers=3, concurrency=2,
+                             baseline=True, console=Console(file=out, width=120))
+
+    ours, anchor = report.ridehail, report.baseline
+    assert ours is not None and anchor is not None
+    for run in (ours, anchor):
+        assert (run.rides, run.completed, run.ended) == (RIDES, RIDES, RIDES), run.errors
+        assert run.rides_per_s > 0 and run.elapsed_s > 0
+        assert ordered(run.to_assigned) and ordered(run.to_completed)
+        assert run.to_assigned["p50"] < run.to_completed["p50"]  # type: ignore[operator]
+    assert ours.events_per_s and ours.events_per_s > 0
+    # the two sides ran in alternating blocks; ridehail's time includes its consumers
+    # catching up at the end of each block
+    assert ours.blocks == anchor.blocks == 3
+    assert 0 <= ours.drain_s < ours.elapsed_s and anchor.drain_s == 0
+
+    # the headline: ridehail's throughput over the anchor's, from the same run
+    assert report.throughput_ratio == ours.rides_per_s / anchor.rides_per_s
+    figures = json.loads(json.dumps(report.as_dict(), default=str))
+    assert figures["throughput_ratio"] == report.throughput_ratio
+    assert figures["p50_to_completed_ratio"] > 0
+
+    # the API runs in this process here; its CPU time and memory were read
+    api = next(p for p in ours.processes if p.role == "api")
+    assert api.pid == os.getpid() and api.cpu_s > 0 and api.peak_rss_mb > 10
+    assert "this bench client" in report.measured["api"]
+    assert {p.role for p in ours.processes} >= {"api", "temporal", "nats"}
+    assert {p.role for p in anchor.processes} == {"temporal", "bench"}
+    assert ours.cpu_per_ride_s and anchor.cpu_per_ride_s and report.cpu_ratio
+
+    # the anchor ran with ridehail's worker settings
+    settings = await ridehail_worker_settings(stack.temporal)
+    assert report.worker_settings["max_concurrent_activities"] == str(
+        settings["max_concurrent_activities"])
+
+    # the checks ran and passed (the session's Temporal server also holds other tests'
+    # rides, which this test's database never saw: audit check 3 is read for ours only)
+    assert report.checks["every ride ended"]["ok"]
+    assert report.checks["consumers caught up"]["ok"]
+    assert report.checks["nothing new in the DLQ"]["ok"]
+    audit = report.checks["ridehail audit"]["checks"]
+    assert audit["1"] and audit["2"] and audit["4"] and audit["5"]
+    rides = stack.query(lambda s: list(s.exec(select(Ride))))
+    assert len(rides) == RIDES and {r.status for r in rides} == {"completed"}
+
+    print_report(report, Console(file=out, width=120))
+    text = out.getvalue()
+    assert "throughput ratio" in text and "rides/s" in text

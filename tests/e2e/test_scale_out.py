@@ -1,0 +1,211 @@
+"""Scale-out: two of every component as separate processes against one Temporal server,
+one nats-server and one database; one of each is killed with SIGKILL midway, and every
+ride still completes exactly once with the invariants intact."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlmodel import select
+
+from api.auth import issue_token
+from events.history import ride_history
+from ridehail.components import runtime
+from ridehail.config import Settings
+from ridehail.devstack import answering
+from ridehail.domain.status import RideStatus
+from ridehail.ops.audit import run_audit
+from ridehail.store.tables import LedgerEntry
+from tests.conftest import POSTGRES_URL
+from tests.support.servers import free_port
+from tests.support.stack import eventually, reset_streams, terminate_running
+
+RIDEHAIL = str(Path(sys.executable).parent / "ridehail")
+COMPONENTS = ("api", "worker", "consumers", "relay")
+RIDES = 30
+DRIVERS = 8
+
+
+def env_for(settings: Settings, api_port: int | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RIDEHAIL_")}
+    env.update(
+        RIDEHAIL_DATA_DIR=str(settings.data_dir),
+        RIDEHAIL_DATABASE_URL=settings.db_url,
+        RIDEHAIL_NATS_URL=settings.nats_url,
+        RIDEHAIL_TEMPORAL_ADDRESS=settings.temporal_address,
+        RIDEHAIL_JWT_SECRET=settings.require_jwt_secret(),
+        RIDEHAIL_OFFER_TIMEOUT_S="10",
+        RIDEHAIL_MATCHING_DEADLINE_S="120",
+        PYTHONUNBUFFERED="1",
+    )
+    if api_port:
+        env["RIDEHAIL_API_PORT"] = str(api_port)
+    return env
+
+
+@contextmanager
+def processes(settings: Settings, logs: Path) -> Iterator[dict[str, list]]:
+    """Two processes of each component; yields {component: [(Popen, api_port), …]}."""
+    started: dict[str, list] = {c: [] for c in COMPONENTS}
+    try:
+        for component, n in itertools.product(COMPONENTS, (1, 2)):
+            port = free_port() if component == "api" else None
+            log = open(logs / f"{component}-{n}.log", "wb")
+            proc = subprocess.Popen([RIDEHAIL, component], env=env_for(settings, port),
+                                    stdout=log, stderr=subprocess.STDOUT)
+            log.close()
+            started[component].append((proc, port))
+        yield started
+    finally:
+        for proc, _ in itertools.chain(*started.values()):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc, _ in itertools.chain(*started.values()):
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture
+def scale_settings(settings: Settings) -> Settings:
+    """PostgreSQL where CI provides it (the production shape); SQLite otherwise."""
+    if POSTGRES_URL and not settings.db_url.startswith("postgresql"):
+        pytest.skip("runs once, on PostgreSQL")
+    return settings
+
+
+async def test_two_of_everything_survive_losing_one_of_each(
+    scale_settings: Settings, tmp_path: Path
+) -> None:
+    settings = scale_settings
+    await reset_streams(settings)
+    async with runtime(settings, "scale-test") as rt:  # streams and schema, once
+        pass
+    with processes(settings, tmp_path) as procs:
+        ports = [port for _, port in procs["api"]]
+        await eventually(lambda: _all_listening(ports), "both APIs to listen", timeout=60)
+        live_ports = list(ports)
+
+        async def call(method: str, path: str, role: str, sub: str, **kw) -> httpx.Response:  # type: ignore[no-untyped-def]
+            """Through whichever API answers, as a load balancer would."""
+            token = issue_token(settings.require_jwt_secret(), role, sub)  # type: ignore[arg-type]
+            last: Exception | None = None
+            for port in itertools.islice(itertools.cycle(list(live_ports)), 4):
+                try:
+                    async with httpx.AsyncClient(timeout=20) as c:
+                        return await c.request(method, f"http://127.0.0.1:{port}{path}",
+                                               headers={"Authorization": f"Bearer {token}"},
+                                               **kw)
+                except httpx.TransportError as e:
+                    last = e
+            raise AssertionError(f"no API answered {method} {path}: {last}")
+
+        drivers = [f"d{i}" for i in range(DRIVERS)]
+        for i, d in enumerate(drivers):
+            r = await call("PUT", "/v1/drivers/me", "driver", d, json={
+                "name": d, "vehicle": {"make": "Kia", "model": "Niro", "plate": d}})
+            assert r.status_code == 200, r.text
+            r = await call("POST", "/v1/drivers/me/online", "driver", d,
+                           json={"lat": 40.75 + i * 0.0005, "lng": -73.99})
+            assert r.status_code == 200, r.text
+
+        stop_driving = asyncio.Event()
+        driving = [asyncio.create_task(_drive(call, d, stop_driving)) for d in drivers]
+
+        ride_ids: list[str] = []
+        killed = False
+        for n in range(RIDES):
+            if n == RIDES // 3 and not killed:
+                for component in COMPONENTS:
+                    proc, port = procs[component][0]
+                    proc.send_signal(signal.SIGKILL)
+                    if port in live_ports:
+                        live_ports.remove(port)
+                killed = True
+            rider = f"r{n}"
+            r = await call("POST", "/v1/rides", "rider", rider, json={
+                "pickup": {"lat": 40.7502, "lng": -73.9902},
+                "dropoff": {"lat": 40.76, "lng": -73.97}})
+            assert r.status_code == 202, r.text
+            ride_ids.append(r.json()["ride_id"])
+            await asyncio.sleep(0.1)
+
+        async def all_completed() -> bool:
+            for i, ride_id in enumerate(ride_ids):
+                r = await call("GET", f"/v1/rides/{ride_id}", "rider", f"r{i}")
+                if r.json()["status"] != RideStatus.COMPLETED:
+                    return False
+            return True
+
+        try:
+            await eventually(all_completed, "every ride to complete", timeout=240, interval=1)
+        finally:
+            stop_driving.set()
+            await asyncio.gather(*driving, return_exceptions=True)
+
+        async with runtime(settings, "scale-check", prepare=False) as rt:
+            for ride_id in ride_ids:
+                types = [e.type for _, e in await ride_history(rt.js, ride_id)]
+                assert types.count("ride.completed") == 1, (ride_id, types)
+                assert types.count("ride.payment_captured") == 1, (ride_id, types)
+            captures = await rt.db.read(lambda s: list(s.exec(
+                select(LedgerEntry.ride_id).where(LedgerEntry.kind == "capture"))))
+            assert sorted(captures) == sorted(ride_ids)
+            assert rt.temporal is not None
+            report = await run_audit(rt.db, rt.js, rt.temporal)
+            assert report.ok, report.as_dict()
+            await terminate_running(rt.temporal)
+
+        # the survivors stop gracefully on SIGTERM, each within its drain time
+        survivors = [procs[c][1][0] for c in COMPONENTS]
+        for proc in survivors:
+            proc.send_signal(signal.SIGTERM)
+        for component, proc in zip(COMPONENTS, survivors, strict=True):
+            assert proc.wait(30) == 0, (component, (tmp_path / f"{component}-2.log").read_text())
+
+
+async def _all_listening(ports: list[int | None]) -> bool:
+    return all(p and answering("127.0.0.1", p) for p in ports)
+
+
+async def _drive(call, driver: str, stop: asyncio.Event) -> None:  # type: ignore[no-untyped-def]
+    """A driver app: accept every offer, then arrive, start and complete the trip."""
+    steps = (("accept", "driver_assigned"), ("arrive", "driver_arrived"),
+             ("start", "in_progress"))
+    while not stop.is_set():
+        try:
+            offers = (await call("GET", "/v1/drivers/me/offers", "driver", driver)).json()
+            if not offers:
+                await asyncio.sleep(0.2)
+                continue
+            ride_id = offers[0]["ride_id"]
+            for action, reached in steps:
+                r = await call("POST", f"/v1/rides/{ride_id}/{action}", "driver", driver)
+                if r.status_code != 202:
+                    break  # the offer expired or the ride moved on: look for the next
+                await _until_status(call, driver, ride_id, reached, stop)
+            else:
+                await call("POST", f"/v1/rides/{ride_id}/complete", "driver", driver,
+                           json={"distance_m": 2400, "duration_s": 420})
+        except (AssertionError, httpx.HTTPError, ValueError):
+            await asyncio.sleep(0.5)
+
+
+async def _until_status(call, driver: str, ride_id: str, status: str,  # type: ignore[no-untyped-def]
+                        stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        r = await call("GET", f"/v1/rides/{ride_id}", "driver", driver)
+        if r.status_code == 200 and r.json()["status"] == status:
+            return
+        await asyncio.sleep(0.1)

@@ -1,0 +1,291 @@
+"""RideWorkflow's middle: find a driver, then follow the trip.
+
+The ride is offered to the nearest free driver, one at a time, until one accepts (or the
+matching deadline passes); then the workflow waits for the assigned driver's arrive /
+start / end reports. An assigned driver who backs out before the trip starts is released
+and never offered the ride again, and matching starts over. ``RideWorkflow`` (in
+``workflows.ride``) adds the saga around it: payment, compensations and endings.
+
+A cancellation request ends any wait here: it raises ``Cancelled``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal, TypeVar, overload
+
+from pydantic import BaseModel
+from temporalio import workflow
+from temporalio.common import SearchAttributeUpdate
+
+from ridehail.domain.status import RideStatus
+from workflows.contract import DRIVER_ID, RIDE_STATUS, Step
+from workflows.inbox import CancelRequest, Inbox
+from workflows.patches import Patches
+from workflows.steps import run_step
+from workflows.types import (
+    FareQuote,
+    OfferMade,
+    OfferRef,
+    ReleaseRequest,
+    ReserveRequest,
+    RideInput,
+    RideSignal,
+)
+
+R = TypeVar("R", bound=BaseModel)
+
+# How long to wait before searching again when no driver is free.
+NO_CANDIDATE_RETRY = timedelta(seconds=3)
+
+
+class Cancelled(Exception):
+    def __init__(self, request: CancelRequest) -> None:
+        super().__init__(request.by_role)
+        self.request = request
+
+
+class NoDriver(Exception):
+    """The matching deadline passed with no driver accepting."""
+
+
+class DriverBackedOut(Exception):
+    """The assigned driver cancelled before the trip started."""
+
+
+@dataclass(frozen=True)
+class Trip:
+    distance_m: int
+    duration_s: int
+
+
+class Matching:
+    """The ride's state, its step runner, matching and the trip. Workflow code only."""
+
+    _ride: RideInput
+    _patches: Patches
+
+    def __init__(self) -> None:
+        self._status = RideStatus.REQUESTED
+        self._inbox = Inbox()
+        self._driver_id: str | None = None
+        self._assigned_at: datetime | None = None
+        self._attempt = 0  # driver searches so far; numbers each offer
+        self._releases = 0  # driver releases so far; numbers each release's event
+        # drivers who declined, let an offer expire or backed out: not offered again
+        self._exclude: list[str] = []
+
+    async def _match_and_drive(self, quote: FareQuote) -> Trip:
+        """Match a driver and follow the trip to its end; rematch when the assigned
+        driver backs out."""
+        while True:
+            await self._match(quote)
+            try:
+                return await self._trip()
+            except DriverBackedOut:
+                await self._back_to_matching()
+
+    # --- matching ---------------------------------------------------------------------
+
+    async def _match(self, quote: FareQuote) -> None:
+        """Offer the ride to the nearest free driver, one at a time, until one accepts;
+        raises NoDriver at the matching deadline."""
+        ride = self._ride
+        self._set_status(RideStatus.MATCHING, "Looking for a driver")
+        deadline = workflow.now() + timedelta(seconds=ride.matching_deadline_s)
+        while True:
+            self._raise_if_cancelled()
+            remaining = (deadline - workflow.now()).total_seconds()
+            if remaining <= 0:
+                raise NoDriver()
+            offer = await self._reserve_driver(quote)
+            if offer is None:
+                workflow.set_current_details(
+                    f"No free driver nearby; searching again ({remaining:.0f} s left)"
+                )
+                await self._pause(min(NO_CANDIDATE_RETRY.total_seconds(), remaining))
+                continue
+            ref = OfferRef(ride_id=ride.ride_id, offer_id=offer.offer_id, driver_id=offer.driver_id)
+            workflow.set_current_details(
+                f"Offered to driver {offer.driver_id}; waiting up to "
+                f"{ride.offer_timeout_s:.0f} s for an answer"
+            )
+            answer = await self._wait_for(_answers(offer), timeout=ride.offer_timeout_s)
+            if answer is not None and answer.type == "ride.driver_accepted":
+                await self._assign(offer, ref)
+                return
+            declined = answer is not None
+            await self._step(
+                Step.DECLINE_OFFER if declined else Step.EXPIRE_OFFER,
+                ref,
+                summary=f"{'declined' if declined else 'expired'}: free driver "
+                f"{offer.driver_id} for other rides",
+            )
+            self._exclude.append(offer.driver_id)
+
+    async def _reserve_driver(self, quote: FareQuote) -> OfferMade | None:
+        """Reserve the nearest free driver not excluded and offer them the ride; None
+        when there is none."""
+        ride = self._ride
+        self._attempt += 1
+        attempt = self._attempt
+        return await self._step(
+            Step.RESERVE_DRIVER,
+            ReserveRequest(
+                ride_id=ride.ride_id,
+                rider_id=ride.rider_id,
+                pickup=ride.pickup,
+                dropoff=ride.dropoff,
+                fare_cents=quote.fare_cents,
+                currency=quote.currency,
+                attempt=attempt,
+                exclude=self._exclude,
+                offer_timeout_s=ride.offer_timeout_s,
+            ),
+            OfferMade,
+            optional=True,
+            summary=f"find and reserve the nearest free driver (search {attempt})",
+        )
+
+    async def _assign(self, offer: OfferMade, ref: OfferRef) -> None:
+        self._driver_id = offer.driver_id
+        self._assigned_at = workflow.now()
+        await self._step(
+            Step.ASSIGN_DRIVER, ref, summary=f"assign driver {offer.driver_id} to the ride"
+        )
+        assigned = DRIVER_ID.value_set(offer.driver_id)
+        on_the_way = f"Driver {offer.driver_id} on the way to pickup"
+        if self._patches.local_steps:  # one upsert for driver and status
+            self._set_status(RideStatus.DRIVER_ASSIGNED, on_the_way, assigned)
+        else:
+            workflow.upsert_search_attributes([assigned])
+            self._set_status(RideStatus.DRIVER_ASSIGNED, on_the_way)
+
+    async def _back_to_matching(self) -> None:
+        """The assigned driver cancelled before the trip started: free them, never offer
+        them this ride again, and look for another driver."""
+        driver = self._driver_id
+        await self._release("driver_cancelled")
+        if driver is not None:
+            self._exclude.append(driver)
+        self._driver_id = None
+        self._assigned_at = None
+        workflow.upsert_search_attributes([DRIVER_ID.value_unset()])
+
+    # --- the trip ---------------------------------------------------------------------
+
+    async def _trip(self) -> Trip:
+        """Wait for the assigned driver's reports; returns the trip's distance and time."""
+        driver = self._driver_id
+
+        def reported(kind: str) -> Callable[[RideSignal], bool]:
+            return lambda e: e.type == kind and e.data.get("driver_id") == driver
+
+        await self._wait_for(reported("ride.driver_arrived"), backout=True)
+        self._set_status(RideStatus.DRIVER_ARRIVED, f"Driver {driver} at pickup")
+        await self._wait_for(reported("ride.trip_started"), backout=True)
+        self._set_status(RideStatus.IN_PROGRESS, f"On the trip with driver {driver}")
+        ended = await self._wait_for(reported("ride.trip_ended"))
+        assert ended is not None  # no timeout: only a cancellation ends the wait otherwise
+        return Trip(int(ended.data["distance_m"]), int(ended.data["duration_s"]))
+
+    # --- waiting ----------------------------------------------------------------------
+
+    async def _wait_for(
+        self,
+        pred: Callable[[RideSignal], bool],
+        timeout: float | None = None,
+        backout: bool = False,
+    ) -> RideSignal | None:
+        """The first waiting api event matching ``pred`` (taken from the inbox); None on
+        timeout. A cancellation request ends the wait: raises Cancelled, or — for the
+        assigned driver's own before the trip starts (``backout``) — DriverBackedOut."""
+        inbox = self._inbox
+        try:
+            await workflow.wait_condition(
+                lambda: (
+                    inbox.live_cancel(self._driver_id) is not None or inbox.find(pred) is not None
+                ),
+                timeout=timeout,
+            )
+        except TimeoutError:
+            return None
+        cancel = inbox.live_cancel(self._driver_id)
+        if cancel is not None:
+            if backout and cancel.by_role == "driver":
+                inbox.forget_driver_cancels(cancel.by_id)
+                raise DriverBackedOut()
+            raise Cancelled(cancel)
+        return inbox.take(pred)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds`` — one timer in the history — unless a cancellation request
+        comes first: then the timer is cancelled and Cancelled raised. (A plain
+        ``workflow.sleep`` would not hear the cancellation until the timer fired.)"""
+        await self._wait_for(_nothing, timeout=seconds)
+
+    def _raise_if_cancelled(self) -> None:
+        cancel = self._inbox.live_cancel(self._driver_id)
+        if cancel is not None:
+            raise Cancelled(cancel)
+
+    # --- steps and status -------------------------------------------------------------
+
+    @overload
+    async def _step(
+        self, name: Step, arg: BaseModel, result_type: type[R], *, summary: str,
+        compensation: bool = ..., optional: Literal[False] = ...,
+    ) -> R: ...
+    @overload
+    async def _step(
+        self, name: Step, arg: BaseModel, result_type: type[R], *, summary: str,
+        compensation: bool = ..., optional: Literal[True],
+    ) -> R | None: ...
+    @overload
+    async def _step(
+        self, name: Step, arg: BaseModel, result_type: None = ..., *, summary: str,
+        compensation: bool = ...,
+    ) -> None: ...
+    async def _step(
+        self, name: Step, arg: BaseModel, result_type: type[R] | None = None, **kw: Any
+    ) -> R | None:
+        """Run a saga step: as a local activity where the patches say bookkeeping is
+        local (``workflows.steps``)."""
+        return await run_step(  # type: ignore[call-overload, no-any-return]
+            name, arg, result_type, local=self._patches.local_steps, **kw
+        )
+
+    async def _release(self, reason: str, *, compensation: bool = False) -> None:
+        """Free whichever driver the ride holds (an offered or an assigned one)."""
+        self._releases += 1
+        await self._step(
+            Step.RELEASE_DRIVER,
+            ReleaseRequest(ride_id=self._ride.ride_id, reason=reason, step=str(self._releases)),
+            compensation=compensation,
+            summary=f"release the driver ({reason})",
+        )
+
+    def _set_status(
+        self, status: RideStatus, details: str, *more: SearchAttributeUpdate[Any]
+    ) -> None:
+        self._status = status
+        workflow.upsert_search_attributes([RIDE_STATUS.value_set(status.value), *more])
+        workflow.set_current_details(details)
+
+
+def _answers(offer: OfferMade) -> Callable[[RideSignal], bool]:
+    """The driver's answer to this offer (and not to an earlier one)."""
+
+    def answer(e: RideSignal) -> bool:
+        return (
+            e.type in ("ride.driver_accepted", "ride.driver_declined")
+            and e.data.get("offer_id") == offer.offer_id
+        )
+
+    return answer
+
+
+def _nothing(_: RideSignal) -> bool:
+    return False
