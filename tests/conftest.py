@@ -22,7 +22,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from ridehail.config import Settings
 from ridehail.connections import connect_temporal
-from ridehail.devstack import SEARCH_ATTRIBUTES, ServerProcess, binary
+from ridehail.devservers import SEARCH_ATTRIBUTES, ServerProcess, binary
 from tests.support.servers import (
     RestartableNats,
     free_port,

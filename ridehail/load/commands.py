@@ -107,7 +107,7 @@ def register_simulate(app: typer.Typer) -> None:
         """Simulate a small city — drivers moving and answering offers, riders requesting
         rides — through the HTTP API of the running stack, with a live view; Ctrl-C stops
         it with a summary."""
-        from ridehail.devstack import answering
+        from ridehail.devservers import answering
 
         settings = with_secret(settings_or_exit())
         try:

@@ -18,7 +18,7 @@ import httpx
 
 from ridehail.config import Settings
 from ridehail.connections import connect_temporal
-from ridehail.devstack import binary
+from ridehail.devservers import binary
 from ridehail.load.apiclient import Api
 from ridehail.load.scenarios import SCENARIOS, Scene, Timeouts
 from workflows.contract import workflow_id

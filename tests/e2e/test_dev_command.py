@@ -16,7 +16,8 @@ import pytest
 
 from api.auth import issue_token
 from ridehail.config import Settings
-from ridehail.devstack import answering, runs_component
+from ridehail.devservers import answering
+from ridehail.devstack import runs_component
 from ridehail.domain.status import RideStatus
 from tests.support.servers import free_port
 

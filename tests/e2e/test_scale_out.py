@@ -22,7 +22,7 @@ from api.auth import issue_token
 from events.history import ride_history
 from ridehail.components import runtime
 from ridehail.config import Settings
-from ridehail.devstack import answering
+from ridehail.devservers import answering
 from ridehail.domain.status import RideStatus
 from ridehail.ops.audit import run_audit
 from ridehail.store.tables import LedgerEntry

@@ -19,7 +19,7 @@ from cryptography.x509.oid import NameOID
 
 from ridehail.config import Settings
 from ridehail.connections import connect_nats, connect_temporal
-from ridehail.devstack import answering, binary
+from ridehail.devservers import answering, binary
 from tests.support.servers import free_port
 from tests.support.stack import eventually
 

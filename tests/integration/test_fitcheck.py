@@ -29,7 +29,7 @@ from events.topology import WORKFLOW_TRIGGER
 from ridehail.components import runtime
 from ridehail.config import Settings
 from ridehail.connections import connect_temporal
-from ridehail.devstack import DevStack, DevStackError, ServerProcess, binary
+from ridehail.devservers import DevStack, DevStackError, ServerProcess, binary
 from ridehail.temporalcheck import missing_search_attributes, namespace_exists
 from tests.support.servers import free_port
 from tests.support.stack import Stack, eventually, running_stack

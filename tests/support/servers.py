@@ -7,7 +7,7 @@ import socket
 from pathlib import Path
 
 from ridehail.config import Settings
-from ridehail.devstack import ServerProcess, nats_server, temporal_server
+from ridehail.devservers import ServerProcess, nats_server, temporal_server
 
 
 def free_port() -> int:

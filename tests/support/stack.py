@@ -27,7 +27,7 @@ from ridehail.components import (
 )
 from ridehail.config import Settings
 from ridehail.connections import connect_nats
-from ridehail.devstack import answering
+from ridehail.devservers import answering
 from tests.support.problems import PROBLEM_JSON, problem_shape_errors
 
 T = TypeVar("T")
