@@ -12,6 +12,7 @@ import typer
 from rich.markup import escape
 
 from ridehail.config import Settings
+from ridehail.load.chaos.command import register as register_chaos
 from ridehail.load.commands import register_bench, register_simulate
 from ridehail.opscli import register as register_operations
 from ridehail.opscli import unfit_servers_exit
@@ -209,6 +210,7 @@ register_bench(app)
 register_simulate(app)
 register_streams(app, _settings, console)
 register_operations(app)
+register_chaos(app)
 
 
 def main() -> None:  # pragma: no cover
