@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
@@ -11,6 +13,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 TASK_QUEUE = "rides"
 JWT_SECRET_FILE = "jwt_secret"
+# Where a running ``ridehail dev`` says which servers it uses (Settings.running_dev).
+DEV_FILE = "dev.json"
+DEV_ADDRESSES = ("nats_url", "temporal_address", "temporal_ui_port", "api_port")
 # Secrets that may also come from a file: RIDEHAIL_<NAME>_FILE (Docker and Kubernetes
 # secrets are mounted as files). Setting both the variable and its _FILE is an error.
 SECRETS = ("jwt_secret", "nats_password", "nats_token", "temporal_api_key")
@@ -131,6 +136,21 @@ class Settings(BaseSettings):
             f"RIDEHAIL_JWT_SECRET is not set and {path} does not exist. Set it, or run "
             "`ridehail dev` (with the same RIDEHAIL_DATA_DIR), which creates that file."
         )
+
+    def running_dev(self) -> tuple[Settings, Path | None]:
+        """These settings pointed at the servers of a ``ridehail dev`` running on this data
+        dir (it writes them to ``dev.json`` while it runs: it may have started its own
+        NATS or Temporal on a free port), for the addresses not set explicitly; and the
+        file used, if any."""
+        path = self.data_dir / DEV_FILE
+        try:
+            running = json.loads(path.read_text())
+            os.kill(int(running["pid"]), 0)  # gone: a file left by a killed stack
+        except (OSError, ValueError, KeyError, TypeError):
+            return self, None
+        update = {k: running[k] for k in DEV_ADDRESSES
+                  if k in running and k not in self.model_fields_set}
+        return (self.model_copy(update=update), path) if update else (self, None)
 
     def require_jwt_secret(self) -> str:
         return self.find_jwt_secret()[0]

@@ -18,6 +18,7 @@ same data.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -27,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ridehail.config import Settings
+from ridehail.config import DEV_ADDRESSES, DEV_FILE, Settings
 from ridehail.devservers import (
     STARTUP_TIMEOUT_S,
     DevStack,
@@ -174,13 +175,22 @@ async def run_dev(settings: Settings, say: Callable[[str], None], verbose: bool 
                 tasks, f"the API did not start on {settings.api_url}")
             if not stop.is_set():  # (Ctrl-C during start-up: straight to stopping)
                 _say_ready(settings, say, stack.notes)
+                _write_dev_file(settings)
             failed = await _supervise(tasks, stop)
             if failed:
                 raise DevStackError(failed)
     finally:
+        (settings.data_dir / DEV_FILE).unlink(missing_ok=True)
         say("stopping …")
         stack.stop_servers()
         say("stopped")
+
+
+def _write_dev_file(settings: Settings) -> None:
+    """Tell the other ``ridehail`` commands run on this data dir which servers this stack
+    uses (``Settings.running_dev``)."""
+    running = {"pid": os.getpid(), **{k: getattr(settings, k) for k in DEV_ADDRESSES}}
+    (settings.data_dir / DEV_FILE).write_text(json.dumps(running, indent=2) + "\n")
 
 
 def _say_ready(settings: Settings, say: Callable[[str], None], notes: list[str]) -> None:

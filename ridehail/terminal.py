@@ -21,16 +21,23 @@ results = Console(highlight=False, soft_wrap=True,
 
 
 def settings_or_exit(data_dir: Path | None = None, **overrides: object) -> Settings:
-    """The settings (environment, then ``overrides`` that are not None); an invalid value
-    is reported and the command exits with status 2."""
+    """The settings (environment, then ``overrides`` that are not None, then the addresses
+    of a ``ridehail dev`` running on the data dir for those not set); an invalid value is
+    reported and the command exits with status 2."""
     values = {k: v for k, v in overrides.items() if v is not None}
     if data_dir is not None:
         values["data_dir"] = data_dir
     try:
-        return Settings(**values)  # type: ignore[arg-type]
+        settings = Settings(**values)  # type: ignore[arg-type]
     except Exception as e:  # noqa: BLE001 — pydantic explains what is wrong
         console.print(f"[red]invalid settings:[/] {e}")
         raise typer.Exit(2) from None
+    settings, found = settings.running_dev()
+    if found is not None:
+        console.print(f"using the servers of the ridehail dev running on {found.parent} "
+                      f"(NATS {settings.nats_url}, Temporal {settings.temporal_address})",
+                      markup=False)
+    return settings
 
 
 def with_secret(settings: Settings) -> Settings:

@@ -160,6 +160,14 @@ def test_dev_runs_a_ride_stops_cleanly_and_resumes_with_its_data(
             assert url in printed.replace("\n", ""), printed
         secret = (Path(dev_env["RIDEHAIL_DATA_DIR"]) / "jwt_secret").read_text().strip()
         ride = run_ride(dev.base, secret)
+        # another terminal, with only the data dir: the commands find the stack's servers
+        alone = {k: v for k, v in dev_env.items()
+                 if k not in ("RIDEHAIL_NATS_URL", "RIDEHAIL_TEMPORAL_ADDRESS")}
+        check = subprocess.run([RIDEHAIL, "streams", "check"], env=alone, capture_output=True,
+                               text=True, timeout=60)
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert "using the servers of the ridehail dev running on" in check.stderr
+        assert dev_env["RIDEHAIL_NATS_URL"] in check.stdout
         left = dev.interrupt()
         assert left == [], f"processes left after Ctrl-C: {left}"
         assert dev.proc.returncode == 0, dev.log.read_text()
