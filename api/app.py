@@ -18,6 +18,7 @@ from events.outbox import Outbox
 from ridehail.config import Settings
 from ridehail.connections import connect_nats, connect_temporal
 from ridehail.store.db import Database
+from ridehail.telemetry import tracing_on
 
 DESCRIPTION = """\
 Book rides and drive them.
@@ -90,6 +91,10 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     # Added last = outermost: metrics see every answer, the 413s included.
     app.add_middleware(BodySizeLimit)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    if tracing_on():  # a span per request (docs/OBSERVABILITY.md); nothing when off
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(app, excluded_urls="/healthz,/readyz,/metrics")
     return app
 
 

@@ -31,11 +31,12 @@ from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from events import tracecontext
 from events.envelope import CloudEvent, InvalidEvent, logical_subject, parse_event
 from events.failures import PermanentError, describe, is_transient
 from events.health import ConsumerHealth
 from events.topology import ACK_WAIT_S, ConsumerGroup
-from ridehail.logs import ride_extra
+from ridehail.logs import ride_context, ride_extra
 
 log = logging.getLogger(__name__)
 
@@ -209,11 +210,12 @@ class ConsumerRunner:
             return
         keepalive = asyncio.create_task(_keep_in_progress(msg))
         try:
-            handled = await self._run_handler(durable, event, msg)
+            handled = await self._run_traced(durable, event, msg)
         except (InvalidEvent, PermanentError) as e:
             await self._dead_letter(msg, describe(e))
             return
         except Exception as e:  # noqa: BLE001 — a handler's own failure: retried, then DLQ
+            self.health.count(spec.name, "failed")
             n = meta.num_delivered
             if n >= spec.max_deliver:
                 log.error("%s: %s failed %d times, dead-lettering: %s", spec.name, event.id, n, e,
@@ -229,7 +231,18 @@ class ConsumerRunner:
             keepalive.cancel()
         if handled:
             await msg.ack()
+            self.health.count(spec.name, "handled")
         # else: stopping while blocked; the message is redelivered to whoever runs next
+
+    async def _run_traced(self, durable: str, event: CloudEvent, msg: Msg) -> bool:
+        """The handler, its log lines tagged with the ride, in a ``process`` span that
+        continues the event's trace when tracing is on."""
+        with ride_context(ride_extra(event.type, event.subject).get("ride_id")):
+            if not tracecontext.tracing_on():
+                return await self._run_handler(durable, event, msg)
+            with tracecontext.process_span(event, logical_subject(msg.subject),
+                                           self.spec.name, msg.headers):
+                return await self._run_handler(durable, event, msg)
 
     async def _run_handler(self, durable: str, event: CloudEvent, msg: Msg) -> bool:
         """Run the handler, retrying transient failures in place for as long as they last
@@ -278,6 +291,7 @@ class ConsumerRunner:
             headers={**headers, "Nats-Msg-Id": f"dlq:{self.spec.name}:{meta.sequence.stream}"},
         )
         await msg.term()
+        self.health.count(self.spec.name, "dead_lettered")
 
 
 def _seq(msg: Msg) -> str:

@@ -1,5 +1,6 @@
-"""Which consumers are held up by an infrastructure failure, and since when: for
-``/readyz``, ``/metrics`` and the log."""
+"""Which consumers are held up by an infrastructure failure, and since when, and how
+many events each group handled, failed and dead-lettered: for ``/readyz``, ``/metrics``
+and the log."""
 
 from __future__ import annotations
 
@@ -25,6 +26,16 @@ class ConsumerHealth:
 
     def __init__(self) -> None:
         self._blocked: dict[str, Blocked] = {}
+        self._counts: dict[tuple[str, str], int] = {}
+
+    def count(self, group: str, outcome: str) -> None:
+        """One event of ``group`` ``handled``, ``failed`` (to be retried) or
+        ``dead_lettered``."""
+        key = (group, outcome)
+        self._counts[key] = self._counts.get(key, 0) + 1
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        return dict(self._counts)
 
     def block(self, durable: str, reason: str) -> Blocked:
         current = self._blocked.get(durable)

@@ -22,8 +22,10 @@ from sqlalchemy import Table, bindparam, or_, update
 from sqlalchemy import select as core_select
 from sqlmodel import Session, col, select
 
+from events import tracecontext
 from events.envelope import APPLIED_HEADER, CloudEvent
 from events.projection import project_inline
+from events.ridemetrics import RideMetrics
 from ridehail.store.db import Database, insert_unless_present
 from ridehail.store.tables import OutboxEvent, utcnow
 
@@ -45,11 +47,16 @@ MARK_DELAY_S = 0.05
 
 async def publish(js: JetStreamContext, subject: str, body: bytes, event_id: str,
                   applied: bool = False, timeout: float = PUBLISH_TIMEOUT_S) -> None:
-    """Publish one event and wait for JetStream's PubAck (raises if it is not stored)."""
+    """Publish one event and wait for JetStream's PubAck (raises if it is not stored);
+    with tracing on, in a publish span whose context the headers carry."""
     headers = {"Nats-Msg-Id": event_id}
     if applied:
         headers[APPLIED_HEADER] = "1"
-    await js.publish(subject, body, timeout=timeout, headers=headers)
+    if not tracecontext.tracing_on():
+        await js.publish(subject, body, timeout=timeout, headers=headers)
+        return
+    with tracecontext.publish_span(subject, body, event_id) as trace_headers:
+        await js.publish(subject, body, timeout=timeout, headers={**headers, **trace_headers})
 
 
 def stage(session: Session, events: Sequence[CloudEvent]) -> list[OutboxEvent]:
@@ -107,6 +114,8 @@ class Outbox:
         self._to_mark: list[str] = []
         self._marking: asyncio.Task[None] | None = None
         self._stalled_until = 0.0  # loop time; see STALL_BACKOFF_S
+        self.ride_traces = tracecontext.RideTraces()
+        self.ride_metrics = RideMetrics()
 
     @property
     def connected(self) -> bool:
@@ -123,15 +132,21 @@ class Outbox:
         committed. The result is returned even if NATS is down: the events are safe in
         the outbox and the relay will publish them."""
 
-        def run() -> tuple[T, list[OutboxEvent], set[str], bool]:
+        def run() -> tuple[T, list[OutboxEvent], set[str], bool, list[Callable[[], None]]]:
             with self.db.writing() as session:
                 result, events = work(session)
+                if tracecontext.tracing_on():
+                    tracecontext.stamp(session, events, self.ride_traces)
                 rows = stage(session, events)
                 staged = {r.event_id for r in rows}
-                applied = project_inline(session, [e for e in events if e.id in staged])
-                return result, rows, applied, _behind_unpublished(session, rows)
+                new = [e for e in events if e.id in staged]
+                applied = project_inline(session, new)
+                measured = self.ride_metrics.measure(session, new)
+                return result, rows, applied, _behind_unpublished(session, rows), measured
 
-        result, rows, applied, deferred = await asyncio.to_thread(run)
+        result, rows, applied, deferred, measured = await asyncio.to_thread(run)
+        for observe in measured:  # committed: count it
+            observe()
         # While NATS is away, don't make the caller wait for a publish timeout: the rows
         # are committed and the relay publishes them once the connection is back.
         if not rows or deferred:
@@ -233,6 +248,18 @@ class Outbox:
         if published < len(rows):
             await self.db.write(lambda s: self._count_attempt(s, rows[published].event_id))
         return published
+
+    async def oldest_unpublished_s(self) -> float:
+        """How long the oldest event not yet published has waited (0: none waits)."""
+
+        def oldest(session: Session) -> float:
+            first = session.exec(
+                select(OutboxEvent.created_at)
+                .where(col(OutboxEvent.published_at).is_(None))
+                .order_by(col(OutboxEvent.position)).limit(1)).first()
+            return 0.0 if first is None else max(0.0, (utcnow() - first).total_seconds())
+
+        return await self.db.read(oldest)
 
     @staticmethod
     def _count_attempt(session: Session, event_id: str) -> None:

@@ -57,11 +57,15 @@ def dev(
     def say(line: str) -> None:
         console.print(f"[bold cyan]ridehail[/] {escape(line)}", soft_wrap=True)
 
+    from ridehail.telemetry import shutdown_tracing
+
     try:
         run_service(run_dev(settings, say, verbose))
     except DevStackError as e:
         console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
         raise typer.Exit(1) from None
+    finally:
+        shutdown_tracing()  # the spans still buffered
 
 
 @app.command()
@@ -91,17 +95,25 @@ def _run_component(name: str, verbose: bool, body,  # type: ignore[no-untyped-de
     """Run one long-running component until SIGINT/SIGTERM."""
     _logging(verbose)
     settings = settings or _settings()
-    from ridehail.components import run_logged, runtime
+    from ridehail.components import metrics_served, observe, run_logged, runtime
     from ridehail.devstack import install_stop_handlers
+    from ridehail.telemetry import shutdown_tracing
 
     async def main() -> None:
         stop = asyncio.Event()
         install_stop_handlers(stop)
-        async with runtime(settings, name, temporal=name != "relay") as rt:
-            console.print(f"[bold cyan]ridehail[/] {name} {RUNNING} — Ctrl-C to stop")
+        temporal_metrics = observe(settings, name)
+        async with (runtime(settings, name, temporal=name != "relay") as rt,
+                    metrics_served(rt, name, temporal_metrics) as metrics_url):
+            metrics = f" — metrics {metrics_url}" if metrics_url else ""
+            console.print(f"[bold cyan]ridehail[/] {name} {RUNNING}{metrics} — Ctrl-C to stop",
+                          soft_wrap=True)
             await run_logged(name, lambda: body(rt, stop), stop)
 
-    run_service(main())
+    try:
+        run_service(main())
+    finally:
+        shutdown_tracing()  # the spans still buffered
 
 
 Verbose = Annotated[bool, typer.Option("--verbose", "-v")]

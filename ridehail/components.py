@@ -27,14 +27,20 @@ from events.health import ConsumerHealth
 from events.outbox import Outbox
 from ridehail.config import Settings
 from ridehail.connections import connect_nats, connect_temporal
+from ridehail.processmetrics import ProcessMetrics, serve_metrics, temporal_metrics_runtime
 from ridehail.store.db import Database
 from ridehail.store.migrate import prepare_schema
+from ridehail.telemetry import setup_tracing
 from ridehail.temporalcheck import prepare_temporal
 from ridehail.worker import build_worker, run_worker
 
 log = logging.getLogger(__name__)
 
 CONSUMERS = ("workflow-trigger", "ride-projector", "driver-projector", "notifier")
+# The setting naming each process's metrics port ("dev": ridehail dev's own process, with
+# the consumers and the relay; the API serves /metrics on its own port)
+METRICS_PORT = {"worker": "worker_metrics_port", "consumers": "consumers_metrics_port",
+                "relay": "relay_metrics_port", "dev": "consumers_metrics_port"}
 
 
 @dataclass
@@ -78,6 +84,43 @@ async def runtime(settings: Settings, name: str, *, temporal: bool = True,
         with contextlib.suppress(Exception):
             await nc.drain()
         db.dispose()
+
+
+def observe(settings: Settings, name: str) -> str | None:
+    """Before a process connects to anything: tracing from the OTEL_* variables; for a
+    worker that serves metrics, the Temporal runtime that exposes the SDK's (returns the
+    URL it reads them from)."""
+    setup_tracing(name)
+    if name == "worker" and settings.worker_metrics_port is not None:
+        return temporal_metrics_runtime()
+    return None
+
+
+@contextlib.asynccontextmanager
+async def metrics_served(rt: Runtime, name: str, temporal_url: str | None = None
+                         ) -> AsyncIterator[str | None]:
+    """Serve the process's /metrics while inside, if its port is set; yields the URL."""
+    port = getattr(rt.settings, METRICS_PORT[name], None) if name in METRICS_PORT else None
+    if port is None:
+        yield None
+        return
+    metrics = ProcessMetrics(rt.js, rt.outbox, rt.consumer_health,
+                             consumers=name in ("consumers", "dev"),
+                             relay=name in ("relay", "dev"),
+                             rides=name in ("worker", "dev"), temporal_url=temporal_url)
+    urls: list[str] = []
+    done = asyncio.Event()
+    serving = asyncio.create_task(serve_metrics(metrics, rt.settings.metrics_host, port, done,
+                                                urls.append))
+    try:
+        while not urls:
+            if serving.done():
+                serving.result()
+            await asyncio.sleep(0.02)
+        yield urls[0]
+    finally:
+        done.set()
+        await serving
 
 
 def consumer_specs(rt: Runtime, names: Iterator[str] | tuple[str, ...] = CONSUMERS

@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     free_cancel_s: float = Field(120, ge=0)
     stream_replicas: int = Field(1, ge=1, le=5)
     log_format: Literal["text", "json"] = "text"
+    # Prometheus /metrics of the processes other than the API (docs/OBSERVABILITY.md):
+    # unset = not served, 0 = a free port (printed at start)
+    metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int | None = Field(None, ge=0, le=65535)
+    consumers_metrics_port: int | None = Field(None, ge=0, le=65535)
+    relay_metrics_port: int | None = Field(None, ge=0, le=65535)
     # NATS credentials and TLS (docs/DEPLOY.md), passed to nats.connect as they are
     nats_user: str | None = None
     nats_password: str | None = None
@@ -211,3 +217,27 @@ def temporal_environment() -> dict[str, object]:
         return dict(ClientConfigProfile.load().to_client_connect_config())
     except Exception as e:  # noqa: BLE001 — a broken profile file is the user's to fix
         raise ValueError(f"Temporal's environment configuration: {e}") from None
+
+
+class OtelSettings(BaseSettings):
+    """The standard OpenTelemetry variables that decide whether a process traces at all;
+    the SDK reads the rest itself (sampler, headers, timeouts, resource attributes)."""
+
+    model_config = SettingsConfigDict(env_prefix="OTEL_", extra="ignore")
+
+    sdk_disabled: bool = False
+    exporter_otlp_endpoint: str | None = None
+    exporter_otlp_traces_endpoint: str | None = None
+    exporter_otlp_protocol: str = "http/protobuf"
+    exporter_otlp_traces_protocol: str | None = None
+    service_name: str | None = None
+
+    @property
+    def tracing(self) -> bool:
+        """On only with somewhere to send spans, and not switched off."""
+        return not self.sdk_disabled and bool(
+            self.exporter_otlp_traces_endpoint or self.exporter_otlp_endpoint)
+
+    @property
+    def protocol(self) -> str:
+        return self.exporter_otlp_traces_protocol or self.exporter_otlp_protocol

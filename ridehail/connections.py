@@ -10,6 +10,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import TLSConfig
 
 from ridehail.config import Settings, temporal_environment
+from ridehail.telemetry import tracing_on
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,15 @@ async def connect_temporal(settings: Settings) -> Client:
     """A Temporal client with the data converter shared by worker, trigger and replayer.
     Address and namespace are the settings' (RIDEHAIL_*, else TEMPORAL_*); TLS, API key
     and gRPC metadata the RIDEHAIL_TEMPORAL_* ones where set, else Temporal's standard
-    environment configuration's."""
+    environment configuration's. With tracing on, the SDK's tracing interceptor carries
+    the trace into the workflow and its activities (a worker built on this client gets
+    it too); it adds headers only, never a workflow command."""
     standard = temporal_environment()
+    interceptors = []
+    if tracing_on():
+        from temporalio.contrib.opentelemetry import TracingInterceptor
+
+        interceptors.append(TracingInterceptor())
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
@@ -73,4 +81,5 @@ async def connect_temporal(settings: Settings) -> Client:
         tls=temporal_tls(settings, standard),
         rpc_metadata=standard.get("rpc_metadata") or {},  # type: ignore[arg-type]
         data_converter=pydantic_data_converter,
+        interceptors=interceptors,
     )

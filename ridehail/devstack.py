@@ -148,15 +148,24 @@ def install_stop_handlers(stop: asyncio.Event) -> None:
 
 
 async def run_dev(settings: Settings, say: Callable[[str], None], verbose: bool = False) -> None:
-    from ridehail.components import run_api, run_consumers, run_logged, run_relay, runtime
+    from ridehail.components import (
+        metrics_served,
+        observe,
+        run_api,
+        run_consumers,
+        run_logged,
+        run_relay,
+        runtime,
+    )
 
     stop = asyncio.Event()
     install_stop_handlers(stop)
     stack = DevStack(settings, say)
     await stack.start_servers()
-    settings = stack.settings  # pointing at the servers it chose
+    settings = _with_metrics_ports(stack.settings)  # pointing at the servers it chose
+    observe(settings, "dev")
     try:
-        async with runtime(settings, "dev") as rt:
+        async with runtime(settings, "dev") as rt, metrics_served(rt, "dev") as metrics_url:
             # the worker first: once the API answers, a ride requested goes all the way
             worker = ComponentProcess("worker", settings, verbose, say)
             tasks = [asyncio.create_task(worker.run(stop), name="worker")]
@@ -174,7 +183,7 @@ async def run_dev(settings: Settings, say: Callable[[str], None], verbose: bool 
                 lambda: stop.is_set() or answering(settings.api_host, settings.api_port),
                 tasks, f"the API did not start on {settings.api_url}")
             if not stop.is_set():  # (Ctrl-C during start-up: straight to stopping)
-                _say_ready(settings, say, stack.notes)
+                _say_ready(settings, say, stack.notes, metrics_url)
                 _write_dev_file(settings)
             failed = await _supervise(tasks, stop)
             if failed:
@@ -193,10 +202,27 @@ def _write_dev_file(settings: Settings) -> None:
     (settings.data_dir / DEV_FILE).write_text(json.dumps(running, indent=2) + "\n")
 
 
-def _say_ready(settings: Settings, say: Callable[[str], None], notes: list[str]) -> None:
+def _with_metrics_ports(settings: Settings) -> Settings:
+    """Metrics on for the worker and this process: on free ports unless set. The worker's
+    is chosen here, so the banner can say it before the child listens."""
+    from ridehail.processmetrics import free_port
+
+    update: dict[str, int] = {}
+    if not settings.worker_metrics_port:
+        update["worker_metrics_port"] = free_port(settings.metrics_host)
+    if settings.consumers_metrics_port is None:
+        update["consumers_metrics_port"] = 0
+    return settings.model_copy(update=update)
+
+
+def _say_ready(settings: Settings, say: Callable[[str], None], notes: list[str],
+               metrics_url: str | None = None) -> None:
     say(f"API        {settings.api_url}")
     say(f"API docs   {settings.api_url}/docs")
     say(f"Temporal   {settings.temporal_ui_url}  (workflow history, UI)")
+    say(f"metrics    api {settings.api_url}/metrics · worker http://{settings.metrics_host}:"
+        f"{settings.worker_metrics_port}/metrics"
+        + (f" · consumers and relay {metrics_url}" if metrics_url else ""))
     for note in notes:
         say(note)
     say(f"data       {settings.data_dir.resolve()}")

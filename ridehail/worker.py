@@ -7,12 +7,19 @@ import compileall
 from datetime import timedelta
 from pathlib import Path
 
+from temporalio import activity
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import (
+    ActivityInboundInterceptor,
+    ExecuteActivityInput,
+    Interceptor,
+    Worker,
+)
 
 import workflows.ride
 from activities import build_activities
 from events.outbox import Outbox
+from ridehail.logs import ride_context
 from ridehail.store.db import Database
 from workflows.contract import TASK_QUEUE
 from workflows.ride import RideWorkflow
@@ -25,6 +32,22 @@ def compile_workflow_modules() -> None:
     compileall.compile_dir(str(Path(workflows.ride.__file__).parent), quiet=1)
 
 
+class RideLogContext(Interceptor):
+    """An activity's log lines carry the id of the ride whose workflow runs it."""
+
+    def intercept_activity(self, next: ActivityInboundInterceptor
+                           ) -> ActivityInboundInterceptor:
+        return _RideActivity(next)
+
+
+class _RideActivity(ActivityInboundInterceptor):
+    async def execute_activity(self, input: ExecuteActivityInput) -> object:
+        workflow = activity.info().workflow_id or ""
+        with ride_context(workflow.removeprefix("ride-") if workflow.startswith("ride-")
+                          else None):
+            return await self.next.execute_activity(input)
+
+
 def build_worker(client: Client, db: Database, outbox: Outbox) -> Worker:
     compile_workflow_modules()
     return Worker(
@@ -32,6 +55,7 @@ def build_worker(client: Client, db: Database, outbox: Outbox) -> Worker:
         task_queue=TASK_QUEUE,
         workflows=[RideWorkflow],
         activities=build_activities(db, outbox),
+        interceptors=[RideLogContext()],
         max_concurrent_activities=64,
         graceful_shutdown_timeout=timedelta(seconds=10),
         # A workflow task waits this long for the worker that has the ride cached before
