@@ -76,7 +76,7 @@ def _leading_words(words: list[str]) -> list[str]:
 def contract_settings() -> set[str]:
     settings: set[str] = set()
     for row in table_rows(contract_section_1()):
-        settings.update(re.findall(r"`(RIDEHAIL_[A-Z0-9_]+)`", row[0]))
+        settings.update(re.findall(r"`((?:RIDEHAIL|OTEL)_[A-Z0-9_]+)`", row[0]))
     return settings
 
 
