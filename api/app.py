@@ -91,7 +91,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     # Added last = outermost: metrics see every answer, the 413s included.
     app.add_middleware(BodySizeLimit)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    if tracing_on():  # a span per request (docs/OBSERVABILITY.md); nothing when off
+    if tracing_on():  # a span per request (docs/DEPLOY.md, "Observing it"); nothing when off
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
         FastAPIInstrumentor.instrument_app(app, excluded_urls="/healthz,/readyz,/metrics")

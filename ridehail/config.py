@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     free_cancel_s: float = Field(120, ge=0)
     stream_replicas: int = Field(1, ge=1, le=5)
     log_format: Literal["text", "json"] = "text"
-    # Prometheus /metrics of the processes other than the API (docs/OBSERVABILITY.md):
+    # Prometheus /metrics of the processes other than the API (docs/DEPLOY.md, "Observing it"):
     # unset = not served, 0 = a free port (printed at start)
     metrics_host: str = "127.0.0.1"
     worker_metrics_port: int | None = Field(None, ge=0, le=65535)

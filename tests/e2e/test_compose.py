@@ -8,6 +8,7 @@ No container engine is needed: the file is read as YAML, and `docker-compose con
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -276,7 +277,7 @@ def test_images_are_pinned(services: dict[str, Any]) -> None:
             continue
         image = str(service["image"])
         tag = image.rpartition(":")[2]
-        assert ":" in image and tag != "latest" and re.match(r"\d+\.\d+", tag), \
+        assert ":" in image and tag != "latest" and re.match(r"v?\d+\.\d+", tag), \
             f"{name}: pin {image} to a release"
 
 
@@ -328,3 +329,69 @@ def test_docker_compose_refuses_to_run_without_the_secrets(tmp_path: Path) -> No
     result = _config_check(env, tmp_path)
     assert result.returncode != 0
     assert "see deploy/example.env" in result.stderr
+
+
+# --- observing it: collector, trace store, Prometheus, Grafana ----------------------------
+
+METRICS_PORT_SETTING = {"worker": "RIDEHAIL_WORKER_METRICS_PORT",
+                        "consumers": "RIDEHAIL_CONSUMERS_METRICS_PORT",
+                        "relay": "RIDEHAIL_RELAY_METRICS_PORT", "api": "RIDEHAIL_API_PORT"}
+
+
+def test_every_component_sends_traces_to_the_collector_which_feeds_the_trace_store(
+        services: dict[str, Any]) -> None:
+    for name, service in ridehail_services(services).items():
+        if service["command"] == ["db", "upgrade"]:
+            continue
+        env = environment(service)
+        host = re.match(r"https?://([^:/]+)", env["OTEL_EXPORTER_OTLP_ENDPOINT"])
+        assert host and host.group(1) in services, name
+        assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] in ("http/protobuf", "grpc")
+    collector = yaml.safe_load(mounted_file(services["otel-collector"],
+                                            "/etc/otelcol/config.yaml").read_text())
+    pipeline = collector["service"]["pipelines"]["traces"]
+    assert "otlp" in pipeline["receivers"]
+    for exporter in pipeline["exporters"]:
+        target = collector["exporters"][exporter]["endpoint"].split(":")[0]
+        assert target in services, exporter
+    assert environment(services["jaeger"])["COLLECTOR_OTLP_ENABLED"] == "true"
+
+
+def test_prometheus_scrapes_every_component_on_the_port_it_serves(
+        services: dict[str, Any]) -> None:
+    config = yaml.safe_load(mounted_file(services["prometheus"],
+                                         "/etc/prometheus/prometheus.yml").read_text())
+    scraped = {(sd["names"][0], sd["port"]) for job in config["scrape_configs"]
+               for sd in job.get("dns_sd_configs", [])}
+    for name, service in ridehail_services(services).items():
+        command = service["command"][0]
+        if command not in METRICS_PORT_SETTING:
+            continue
+        env = environment(service)
+        port = int(env[METRICS_PORT_SETTING[command]])
+        assert (name, port) in scraped, f"Prometheus does not scrape {name}:{port}"
+        if command != "api":
+            assert env["RIDEHAIL_METRICS_HOST"] == "0.0.0.0", name
+
+
+def test_grafana_is_provisioned_with_prometheus_and_the_ridehail_dashboard(
+        services: dict[str, Any]) -> None:
+    grafana = services["grafana"]
+    sources = yaml.safe_load(
+        (mounted_file(grafana, "/etc/grafana/provisioning") / "datasources" / "ridehail.yaml")
+        .read_text())["datasources"]
+    prometheus = next(s for s in sources if s["type"] == "prometheus")
+    assert prometheus["url"].split("//")[1].split(":")[0] == "prometheus"
+    dashboard = json.loads(
+        (mounted_file(grafana, "/var/lib/grafana/dashboards") / "ridehail.json").read_text())
+    titles = " ".join(p["title"] for p in dashboard["panels"]).lower()
+    for wanted in ("rides per minute by outcome", "driver assigned", "consumer lag", "dlq",
+                   "outbox", "workflow task latency", "activity failures"):
+        assert wanted in titles, wanted
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    # every ridehail metric a panel plots is one the code defines
+    source = " ".join(f.read_text() for f in [*ROOT.glob("ridehail/*.py"),
+                                              *ROOT.glob("events/*.py"), *ROOT.glob("api/*.py")])
+    for metric in set(re.findall(r"ridehail_[a-z_]+", exprs)):
+        base = re.sub(r"_(total|bucket|count|sum)$", "", metric)
+        assert f'"{base}"' in source, f"the dashboard plots {metric}, which nothing exports"
