@@ -42,12 +42,6 @@ class Settings(BaseSettings):
     free_cancel_s: float = Field(120, ge=0)
     stream_replicas: int = Field(1, ge=1, le=5)
     log_format: Literal["text", "json"] = "text"
-    # Prometheus /metrics of the processes other than the API (docs/DEPLOY.md, "Observing it"):
-    # unset = not served, 0 = a free port (printed at start)
-    metrics_host: str = "127.0.0.1"
-    worker_metrics_port: int | None = Field(None, ge=0, le=65535)
-    consumers_metrics_port: int | None = Field(None, ge=0, le=65535)
-    relay_metrics_port: int | None = Field(None, ge=0, le=65535)
     # NATS credentials and TLS (docs/DEPLOY.md), passed to nats.connect as they are
     nats_user: str | None = None
     nats_password: str | None = None
@@ -70,6 +64,12 @@ class Settings(BaseSettings):
     nats_password_file: Path | None = None
     nats_token_file: Path | None = None
     temporal_api_key_file: Path | None = None
+    # Prometheus /metrics of the processes other than the API (docs/DEPLOY.md,
+    # "Observing it"): unset = not served, 0 = a free port (printed at start)
+    metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int | None = Field(None, ge=0, le=65535)
+    consumers_metrics_port: int | None = Field(None, ge=0, le=65535)
+    relay_metrics_port: int | None = Field(None, ge=0, le=65535)
 
     @model_validator(mode="after")
     def _secrets_from_files(self) -> Settings:
