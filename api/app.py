@@ -12,6 +12,7 @@ from api.docs import install_docs
 from api.limits import BodySizeLimit
 from api.metrics import MetricsMiddleware, install_metrics
 from api.openapi import install_openapi
+from api.ratelimit import RateLimit
 from api.services import Services
 from api.streams import Streams
 from events.outbox import Outbox
@@ -29,7 +30,8 @@ above.
 
 **Errors** are `application/problem+json` (RFC 9457): 401 no or bad token, 403 wrong role,
 404 unknown or not yours, 409 not allowed in the ride's current state, 413 body too large,
-422 invalid input (`errors` names the fields), 503 a dependency is down (retry).
+422 invalid input (`errors` names the fields), 429 too many requests (wait `Retry-After`
+seconds), 503 a dependency is down (retry).
 
 **Money** is a decimal string (`"12.40"`) with a `currency`; **coordinates** are
 `{"lat", "lng"}` in degrees. Reads come from the read model and are eventually
@@ -87,7 +89,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     metrics = install_metrics(app)
     for module in (quotes, rides, drivers, admin, health):
         app.include_router(module.router)
-    # Added last = outermost: metrics see every answer, the 413s included.
+    # Added last = outermost: metrics see every answer, the 413s and 429s included.
+    app.add_middleware(RateLimit)
     app.add_middleware(BodySizeLimit)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -57,6 +57,7 @@ MEANINGS = {
     409: "Not allowed in the resource's current state",
     413: "The body is too large",
     422: "Invalid input; `errors` names the fields",
+    429: "Too many requests; retry after `Retry-After` seconds",
     503: "A dependency (database, NATS or Temporal) is unavailable; retry later",
 }
 RETRY_AFTER_S = "2"

@@ -26,6 +26,7 @@ from sqlmodel import Session, col, select
 
 from activities.pricing import live_quote
 from api.auth import Caller, Principal, Rider
+from api.open_rides import open_ride_of, serialise_rider
 from api.problems import Problem, error_responses, invalid
 from api.schemas import (
     ID_PATTERN,
@@ -127,12 +128,14 @@ async def request_ride(
                     "alone (another rider's same key is another ride).")] = None,
 ) -> RideOut:
     """Ask for a ride. The saga starts at once; follow it with `GET /v1/rides/{id}` or
-    its events."""
+    its events. One at a time: while one of your rides has not ended, another request is
+    a 409 naming it (`open_ride_id`)."""
     digest = _body_hash(body)
     replayed = False
 
     def work(session: Session) -> tuple[Ride, list[CloudEvent]]:
         nonlocal replayed
+        serialise_rider(session, who.sub)
         if idempotency_key:
             seen = session.get(IdempotencyKey, (who.sub, idempotency_key))
             if seen is not None:
@@ -144,6 +147,11 @@ async def request_ride(
                     raise Problem(409, "The ride of this Idempotency-Key is gone")
                 replayed = True
                 return ride, []
+        unfinished = open_ride_of(session, who.sub)
+        if unfinished is not None:
+            raise Problem(409, f"You have a ride that has not ended: {unfinished.ride_id} "
+                               f"({unfinished.status}); cancel it or wait for it to end",
+                          open_ride_id=unfinished.ride_id)
         now = utcnow()
         if body.quote_id and live_quote(session, body.quote_id, who.sub, now) is None:
             raise invalid("body.quote_id", "no live quote",

@@ -40,6 +40,14 @@ class Settings(BaseSettings):
     free_cancel_s: float = Field(120, ge=0)
     stream_replicas: int = Field(1, ge=1, le=5)
     log_format: Literal["text", "json"] = "text"
+    # Abuse limits (api.ratelimit, api.fanout): far above what a rider's or driver's app
+    # does, well below what a script does. Counted per token subject, or per client
+    # address without a valid token, in fixed windows shared by every API process.
+    rate_limit_window_s: int = Field(60, ge=1, le=3600)
+    rate_limit_quotes: int = Field(30, ge=1)  # POST /v1/quotes per subject per window
+    rate_limit_writes: int = Field(120, ge=1)  # every other POST / PUT per subject
+    rate_limit_anonymous: int = Field(600, ge=1)  # per address: bad tokens, /readyz
+    sse_streams_per_subject: int = Field(8, ge=1)  # open live streams, per API process
     # NATS credentials and TLS (docs/DEPLOY.md), passed to nats.connect as they are
     nats_user: str | None = None
     nats_password: str | None = None
