@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from api import admin, drivers, health, problems, quotes, rides
 from api.docs import install_docs
+from api.headers import HeaderSizeLimit
 from api.limits import BodySizeLimit
 from api.metrics import MetricsMiddleware, install_metrics
 from api.openapi import install_openapi
@@ -56,22 +57,23 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if services is not None:
             app.state.services = services
-            app.state.streams = Streams(services.nc, services.js, metrics)
+            app.state.streams = Streams(services.nc, services.js, metrics,
+                                        settings.sse_streams_per_subject)
             try:
                 yield
             finally:
-                await app.state.streams.offers.aclose()
+                await app.state.streams.aclose()
             return
         db = Database(settings.db_url)
         nc = await connect_nats(settings, "api")
         js = nc.jetstream()
         temporal = await connect_temporal(settings)
         app.state.services = Services(settings, db, nc, js, Outbox(db, js, nc), temporal)
-        app.state.streams = Streams(nc, js, metrics)
+        app.state.streams = Streams(nc, js, metrics, settings.sse_streams_per_subject)
         try:
             yield
         finally:
-            await app.state.streams.offers.aclose()
+            await app.state.streams.aclose()
             await app.state.services.outbox.flush()
             await nc.drain()
             db.dispose()
@@ -89,9 +91,10 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     metrics = install_metrics(app)
     for module in (quotes, rides, drivers, admin, health):
         app.include_router(module.router)
-    # Added last = outermost: metrics see every answer, the 413s and 429s included.
+    # Added last = outermost: metrics see every answer, the 413s, 429s and 431s included.
     app.add_middleware(RateLimit)
     app.add_middleware(BodySizeLimit)
+    app.add_middleware(HeaderSizeLimit)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 

@@ -261,7 +261,7 @@ EVENTS_200: dict[str, Any] = {
 
 
 @router.get("/{ride_id}/events", response_model=RideEvents,
-            responses={200: EVENTS_200, **error_responses(401, 404, 422)})
+            responses={200: EVENTS_200, **error_responses(401, 404, 422, 429)})
 async def get_ride_events(
     ride_id: RideId,
     who: Caller,
@@ -283,7 +283,8 @@ async def get_ride_events(
             return ride is not None and ride.status in FINAL
 
         return streams.response(
-            "ride_events", ride_events(streams, ride_id, last_event_id, ride_has_ended))
+            "ride_events", ride_events(streams, ride_id, last_event_id, ride_has_ended),
+            subject=who.sub)
     history = await ride_history(svc.js, ride_id)
     return RideEvents(events=[CloudEventOut.model_validate(e.model_dump(mode="json"))
                               for _, e in history])

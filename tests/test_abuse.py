@@ -5,6 +5,7 @@ them: tests/support/servers.py)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import stat
 import subprocess
@@ -206,3 +207,78 @@ async def test_readyz_shows_details_to_admins_only(servers: Settings, tmp_path: 
     finally:
         await nc.close()
         db.dispose()
+
+
+# --- 6. bounded resources ---------------------------------------------------------------
+
+
+async def _raw_request(host: str, port: int, head: bytes) -> bytes:
+    """Send a request head as a client that does not stop for the server, then read
+    what the server answered."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        for i in range(0, len(head), 64 * 1024):
+            try:
+                writer.write(head[i:i + 64 * 1024])
+                await writer.drain()
+            except (ConnectionResetError, BrokenPipeError):
+                break  # refused and closed while we were still sending
+        return await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+
+
+async def test_oversized_headers_are_431(api: Stack) -> None:
+    host, port = api.settings.api_host, api.settings.api_port
+    # a 1 MB header: refused while it arrives, before the app sees it
+    t0 = time.monotonic()
+    answer = await _raw_request(host, port, b"GET /healthz HTTP/1.1\r\nHost: api\r\nX-Big: "
+                                + b"a" * 1_000_000 + b"\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert b"application/problem+json" in answer and b'"status": 431' in answer
+    assert time.monotonic() - t0 < 5
+    # headers that arrive whole but add up to too much: the same, from the app
+    r = await api.http.get("/healthz", headers={f"x-h{i}": "b" * 1000 for i in range(20)})
+    assert_problem(r, 431)
+    # and ordinary headers are fine
+    assert (await api.http.get("/healthz")).status_code == 200
+
+
+async def test_live_streams_are_capped_and_share_one_consumer(api: Stack) -> None:
+    ride_id = (await api.call("POST", "/v1/rides", "rider", "watcher", want=202,
+                              json=BODY)).json()["ride_id"]
+    headers = {**api.auth("rider", "watcher"), "Accept": "text/event-stream"}
+    path = f"/v1/rides/{ride_id}/events"
+
+    async def consumers() -> int:
+        return len(await api.rt.js.consumers_info("RIDES"))
+
+    before = await consumers()
+    async with contextlib.AsyncExitStack() as open_streams:
+        answers = []
+        for _ in range(20):
+            r = await open_streams.enter_async_context(api.http.stream("GET", path,
+                                                                       headers=headers))
+            answers.append(r)
+            if r.status_code == 200:
+                # the stream is up once it sent the history (the requested event)
+                lines = r.aiter_lines()
+                while not (await anext(lines)).startswith("data:"):
+                    pass
+                open_streams.push_async_callback(lines.aclose)
+        accepted = [r for r in answers if r.status_code == 200]
+        refused = [r for r in answers if r.status_code != 200]
+        assert len(accepted) == DEFAULTS["sse_streams_per_subject"], len(accepted)
+        for r in refused:
+            await r.aread()
+            assert_problem(r, 429)
+            assert int(r.headers["retry-after"]) > 0
+        # all of them together: one consumer on RIDES (the process's fan-out)
+        assert await consumers() == before + 1
+        # another rider is not held back
+        other = (await api.call("POST", "/v1/rides", "rider", "other", want=202,
+                                json=BODY)).json()["ride_id"]
+        async with api.http.stream("GET", f"/v1/rides/{other}/events",
+                                   headers={**api.auth("rider", "other"),
+                                            "Accept": "text/event-stream"}) as r:
+            assert r.status_code == 200
