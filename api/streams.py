@@ -2,7 +2,8 @@
 
 - A ride's events: its history, then events as they are published, ending after the
   event that ends the ride (``id`` = stream sequence, so a reconnecting client's
-  ``Last-Event-ID`` resumes right after the last event it saw).
+  ``Last-Event-ID`` resumes right after the last event it saw). All of an API process's
+  ride streams share one JetStream consumer (api.fanout).
 - A driver's offers: the pending ones, then each new one as the saga makes it. All of an
   API process's offer streams share one JetStream consumer (``OfferHub``) that is open
   only while someone listens; each stream also re-reads the offers table now and then,

@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     # address without a valid token, in fixed windows shared by every API process.
     rate_limit_window_s: int = Field(60, ge=1, le=3600)
     rate_limit_quotes: int = Field(30, ge=1)  # POST /v1/quotes per subject per window
-    rate_limit_writes: int = Field(120, ge=1)  # every other POST / PUT per subject
+    rate_limit_writes: int = Field(300, ge=1)  # every other POST / PUT per subject
     rate_limit_anonymous: int = Field(600, ge=1)  # per address: bad tokens, /readyz
     sse_streams_per_subject: int = Field(8, ge=1)  # open live streams, per API process
     # NATS credentials and TLS (docs/DEPLOY.md), passed to nats.connect as they are
