@@ -152,7 +152,7 @@ def _open_offer(session: Session, driver_id: str, offer_id: str) -> OfferOut | N
 
 
 @router.get("/offers", response_model=list[OfferOut],
-            responses={200: OFFERS_200, **error_responses(401, 403)})
+            responses={200: OFFERS_200, **error_responses(401, 403, 429)})
 async def pending_offers(who: DriverCaller, svc: Deps, request: Request) -> Any:
     """Rides offered to you that you can still accept or decline, oldest first; or a live
     stream of them."""
@@ -165,5 +165,6 @@ async def pending_offers(who: DriverCaller, svc: Deps, request: Request) -> Any:
             return await svc.db.read(lambda s: _open_offer(s, who.sub, offer_id))
 
         streams = request.app.state.streams
-        return streams.response("driver_offers", driver_offers(streams, who.sub, pending, offer))
+        return streams.response("driver_offers", driver_offers(streams, who.sub, pending, offer),
+                                subject=who.sub)
     return await svc.db.read(lambda s: _pending(s, who.sub))

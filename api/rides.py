@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from api.auth import Caller, Principal, Rider
+from api.open_rides import open_ride_of, serialise_rider
 from api.problems import Problem, error_responses, invalid
 from api.ride_access import decode_cursor, encode_cursor, get_visible, visible
 from api.schemas import (
@@ -100,12 +101,14 @@ async def request_ride(
                     "alone (another rider's same key is another ride).")] = None,
 ) -> RideOut:
     """Ask for a ride. The saga starts at once; follow it with `GET /v1/rides/{id}` or
-    its events."""
+    its events. One at a time: while one of your rides has not ended, another request is
+    a 409 naming it (`open_ride_id`)."""
     digest = _body_hash(body)
     replayed = False
 
     def work(session: Session) -> tuple[Ride, list[CloudEvent]]:
         nonlocal replayed
+        serialise_rider(session, who.sub)
         if idempotency_key:
             seen = session.get(IdempotencyKey, (who.sub, idempotency_key))
             if seen is not None:
@@ -117,6 +120,11 @@ async def request_ride(
                     raise Problem(409, "The ride of this Idempotency-Key is gone")
                 replayed = True
                 return ride, []
+        unfinished = open_ride_of(session, who.sub)
+        if unfinished is not None:
+            raise Problem(409, f"You have a ride that has not ended: {unfinished.ride_id} "
+                               f"({unfinished.status}); cancel it or wait for it to end",
+                          open_ride_id=unfinished.ride_id)
         now = utcnow()
         if body.quote_id and live_quote(session, body.quote_id, who.sub, now) is None:
             raise invalid("body.quote_id", "no live quote",
@@ -208,7 +216,7 @@ EVENTS_200: dict[str, Any] = {
 
 
 @router.get("/{ride_id}/events", response_model=RideEvents,
-            responses={200: EVENTS_200, **error_responses(401, 404, 422)})
+            responses={200: EVENTS_200, **error_responses(401, 404, 422, 429)})
 async def get_ride_events(
     ride_id: RideId,
     who: Caller,
@@ -230,7 +238,8 @@ async def get_ride_events(
             return ride is not None and ride.status in FINAL
 
         return streams.response(
-            "ride_events", ride_events(streams, ride_id, last_event_id, ride_has_ended))
+            "ride_events", ride_events(streams, ride_id, last_event_id, ride_has_ended),
+            subject=who.sub)
     history = await ride_history(svc.js, ride_id)
     return RideEvents(events=[CloudEventOut.model_validate(e.model_dump(mode="json"))
                               for _, e in history])

@@ -139,6 +139,7 @@ class _Server(uvicorn.Server):
 
 async def run_api(rt: Runtime, stop: asyncio.Event) -> None:
     from api.app import close_streams, create_app
+    from api.headers import CappedHeadersProtocol
     from api.services import Services
 
     services = Services(rt.settings, rt.db, rt.nc, rt.js, rt.outbox, rt.temporal,
@@ -148,6 +149,7 @@ async def run_api(rt: Runtime, stop: asyncio.Event) -> None:
     # its access log, one line a request; otherwise its warnings only
     verbose = logging.getLogger().isEnabledFor(logging.INFO)
     config = uvicorn.Config(app, host=rt.settings.api_host, port=rt.settings.api_port,
+                            http=CappedHeadersProtocol,  # 431 for oversized headers
                             log_config=None, log_level="info" if verbose else "warning",
                             access_log=verbose, lifespan="on", timeout_graceful_shutdown=10)
     server = _Server(config)

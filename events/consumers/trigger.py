@@ -27,6 +27,7 @@ from events.catalog import RIDE_COMMANDS, RideRequested
 from events.consumer import ConsumerSpec
 from events.envelope import CloudEvent
 from ridehail.config import Settings
+from ridehail.domain.geo import zone_cell
 from ridehail.domain.status import RideStatus
 from workflows.contract import (
     RIDE_EVENT_SIGNAL,
@@ -91,8 +92,8 @@ class WorkflowTrigger:
                 ]),
                 static_summary=(
                     f"Ride {ride.ride_id} for rider {ride.rider_id}: "
-                    f"({ride.pickup.lat:.4f}, {ride.pickup.lng:.4f}) → "
-                    f"({ride.dropoff.lat:.4f}, {ride.dropoff.lng:.4f}), "
+                    # the H3 zones (res 7, a few km²), never the exact coordinates
+                    f"zone {zone_cell(requested.pickup)} → zone {zone_cell(requested.dropoff)}, "
                     f"paying by {ride.payment_method}"
                 ),
             )

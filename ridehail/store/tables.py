@@ -192,3 +192,15 @@ class IdempotencyKey(SQLModel, table=True):
     request_hash: str = Field(max_length=64)
     ride_id: str = Field(max_length=64)
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class RateLimitHit(SQLModel, table=True):
+    """Requests counted against a rate limit (api.ratelimit): one row per limited key
+    (``<class>:<token subject>`` or ``address:<client address>``), the current fixed
+    window and how many requests it has had. Shared by every API process."""
+
+    __tablename__ = "rate_limit_hits"
+
+    key: str = Field(primary_key=True, max_length=200)
+    window_start: int = Field(index=True)  # Unix time, seconds, a multiple of the window
+    hits: int = 0
