@@ -251,6 +251,7 @@ class RideWorkflow(Matching):
                 final_fare_cents=fare.amount_cents if fare else None,
                 distance_m=fare.used.distance_m if fare and fare.used else None,
                 duration_s=fare.used.duration_s if fare and fare.used else None,
+                fare_adjusted=fare.adjusted if fare else None,
             ),
             summary=f"record the cancellation by the {cancel.by_role}",
         )
