@@ -21,6 +21,7 @@ from api.streams import SSE, driver_offers, wants_event_stream
 from events import catalog as c
 from events.envelope import CloudEvent, new_event
 from ridehail.domain.geo import driver_cell
+from ridehail.store.meter import record_point
 from ridehail.store.tables import Driver, Offer, utcnow
 
 router = APIRouter(prefix="/v1/drivers/me", tags=["drivers"])
@@ -116,13 +117,14 @@ def _fresh(session: Session, driver_id: str) -> Driver:
 @router.post("/location", status_code=202, response_model=LocationAccepted,
              responses=error_responses(401, 403, 404, 422))
 async def update_location(body: Coordinates, who: DriverCaller, svc: Deps) -> LocationAccepted:
-    """Report where you are (drives matching)."""
+    """Report where you are (drives matching; during a trip, the trip meter the final
+    fare is checked against)."""
     event = new_event("driver.location_updated",
                       c.DriverLocationUpdated(driver_id=who.sub, location=body.point),
                       source=SOURCE, subject=who.sub)
 
     def work(session: Session) -> tuple[LocationAccepted, list[CloudEvent]]:
-        _driver(session, who.sub)
+        record_point(session, _driver(session, who.sub), body.point)
         return LocationAccepted(driver_id=who.sub, event_id=event.id), [event]
 
     return await svc.outbox.write(work)

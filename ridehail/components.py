@@ -89,7 +89,8 @@ def consumer_specs(rt: Runtime, names: Iterator[str] | tuple[str, ...] = CONSUME
     specs: list[ConsumerSpec] = []
     if "workflow-trigger" in wanted:
         assert rt.temporal is not None
-        specs.append(WorkflowTrigger(rt.temporal, rt.settings).spec())
+        trigger = WorkflowTrigger(rt.temporal, rt.settings, rt.db, rt.consumer_health)
+        specs.append(trigger.spec())
     specs += [s for s in Projectors(rt.db).specs() if s.name in wanted]
     if "notifier" in wanted:
         specs.append(Notifier(rt.outbox).spec())

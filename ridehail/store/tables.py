@@ -68,6 +68,8 @@ class Ride(SQLModel, table=True):
     assigned_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts(index=True))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    # why the final fare is not the driver's reported trip: JSON {reason, reported, used}
+    fare_adjusted: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 class Driver(SQLModel, table=True):
@@ -142,6 +144,23 @@ class Offer(SQLModel, table=True):
     currency: str = Field(default="USD", max_length=3)
     expires_at: datetime = Field(sa_column=_ts())
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class TripMeter(SQLModel, table=True):
+    """The server's own measure of a trip: the assigned driver's location reports between
+    ``trip_started`` and ``trip_ended``, summed as great-circle steps
+    (``ridehail.store.meter``)."""
+
+    __tablename__ = "trip_meters"
+
+    ride_id: str = Field(primary_key=True, max_length=64)
+    driver_id: str = Field(index=True, max_length=128)
+    points: int = 0
+    distance_m: float = 0.0
+    last_lat: float | None = None
+    last_lng: float | None = None
+    started_at: datetime = Field(sa_column=_ts())
+    ended_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
 
 
 class OutboxEvent(SQLModel, table=True):
