@@ -5,7 +5,7 @@ from __future__ import annotations
 from temporalio import activity
 
 from activities.facts import fact
-from events.catalog import Payload, RideCancelled, RideCompleted, RideFailed
+from events.catalog import FareAdjusted, Payload, RideCancelled, RideCompleted, RideFailed
 from events.outbox import Outbox
 from ridehail.domain.money import to_decimal
 from workflows.contract import Step
@@ -32,6 +32,7 @@ class LifecycleActivities:
                 currency=end.currency,
                 distance_m=end.distance_m or 0,
                 duration_s=end.duration_s or 0,
+                fare_adjusted=_adjusted(end),
             ),
         )
 
@@ -47,6 +48,9 @@ class LifecycleActivities:
                 reason=end.reason,
                 cancellation_fee=to_decimal(fee) if fee else None,
                 currency=end.currency,
+                final_fare=to_decimal(end.final_fare_cents)
+                if end.final_fare_cents is not None else None,
+                fare_adjusted=_adjusted(end),
             ),
         )
 
@@ -57,3 +61,9 @@ class LifecycleActivities:
             end,
             RideFailed(ride_id=end.ride_id, reason=end.reason or "unknown", detail=end.detail),
         )
+
+
+def _adjusted(end: RideEnd) -> FareAdjusted | None:
+    if end.fare_adjusted is None:
+        return None
+    return FareAdjusted.model_validate(end.fare_adjusted.model_dump())

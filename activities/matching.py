@@ -29,7 +29,10 @@ from ridehail.domain.money import to_decimal
 from ridehail.store.db import Database
 from ridehail.store.tables import Driver, Offer, utcnow
 from workflows.contract import Step
-from workflows.types import OfferMade, OfferRef, ReleaseRequest, ReserveRequest
+from workflows.types import OfferClosed, OfferMade, OfferRef, ReleaseRequest, ReserveRequest
+
+# The answers the api records on an offer with the driver's event.
+ANSWERS = ("accepted", "declined")
 
 # k-rings of resolution-8 cells searched in turn: ~0.5, 1.5, 3, 5 and 8 km around pickup.
 SEARCH_RINGS = (1, 3, 6, 10, 16)
@@ -150,20 +153,25 @@ class MatchingActivities:
         await self.outbox.write(run)
 
     @activity.defn(name=Step.EXPIRE_OFFER)
-    async def expire_offer(self, ref: OfferRef) -> None:
-        await self._close_offer(ref, "expired")
+    async def expire_offer(self, ref: OfferRef) -> OfferClosed:
+        """Expire the offer and free the driver — unless ``ref.honour_answer`` and the
+        driver answered in time: then nothing changes, and the answer is returned."""
+        return await self._close_offer(ref, "expired")
 
     @activity.defn(name=Step.DECLINE_OFFER)
-    async def decline_offer(self, ref: OfferRef) -> None:
-        await self._close_offer(ref, "declined")
+    async def decline_offer(self, ref: OfferRef) -> OfferClosed:
+        return await self._close_offer(ref, "declined")
 
-    async def _close_offer(self, ref: OfferRef, outcome: str) -> None:
+    async def _close_offer(self, ref: OfferRef, outcome: str) -> OfferClosed:
         """Close the offer and free the driver for other rides."""
 
-        def run(session: Session) -> tuple[None, list[CloudEvent]]:
-            offer = session.get(Offer, ref.offer_id)
-            if offer is not None and offer.status == "pending":
-                offer.status = outcome
+        def run(session: Session) -> tuple[OfferClosed, list[CloudEvent]]:
+            # conditional: the api records an answer the same way, and one of the two wins
+            session.exec(update(Offer).where(col(Offer.offer_id) == ref.offer_id)  # type: ignore[call-overload]
+                         .where(col(Offer.status) == "pending").values(status=outcome))
+            offer = session.get(Offer, ref.offer_id, populate_existing=True)
+            if ref.honour_answer and offer is not None and offer.status in ANSWERS:
+                return OfferClosed(outcome=offer.status), []  # answered in time
             events = []
             if outcome == "expired":
                 events.append(
@@ -187,9 +195,9 @@ class MatchingActivities:
                         ),
                     )
                 )
-            return None, events
+            return OfferClosed(outcome=outcome), events
 
-        await self.outbox.write(run)
+        return await self.outbox.write(run)
 
     @activity.defn(name=Step.RELEASE_DRIVER)
     async def release_driver(self, req: ReleaseRequest) -> str | None:

@@ -24,9 +24,11 @@ from activities.facts import fact, step_key
 from events.catalog import PaymentAuthorized, PaymentDeclined, PaymentMoved
 from events.envelope import CloudEvent
 from events.outbox import Outbox
+from ridehail.domain.meter import Figures, settle_trip, trip_so_far
 from ridehail.domain.money import to_decimal
 from ridehail.domain.payments import cancellation_fee_cents, final_charge_cents, hold_cents
 from ridehail.store.db import Database
+from ridehail.store.meter import read_meter
 from ridehail.store.tables import LedgerEntry
 from workflows.contract import PAYMENT_DECLINED, Step  # a declined card is never retried
 from workflows.types import (
@@ -34,8 +36,10 @@ from workflows.types import (
     AuthorizeRequest,
     Capture,
     CaptureRequest,
+    FareAdjustment,
     FeeRequest,
     SettleRequest,
+    TripFigures,
 )
 
 # ledger entry kinds
@@ -82,6 +86,29 @@ def ledger(session: Session, ride_id: str) -> list[LedgerEntry]:
     """The ride's ledger entries, oldest first."""
     q = select(LedgerEntry).where(LedgerEntry.ride_id == ride_id).order_by(LedgerEntry.id)  # type: ignore[arg-type]
     return list(session.exec(q))
+
+
+def metered_trip(session: Session, req: CaptureRequest
+                 ) -> tuple[TripFigures, FareAdjustment | None]:
+    """The trip to charge for, from the trip meter and the trip's event times: the
+    driver's figures where they agree with the meter, the meter's where they do not (or
+    the trip so far, for a trip cut short by a cancellation)."""
+    meter = read_meter(session, req.ride_id)
+    metered_m, points = (meter.distance_m, meter.points) if meter else (0.0, 0)
+    elapsed = (req.ended_at - req.started_at).total_seconds() \
+        if req.started_at and req.ended_at else float(req.duration_s)
+    if req.cut_short:
+        f = trip_so_far(metered_m, elapsed)
+        used = TripFigures(distance_m=f.distance_m, duration_s=f.duration_s)
+        return used, FareAdjustment(reason="cancelled during the trip: charged the metered "
+                                           "trip so far", reported=None, used=used)
+    reported = TripFigures(distance_m=req.distance_m, duration_s=req.duration_s)
+    settled = settle_trip(Figures(req.distance_m, req.duration_s), metered_m, points,
+                          elapsed, req.quote.distance_m)
+    used = TripFigures(distance_m=settled.used.distance_m, duration_s=settled.used.duration_s)
+    if settled.reason is None:
+        return used, None
+    return used, FareAdjustment(reason=settled.reason, reported=reported, used=used)
 
 
 def _first(entries: list[LedgerEntry], kind: str) -> LedgerEntry | None:
@@ -158,14 +185,22 @@ class PaymentActivities:
 
     @activity.defn(name=Step.CAPTURE_PAYMENT)
     async def capture_payment(self, req: CaptureRequest) -> Capture:
-        """Capture the final fare (at the quoted surge, never above the hold)."""
+        """Capture the final fare (at the quoted surge, never above the hold). A metered
+        request is charged for the trip ``metered_trip`` says; otherwise (rides started
+        before the meter) for the driver's figures."""
+        used, adjusted = TripFigures(distance_m=req.distance_m, duration_s=req.duration_s), None
+        if req.metered:
+            used, adjusted = await self.db.read(lambda s: metered_trip(s, req))
 
         def amount(held: int) -> int:
             return final_charge_cents(
-                req.distance_m, req.duration_s, req.quote.surge_multiplier, held
+                used.distance_m, used.duration_s, req.quote.surge_multiplier, held
             )
 
-        return await self._settle(req.ride_id, "fare", amount)
+        captured = await self._settle(req.ride_id, "fare", amount)
+        if not req.metered:
+            return captured
+        return captured.model_copy(update={"used": used, "adjusted": adjusted})
 
     @activity.defn(name=Step.CHARGE_CANCELLATION_FEE)
     async def charge_cancellation_fee(self, req: FeeRequest) -> Capture:

@@ -9,9 +9,11 @@ from fastapi import FastAPI
 
 from api import admin, drivers, health, problems, quotes, rides
 from api.docs import install_docs
+from api.headers import HeaderSizeLimit
 from api.limits import BodySizeLimit
 from api.metrics import MetricsMiddleware, install_metrics
 from api.openapi import install_openapi
+from api.ratelimit import RateLimit
 from api.services import Services
 from api.streams import Streams
 from events.outbox import Outbox
@@ -30,7 +32,8 @@ above.
 
 **Errors** are `application/problem+json` (RFC 9457): 401 no or bad token, 403 wrong role,
 404 unknown or not yours, 409 not allowed in the ride's current state, 413 body too large,
-422 invalid input (`errors` names the fields), 503 a dependency is down (retry).
+422 invalid input (`errors` names the fields), 429 too many requests (wait `Retry-After`
+seconds), 503 a dependency is down (retry).
 
 **Money** is a decimal string (`"12.40"`) with a `currency`; **coordinates** are
 `{"lat", "lng"}` in degrees. Reads come from the read model and are eventually
@@ -55,22 +58,23 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if services is not None:
             app.state.services = services
-            app.state.streams = Streams(services.nc, services.js, metrics)
+            app.state.streams = Streams(services.nc, services.js, metrics,
+                                        settings.sse_streams_per_subject)
             try:
                 yield
             finally:
-                await app.state.streams.offers.aclose()
+                await app.state.streams.aclose()
             return
         db = Database(settings.db_url)
         nc = await connect_nats(settings, "api")
         js = nc.jetstream()
         temporal = await connect_temporal(settings)
         app.state.services = Services(settings, db, nc, js, Outbox(db, js, nc), temporal)
-        app.state.streams = Streams(nc, js, metrics)
+        app.state.streams = Streams(nc, js, metrics, settings.sse_streams_per_subject)
         try:
             yield
         finally:
-            await app.state.streams.offers.aclose()
+            await app.state.streams.aclose()
             await app.state.services.outbox.flush()
             await nc.drain()
             db.dispose()
@@ -88,8 +92,10 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     metrics = install_metrics(app)
     for module in (quotes, rides, drivers, admin, health):
         app.include_router(module.router)
-    # Added last = outermost: metrics see every answer, the 413s included.
+    # Added last = outermost: metrics see every answer, the 413s, 429s and 431s included.
+    app.add_middleware(RateLimit)
     app.add_middleware(BodySizeLimit)
+    app.add_middleware(HeaderSizeLimit)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     if tracing_on():  # a span per request (docs/DEPLOY.md, "Observing it"); nothing when off
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor

@@ -1,8 +1,9 @@
 """Bearer JWT authentication (HS256, claims ``sub``, ``role``, ``exp``) and role checks.
 
 A token must be signed with ``RIDEHAIL_JWT_SECRET`` using HS256 (no other algorithm is
-accepted, ``none`` least of all), carry an ``exp`` in the future, a known ``role`` and a
-``sub`` that can stand in a NATS subject and a database key. Anything else is a 401;
+accepted, ``none`` least of all), carry an ``exp`` in the future (a JSON number, RFC
+7519's NumericDate), a known ``role`` and a ``sub`` that can stand in a NATS subject and
+a database key. Anything else is a 401;
 a good token for the wrong role is a 403.
 """
 
@@ -55,6 +56,11 @@ def principal(
         raise _unauthorized(f"Invalid token: {e}") from None
     except (ValueError, TypeError, OverflowError):  # a header PyJWT chokes on is still a 401
         raise _unauthorized("Invalid token: malformed") from None
+    exp = claims["exp"]
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
+        # PyJWT takes a numeric string ("9999999999") for the number it spells; RFC 7519
+        # says a NumericDate is a JSON number
+        raise _unauthorized("Invalid token: exp must be a NumericDate (a JSON number)")
     try:
         return Principal.model_validate({"sub": claims["sub"], "role": claims["role"]})
     except ValidationError as e:

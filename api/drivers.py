@@ -21,6 +21,7 @@ from api.streams import SSE, driver_offers, wants_event_stream
 from events import catalog as c
 from events.envelope import CloudEvent, new_event
 from ridehail.domain.geo import driver_cell
+from ridehail.store.meter import record_point
 from ridehail.store.tables import Driver, Offer, utcnow
 
 router = APIRouter(prefix="/v1/drivers/me", tags=["drivers"])
@@ -116,13 +117,14 @@ def _fresh(session: Session, driver_id: str) -> Driver:
 @router.post("/location", status_code=202, response_model=LocationAccepted,
              responses=error_responses(401, 403, 404, 422))
 async def update_location(body: Coordinates, who: DriverCaller, svc: Deps) -> LocationAccepted:
-    """Report where you are (drives matching)."""
+    """Report where you are (drives matching; during a trip, the trip meter the final
+    fare is checked against)."""
     event = new_event("driver.location_updated",
                       c.DriverLocationUpdated(driver_id=who.sub, location=body.point),
                       source=SOURCE, subject=who.sub)
 
     def work(session: Session) -> tuple[LocationAccepted, list[CloudEvent]]:
-        _driver(session, who.sub)
+        record_point(session, _driver(session, who.sub), body.point)
         return LocationAccepted(driver_id=who.sub, event_id=event.id), [event]
 
     return await svc.outbox.write(work)
@@ -152,7 +154,7 @@ def _open_offer(session: Session, driver_id: str, offer_id: str) -> OfferOut | N
 
 
 @router.get("/offers", response_model=list[OfferOut],
-            responses={200: OFFERS_200, **error_responses(401, 403)})
+            responses={200: OFFERS_200, **error_responses(401, 403, 429)})
 async def pending_offers(who: DriverCaller, svc: Deps, request: Request) -> Any:
     """Rides offered to you that you can still accept or decline, oldest first; or a live
     stream of them."""
@@ -165,5 +167,6 @@ async def pending_offers(who: DriverCaller, svc: Deps, request: Request) -> Any:
             return await svc.db.read(lambda s: _open_offer(s, who.sub, offer_id))
 
         streams = request.app.state.streams
-        return streams.response("driver_offers", driver_offers(streams, who.sub, pending, offer))
+        return streams.response("driver_offers", driver_offers(streams, who.sub, pending, offer),
+                                subject=who.sub)
     return await svc.db.read(lambda s: _pending(s, who.sub))

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 
-from api.problems import error_responses, problem_response
+from api.auth import principal
+from api.problems import Problem, error_responses, problem_response
 from api.services import Deps
 
 router = APIRouter(tags=["operations"])
@@ -32,12 +34,34 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
+def _is_admin(request: Request) -> bool:
+    """The caller showed a valid admin token (any other token counts as none here; the
+    route is documented as needing none)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return False
+    credentials = HTTPAuthorizationCredentials(scheme="Bearer", credentials=token.strip())
+    try:
+        return principal(request, credentials).role == "admin"
+    except Problem:
+        return False
+
+
+def _status_only(checks: dict[str, str]) -> dict[str, str]:
+    """What anyone may see: each check's status, not the error texts behind it."""
+    return {name: value if value == "ok" else
+            ("blocked" if name == "consumers" else "unavailable")
+            for name, value in checks.items()}
+
+
 @router.get("/readyz", response_model=Health, responses=error_responses(503))
-async def readyz(svc: Deps) -> Health | JSONResponse:
+async def readyz(svc: Deps, request: Request) -> Health | JSONResponse:
     """The database, NATS (with JetStream) and Temporal are reachable (readiness: send
     traffic only while this is 200). A 503 names the ones that are not, in `detail` and
     in `checks`. Where the event consumers run in this process, `checks.consumers` says
-    which are blocked by a failing dependency, and since when."""
+    whether any is blocked by a failing dependency. Without a token each check is just
+    `ok`, `unavailable` or `blocked`; an admin's token also gets why (the errors, and
+    which consumers are blocked since when)."""
 
     async def database() -> None:
         await svc.db.read(lambda s: s.exec(text("SELECT 1")).one())  # type: ignore[call-overload]
@@ -71,6 +95,8 @@ async def readyz(svc: Deps) -> Health | JSONResponse:
         # (its writes wait in the outbox and the streams until they catch up)
         blocked = svc.consumer_health.summary()
         checks["consumers"] = "ok" if blocked is None else blocked[:1000]
+    if not _is_admin(request):
+        checks = _status_only(checks)
     if down:
         return problem_response(503, f"Not ready: {', '.join(down)} unavailable", checks=checks)
     return Health(status="ready", checks=checks)

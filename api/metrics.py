@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request, Response
 from nats.js import JetStreamContext
@@ -45,6 +45,8 @@ class Metrics:
     consumer_ack_pending: Gauge
     dlq_depth: Gauge
     consumer_blocked: Gauge
+    late_events: Counter
+    late_seen: dict[str, int] = field(default_factory=dict)  # counted into late_events
 
     @classmethod
     def create(cls) -> Metrics:
@@ -79,12 +81,21 @@ class Metrics:
                 "ridehail_consumer_blocked_seconds",
                 "How long a consumer group of this process has been held up by a failing "
                 "dependency (0: not blocked)", ["consumer"], registry=registry),
+            late_events=Counter(
+                "ridehail_events_for_closed_rides",
+                "Api events the workflow-trigger of this process found their ride's workflow "
+                "closed for (recorded, not applied)", ["type"], registry=registry),
         )
 
     def refresh_blocked(self, health: ConsumerHealth) -> None:
         blocked = health.by_group()
         for group in CONSUMER_GROUPS:
             self.consumer_blocked.labels(group.name).set(blocked.get(group.name, 0.0))
+        for event_type, count in health.late_events().items():
+            new = count - self.late_seen.get(event_type, 0)
+            if new > 0:
+                self.late_events.labels(event_type).inc(new)
+                self.late_seen[event_type] = count
 
     async def refresh_backbone(self, js: JetStreamContext) -> None:
         """Consumer lag and DLQ depth, read from JetStream at scrape time."""

@@ -21,7 +21,7 @@ _PROBLEM_REF = {"$ref": "#/components/schemas/ProblemDetails"}
 _NULL = {"type": "null"}
 
 
-def _document_problems(operation: dict[str, Any]) -> None:
+def _document_problems(operation: dict[str, Any], method: str = "get") -> None:
     responses = operation.setdefault("responses", {})
     implied = []
     secured = bool(operation.get("security"))
@@ -33,6 +33,8 @@ def _document_problems(operation: dict[str, Any]) -> None:
         implied.append("422")
     if secured:  # the /v1 routes all use the database, NATS or both
         implied.append("503")
+    if secured and method in ("post", "put", "patch", "delete"):
+        implied.append("429")  # api.ratelimit
     for code in implied:
         responses.setdefault(code, {"description": MEANINGS[int(code)]})
     for code, response in responses.items():
@@ -61,8 +63,8 @@ def install_openapi(app: FastAPI) -> None:
                              description=app.description, routes=app.routes,
                              tags=getattr(app, "openapi_tags", None))
         for path in schema.get("paths", {}).values():
-            for operation in path.values():
-                _document_problems(operation)
+            for method, operation in path.items():
+                _document_problems(operation, method)
                 for parameter in operation.get("parameters", []):
                     _without_null(parameter)
         # FastAPI's own validation-error shapes are no longer referenced: ours replaced them

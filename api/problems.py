@@ -36,6 +36,7 @@ TITLES = {
     415: "Unsupported Media Type",
     422: "Unprocessable Content",
     429: "Too Many Requests",
+    431: "Request Header Fields Too Large",  # RFC 6585
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
@@ -59,6 +60,7 @@ MEANINGS = {
     409: "Not allowed in the resource's current state",
     413: "The body is too large",
     422: "Invalid input; `errors` names the fields",
+    429: "Too many requests; retry after `Retry-After` seconds",
     503: "A dependency (database, NATS or Temporal) is unavailable; retry later",
 }
 RETRY_AFTER_S = "2"

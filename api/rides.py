@@ -16,11 +16,12 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
-from sqlalchemy import or_
+from sqlalchemy import or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from api.auth import Caller, Principal, Rider
+from api.open_rides import open_ride_of, serialise_rider
 from api.problems import Problem, error_responses, invalid
 from api.ride_access import decode_cursor, encode_cursor, get_visible, visible
 from api.schemas import (
@@ -42,6 +43,7 @@ from events.envelope import CloudEvent, new_event
 from events.history import ride_history
 from ridehail.domain.geo import zone_cell
 from ridehail.domain.status import FINAL, RideStatus
+from ridehail.store.meter import start_meter, stop_meter
 from ridehail.store.quotes import live_quote
 from ridehail.store.tables import IdempotencyKey, Offer, Ride, utcnow
 
@@ -100,12 +102,14 @@ async def request_ride(
                     "alone (another rider's same key is another ride).")] = None,
 ) -> RideOut:
     """Ask for a ride. The saga starts at once; follow it with `GET /v1/rides/{id}` or
-    its events."""
+    its events. One at a time: while one of your rides has not ended, another request is
+    a 409 naming it (`open_ride_id`)."""
     digest = _body_hash(body)
     replayed = False
 
     def work(session: Session) -> tuple[Ride, list[CloudEvent]]:
         nonlocal replayed
+        serialise_rider(session, who.sub)
         if idempotency_key:
             seen = session.get(IdempotencyKey, (who.sub, idempotency_key))
             if seen is not None:
@@ -117,6 +121,11 @@ async def request_ride(
                     raise Problem(409, "The ride of this Idempotency-Key is gone")
                 replayed = True
                 return ride, []
+        unfinished = open_ride_of(session, who.sub)
+        if unfinished is not None:
+            raise Problem(409, f"You have a ride that has not ended: {unfinished.ride_id} "
+                               f"({unfinished.status}); cancel it or wait for it to end",
+                          open_ride_id=unfinished.ride_id)
         now = utcnow()
         if body.quote_id and live_quote(session, body.quote_id, who.sub, now) is None:
             raise invalid("body.quote_id", "no live quote",
@@ -208,7 +217,7 @@ EVENTS_200: dict[str, Any] = {
 
 
 @router.get("/{ride_id}/events", response_model=RideEvents,
-            responses={200: EVENTS_200, **error_responses(401, 404, 422)})
+            responses={200: EVENTS_200, **error_responses(401, 404, 422, 429)})
 async def get_ride_events(
     ride_id: RideId,
     who: Caller,
@@ -230,7 +239,8 @@ async def get_ride_events(
             return ride is not None and ride.status in FINAL
 
         return streams.response(
-            "ride_events", ride_events(streams, ride_id, last_event_id, ride_has_ended))
+            "ride_events", ride_events(streams, ride_id, last_event_id, ride_has_ended),
+            subject=who.sub)
     history = await ride_history(svc.js, ride_id)
     return RideEvents(events=[CloudEventOut.model_validate(e.model_dump(mode="json"))
                               for _, e in history])
@@ -279,13 +289,20 @@ async def cancel_ride(ride_id: RideId, who: Caller, svc: Deps,
                       body: CancelIn | None = None) -> Accepted:
     """Cancel, as the ride's rider or its assigned driver (or an admin). A rider
     cancelling after assignment may owe the cancellation fee; a driver cancelling before
-    the trip sends the ride back to matching. The body is optional."""
+    the trip sends the ride back to matching; a trip in progress ends with `complete`
+    (a driver's cancel is 409), and cancelling it otherwise charges the metered trip so
+    far. The body is optional."""
 
     def decide(session: Session, ride: Ride) -> c.Payload:
         if who.role == "driver":
             _must_be_assigned(ride, who, "cancel it (decline the offer instead)")
         if ride.status in FINAL:
             raise _conflict(ride, "cancel")
+        if ride.status == RideStatus.IN_PROGRESS:
+            if who.role == "driver":
+                raise Problem(409, "A trip in progress ends with POST "
+                                   f"/v1/rides/{ride_id}/complete; a driver cannot cancel it")
+            stop_meter(session, ride_id, utcnow())  # charged what it says so far
         return c.CancellationRequested(ride_id=ride_id, by_role=who.role, by_id=who.sub,
                                        reason=body.reason if body else None)
 
@@ -301,12 +318,22 @@ def _pending_offer(session: Session, ride: Ride, driver_id: str) -> Offer:
     return live[0]
 
 
-def _answer(event_type: str, verb: str):  # type: ignore[no-untyped-def]
+def _answer(event_type: str, verb: str, outcome: str):  # type: ignore[no-untyped-def]
     async def answer(ride_id: RideId, who: Caller, svc: Deps) -> Accepted:
         _must_be_driver(who, f"{verb} a ride")
 
         def decide(session: Session, ride: Ride) -> c.Payload:
             offer = _pending_offer(session, ride, who.sub)
+            # The answer is recorded with its event, conditionally: the saga's expiry of
+            # the offer honours an answer given in time however late it hears of it,
+            # and one of the two wins (CONTRACT.md section 5).
+            answered = session.exec(update(Offer)  # type: ignore[call-overload]
+                                    .where(col(Offer.offer_id) == offer.offer_id)
+                                    .where(col(Offer.status) == "pending")
+                                    .values(status=outcome))
+            if answered.rowcount != 1:
+                raise Problem(409, "You have no open offer for this ride (it expired or was "
+                                   "answered)")
             return c.DriverAnswered(ride_id=ride_id, driver_id=who.sub, offer_id=offer.offer_id)
 
         return await _steer(svc, ride_id, who, event_type, decide)
@@ -324,6 +351,8 @@ def _report(event_type: str, verb: str, needs: str):  # type: ignore[no-untyped-
             _must_be_assigned(ride, who, verb)
             if ride.status != needs:
                 raise _conflict(ride, verb)
+            if event_type == "ride.trip_started":
+                start_meter(session, ride_id, who.sub, utcnow())
             return c.DriverReported(ride_id=ride_id, driver_id=who.sub)
 
         return await _steer(svc, ride_id, who, event_type, decide)
@@ -333,8 +362,8 @@ def _report(event_type: str, verb: str, needs: str):  # type: ignore[no-untyped-
 
 
 for _path, _handler in (
-    ("accept", _answer("ride.driver_accepted", "accept")),
-    ("decline", _answer("ride.driver_declined", "decline")),
+    ("accept", _answer("ride.driver_accepted", "accept", "accepted")),
+    ("decline", _answer("ride.driver_declined", "decline", "declined")),
     ("arrive", _report("ride.driver_arrived", "report arrival", RideStatus.DRIVER_ASSIGNED)),
     ("start", _report("ride.trip_started", "start the trip", RideStatus.DRIVER_ARRIVED)),
 ):
@@ -354,6 +383,7 @@ async def complete_ride(ride_id: RideId, body: TripReport, who: Caller, svc: Dep
         _must_be_assigned(ride, who, "complete the trip")
         if ride.status != RideStatus.IN_PROGRESS:
             raise _conflict(ride, "complete")
+        stop_meter(session, ride_id, utcnow())
         return c.TripEnded(ride_id=ride_id, driver_id=who.sub, distance_m=body.distance_m,
                            duration_s=body.duration_s)
 

@@ -102,12 +102,30 @@ class TripReport(Body):
     duration_s: WholeNumber = Field(ge=0, le=86_400, description="Trip duration, in seconds")
 
 
+class TripFiguresOut(BaseModel):
+    distance_m: int
+    duration_s: int
+
+
+class FareAdjustedOut(BaseModel):
+    """Why the final fare is not computed from the driver's reported trip."""
+
+    reason: str = Field(examples=["reported distance 2000000 m disagrees with the route "
+                                  "estimate (2431 m)"])
+    reported: TripFiguresOut | None = Field(
+        description="What the driver reported (null for a trip cancelled in progress)")
+    used: TripFiguresOut = Field(description="What the fare was computed from")
+
+
 class FareOut(BaseModel):
     currency: Currency
     quoted: MoneyStr | None
     surge_multiplier: float | None
     final: MoneyStr | None
     cancellation_fee: MoneyStr | None
+    adjusted: FareAdjustedOut | None = Field(
+        default=None, description="Set when the final fare was not computed from the "
+                                  "driver's reported distance and duration (CONTRACT.md §5)")
 
 
 class PaymentOut(BaseModel):
@@ -141,7 +159,9 @@ class RideOut(BaseModel):
             dropoff=Point(lat=r.dropoff_lat, lng=r.dropoff_lng),
             fare=FareOut(currency=r.currency, quoted=fmt(r.quoted_cents),
                          surge_multiplier=r.surge_multiplier, final=fmt(r.final_cents),
-                         cancellation_fee=fmt(r.cancellation_fee_cents)),
+                         cancellation_fee=fmt(r.cancellation_fee_cents),
+                         adjusted=FareAdjustedOut.model_validate_json(r.fare_adjusted)
+                         if r.fare_adjusted else None),
             payment=PaymentOut(status=r.payment_status,  # type: ignore[arg-type]
                                authorized=fmt(r.authorized_cents) or "0.00",
                                captured=fmt(r.captured_cents) or "0.00"),
@@ -169,6 +189,9 @@ class CloudEventOut(BaseModel):
     time: datetime
     datacontenttype: Literal["application/json"]
     dataversion: int = Field(description="The payload's schema version")
+    dataschema: str | None = Field(
+        default=None, description="The `$id` of the payload's JSON Schema (events/schemas/); "
+                                  "absent from events written before 0.3")
     data: dict[str, Any]
 
 

@@ -2,7 +2,8 @@
 
 - A ride's events: its history, then events as they are published, ending after the
   event that ends the ride (``id`` = stream sequence, so a reconnecting client's
-  ``Last-Event-ID`` resumes right after the last event it saw).
+  ``Last-Event-ID`` resumes right after the last event it saw). All of an API process's
+  ride streams share one JetStream consumer (api.fanout).
 - A driver's offers: the pending ones, then each new one as the saga makes it. All of an
   API process's offer streams share one JetStream consumer (``OfferHub``) that is open
   only while someone listens; each stream also re-reads the offers table now and then,
@@ -19,7 +20,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 from nats.aio.client import Client as NATS
@@ -28,12 +29,14 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.types import Receive, Scope, Send
 
+from api.fanout import RideFanout, StreamSlots
 from api.metrics import Metrics
 from api.problems import title_of
 from api.schemas import OfferOut
 from events.envelope import CloudEvent, InvalidEvent, parse_event
-from events.history import INACTIVE_THRESHOLD_S, TERMINAL_TYPES, FeedIdle, ride_feed
+from events.history import INACTIVE_THRESHOLD_S, TERMINAL_TYPES, FeedIdle, ride_history
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -70,12 +73,20 @@ def wants_event_stream(accept: str | None) -> bool:
 class Streams:
     """The live streams of one API process: what they share, and their shutdown."""
 
-    def __init__(self, nc: NATS, js: JetStreamContext, metrics: Metrics) -> None:
+    def __init__(self, nc: NATS, js: JetStreamContext, metrics: Metrics,
+                 per_subject: int = 8) -> None:
         self.nc = nc
         self.js = js
         self.metrics = metrics
         self.closing = asyncio.Event()
         self.offers = OfferHub(nc, js)
+        self.rides = RideFanout(nc, js)
+        self.slots = StreamSlots(per_subject)
+
+    async def aclose(self) -> None:
+        """Release what the streams share on NATS (the API is stopping)."""
+        await self.offers.aclose()
+        await self.rides.aclose()
 
     def close(self) -> None:
         """End every open stream (the server is shutting down)."""
@@ -97,8 +108,12 @@ class Streams:
             await task  # let its cancellation finish before we move on
         raise StreamClosing()
 
-    def response(self, name: str, events: AsyncIterator[ServerSentEvent]) -> EventSourceResponse:
-        """The SSE response for ``events``, counted in the open-streams gauge."""
+    def response(self, name: str, events: AsyncIterator[ServerSentEvent],
+                 subject: str | None = None) -> EventSourceResponse:
+        """The SSE response for ``events``, counted in the open-streams gauge and, for
+        ``subject``, against its cap (a 429 problem when it has too many open)."""
+        if subject is not None:
+            self.slots.take(subject)
 
         async def counted() -> AsyncIterator[ServerSentEvent]:
             gauge = self.metrics.streams_open.labels(name)
@@ -119,7 +134,25 @@ class Streams:
             finally:
                 gauge.dec()
 
-        return EventSourceResponse(counted(), ping=PING_S, send_timeout=SEND_TIMEOUT_S)
+        if subject is None:
+            return EventSourceResponse(counted(), ping=PING_S, send_timeout=SEND_TIMEOUT_S)
+        return _SlotResponse(counted(), ping=PING_S, send_timeout=SEND_TIMEOUT_S,
+                             release=lambda: self.slots.give_back(subject))
+
+
+class _SlotResponse(EventSourceResponse):
+    """Gives the stream's slot back however the response ends, even one whose body never
+    started (the client left before)."""
+
+    def __init__(self, *args: Any, release: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
 
 
 class StreamClosing(Exception):
@@ -138,24 +171,54 @@ async def ride_events(streams: Streams, ride_id: str, after_seq: int,
                       ) -> AsyncIterator[ServerSentEvent]:
     """History after ``after_seq``, then live events, until the ride's last event.
 
-    A client resuming after the last event gets nothing more to wait for: the read model
-    is fed from this stream, so once it says the ride ended, the ending event is stored;
-    if the feed has nothing left to deliver, that event was at or before ``after_seq``.
+    Live events come from the process's shared subscription (api.fanout), listened to
+    before the history is read, so an event published in between is in one or both (and
+    sent once: by sequence). What the fan-out missed is read back from the stream.
     """
-    ended_before = await ride_has_ended()  # asked before the feed opens: see above
-    async with ride_feed(streams.nc, streams.js, ride_id, after_seq) as feed:
-        if ended_before and feed.caught_up:
+    last = after_seq
+
+    async def catch_up() -> AsyncIterator[tuple[int, CloudEvent]]:
+        nonlocal last
+        for seq, event in await ride_history(streams.js, ride_id, last):
+            if seq > last:
+                last = seq
+                yield seq, event
+
+    async def ended_in_stream() -> bool:
+        return await ride_has_ended() and any(
+            e.type in TERMINAL_TYPES for _, e in await ride_history(streams.js, ride_id))
+
+    async with streams.rides.listen(ride_id) as live:
+        async for seq, event in catch_up():
+            yield ride_event(seq, event)
+            if event.type in TERMINAL_TYPES:
+                return
+        if await ended_in_stream():  # a client resuming after the last event
             return
         while True:
+            if live.missed:
+                live.missed = False
+                async for seq, event in catch_up():
+                    yield ride_event(seq, event)
+                    if event.type in TERMINAL_TYPES:
+                        return
             try:
-                item = await streams.until_closing(feed.next(IDLE_CHECK_S))
+                seq, event = await streams.until_closing(live.next(IDLE_CHECK_S))
             except FeedIdle:
-                if await ride_has_ended() and await feed.drained():
+                if not await ride_has_ended():
+                    continue
+                # it ended: its last event is in the stream, after what we sent (then it
+                # comes now) or at or before it (a client resuming after the end)
+                async for seq, event in catch_up():
+                    yield ride_event(seq, event)
+                    if event.type in TERMINAL_TYPES:
+                        return
+                if await ended_in_stream():
                     return
+                continue  # the relay has not published it yet
+            if seq <= last:
                 continue
-            if item is None:
-                continue
-            seq, event = item
+            last = seq
             yield ride_event(seq, event)
             if event.type in TERMINAL_TYPES:
                 return

@@ -112,11 +112,26 @@ class PaymentMoved(RidePayload):
     purpose: str = "fare"
 
 
+class TripFigures(Payload):
+    distance_m: int
+    duration_s: int
+
+
+class FareAdjusted(Payload):
+    """The fare was not computed from the driver's reported trip: why, what they
+    reported (none for a trip cut short), and what was charged for."""
+
+    reason: str
+    reported: TripFigures | None = None
+    used: TripFigures
+
+
 class RideCompleted(RidePayload):
     final_fare: Decimal
     currency: str
-    distance_m: int
+    distance_m: int  # the trip as charged
     duration_s: int
+    fare_adjusted: FareAdjusted | None = None
 
 
 class RideCancelled(RidePayload):
@@ -124,6 +139,9 @@ class RideCancelled(RidePayload):
     reason: str | None = None
     cancellation_fee: Decimal | None = None
     currency: str = "USD"
+    # a trip in progress cancelled: the metered trip so far, charged
+    final_fare: Decimal | None = None
+    fare_adjusted: FareAdjusted | None = None
 
 
 class RideFailed(RidePayload):
@@ -209,6 +227,11 @@ RIDE_COMMANDS = frozenset(
 
 def current_version(event_type: str) -> int:
     return max(CATALOG[event_type])
+
+
+def schema_id(event_type: str, version: int) -> str:
+    """The ``$id`` of a payload schema (events/schemas/), a CloudEvent's ``dataschema``."""
+    return f"https://ridehail.dev/events/{event_type}/v{version}.json"
 
 
 # (type, version) -> the function turning that version's data into the next version's.

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from events.catalog import CATALOG, UPCASTERS, Payload, current_version
+from events.catalog import CATALOG, UPCASTERS, Payload, current_version, schema_id
 
 # Partition count of the RIDES and DRIVERS streams (see events.streams).
 PARTITIONS = 8
@@ -34,6 +34,8 @@ class CloudEvent(BaseModel):
     time: datetime
     datacontenttype: Literal["application/json"] = "application/json"
     dataversion: int = Field(ge=1)
+    # the ``$id`` of the payload's schema (events/schemas/); absent from older events
+    dataschema: str | None = None
     data: dict[str, Any]
 
     @property
@@ -70,6 +72,7 @@ def new_event(
         subject=subject,
         time=time or datetime.now(UTC),
         dataversion=current_version(event_type),
+        dataschema=schema_id(event_type, current_version(event_type)),
         data=data.model_dump(mode="json"),
     )
 

@@ -22,11 +22,13 @@ class Blocked:
 
 
 class ConsumerHealth:
-    """Per durable: blocked (since when, why, how many tries) or not. One per process."""
+    """Per durable: blocked (since when, why, how many tries) or not; and how many api
+    events found their ride's workflow closed. One per process."""
 
     def __init__(self) -> None:
         self._blocked: dict[str, Blocked] = {}
         self._counts: dict[tuple[str, str], int] = {}
+        self._late: dict[str, int] = {}
 
     def count(self, group: str, outcome: str) -> None:
         """One event of ``group`` ``handled``, ``failed`` (to be retried) or
@@ -67,3 +69,13 @@ class ConsumerHealth:
         return "; ".join(
             f"{d} blocked since {b.since.isoformat(timespec='seconds')} "
             f"({b.attempts} tries): {b.reason}" for d, b in sorted(self._blocked.items()))
+
+    # --- events that found their ride's workflow closed ------------------------------
+
+    def note_late(self, event_type: str) -> None:
+        """An api event arrived after its ride's workflow had closed (the workflow-trigger
+        records it; ``/metrics`` shows the counts)."""
+        self._late[event_type] = self._late.get(event_type, 0) + 1
+
+    def late_events(self) -> dict[str, int]:
+        return dict(self._late)

@@ -110,13 +110,18 @@ async def ride_feed(nc: NATS, js: JetStreamContext, ride_id: str,
                     await js.delete_consumer(STREAM, consumer)
 
 
-async def ride_history(js: JetStreamContext, ride_id: str) -> list[tuple[int, CloudEvent]]:
-    """Every stored event of the ride as (stream sequence, event), in stream order."""
+async def ride_history(js: JetStreamContext, ride_id: str,
+                       after_seq: int = 0) -> list[tuple[int, CloudEvent]]:
+    """Every stored event of the ride (with stream sequence above ``after_seq``) as
+    (stream sequence, event), in stream order."""
     sub = await js.pull_subscribe(
         ride_filter(ride_id),
         stream=STREAM,
-        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE,
-                              inactive_threshold=INACTIVE_THRESHOLD_S, mem_storage=True),
+        config=ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if after_seq else DeliverPolicy.ALL,
+            opt_start_seq=after_seq + 1 if after_seq else None,
+            ack_policy=AckPolicy.NONE, inactive_threshold=INACTIVE_THRESHOLD_S,
+            mem_storage=True),
     )
     out: list[tuple[int, CloudEvent]] = []
     consumer: str | None = None

@@ -90,10 +90,16 @@ def apply_ride_event(ride: Ride | None, event: CloudEvent) -> Ride:
         case "ride.completed", c.RideCompleted():
             ride.status = RideStatus.COMPLETED
             ride.final_cents = to_cents(p.final_fare)
+            if p.fare_adjusted is not None:
+                ride.fare_adjusted = p.fare_adjusted.model_dump_json()
         case "ride.cancelled", c.RideCancelled():
             ride.status = RideStatus.CANCELLED
             if p.cancellation_fee is not None:
                 ride.cancellation_fee_cents = to_cents(p.cancellation_fee)
+            if p.final_fare is not None:
+                ride.final_cents = to_cents(p.final_fare)
+            if p.fare_adjusted is not None:
+                ride.fare_adjusted = p.fare_adjusted.model_dump_json()
         case "ride.failed", c.RideFailed():
             ride.status = RideStatus.FAILED
             ride.failure_reason = p.reason

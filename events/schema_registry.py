@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from events.catalog import CATALOG
+from events.catalog import CATALOG, schema_id
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 
@@ -28,7 +28,7 @@ def generated_schema(event_type: str, version: int) -> dict[str, Any]:
     schema = CATALOG[event_type][version].model_json_schema()
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": f"https://ridehail.dev/events/{event_type}/v{version}.json",
+        "$id": schema_id(event_type, version),
         "title": f"{event_type} v{version}",
         **{k: v for k, v in schema.items() if k != "title"},
     }

@@ -52,7 +52,7 @@ def dev(
     from ridehail.devstack import DevStackError, run_dev
 
     _logging(verbose)
-    settings = _settings(data_dir, api_port=api_port).with_dev_secret()
+    settings = with_secret(_settings(data_dir, api_port=api_port).with_dev_secret())
 
     def say(line: str) -> None:
         console.print(f"[bold cyan]ridehail[/] {escape(line)}", soft_wrap=True)

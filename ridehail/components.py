@@ -132,7 +132,8 @@ def consumer_specs(rt: Runtime, names: Iterator[str] | tuple[str, ...] = CONSUME
     specs: list[ConsumerSpec] = []
     if "workflow-trigger" in wanted:
         assert rt.temporal is not None
-        specs.append(WorkflowTrigger(rt.temporal, rt.settings).spec())
+        trigger = WorkflowTrigger(rt.temporal, rt.settings, rt.db, rt.consumer_health)
+        specs.append(trigger.spec())
     specs += [s for s in Projectors(rt.db).specs() if s.name in wanted]
     if "notifier" in wanted:
         specs.append(Notifier(rt.outbox).spec())
@@ -182,6 +183,7 @@ class _Server(uvicorn.Server):
 
 async def run_api(rt: Runtime, stop: asyncio.Event) -> None:
     from api.app import close_streams, create_app
+    from api.headers import CappedHeadersProtocol
     from api.services import Services
 
     services = Services(rt.settings, rt.db, rt.nc, rt.js, rt.outbox, rt.temporal,
@@ -191,6 +193,7 @@ async def run_api(rt: Runtime, stop: asyncio.Event) -> None:
     # its access log, one line a request; otherwise its warnings only
     verbose = logging.getLogger().isEnabledFor(logging.INFO)
     config = uvicorn.Config(app, host=rt.settings.api_host, port=rt.settings.api_port,
+                            http=CappedHeadersProtocol,  # 431 for oversized headers
                             log_config=None, log_level="info" if verbose else "warning",
                             access_log=verbose, lifespan="on", timeout_graceful_shutdown=10)
     server = _Server(config)

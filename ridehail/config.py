@@ -16,6 +16,8 @@ JWT_SECRET_FILE = "jwt_secret"
 # Where a running ``ridehail dev`` says which servers it uses (Settings.running_dev).
 DEV_FILE = "dev.json"
 DEV_ADDRESSES = ("nats_url", "temporal_address", "temporal_ui_port", "api_port")
+# HS256 keys shorter than the hash (256 bits) are refused (RFC 7518 section 3.2).
+MIN_JWT_SECRET_BYTES = 32
 # Secrets that may also come from a file: RIDEHAIL_<NAME>_FILE (Docker and Kubernetes
 # secrets are mounted as files). Setting both the variable and its _FILE is an error.
 SECRETS = ("jwt_secret", "nats_password", "nats_token", "temporal_api_key")
@@ -42,6 +44,14 @@ class Settings(BaseSettings):
     free_cancel_s: float = Field(120, ge=0)
     stream_replicas: int = Field(1, ge=1, le=5)
     log_format: Literal["text", "json"] = "text"
+    # Abuse limits (api.ratelimit, api.fanout): far above what a rider's or driver's app
+    # does, well below what a script does. Counted per token subject, or per client
+    # address without a valid token, in fixed windows shared by every API process.
+    rate_limit_window_s: int = Field(60, ge=1, le=3600)
+    rate_limit_quotes: int = Field(30, ge=1)  # POST /v1/quotes per subject per window
+    rate_limit_writes: int = Field(300, ge=1)  # every other POST / PUT per subject
+    rate_limit_anonymous: int = Field(600, ge=1)  # per address: bad tokens, /readyz
+    sse_streams_per_subject: int = Field(8, ge=1)  # open live streams, per API process
     # NATS credentials and TLS (docs/DEPLOY.md), passed to nats.connect as they are
     nats_user: str | None = None
     nats_password: str | None = None
@@ -132,12 +142,12 @@ class Settings(BaseSettings):
         """The JWT secret and where it was found: ``RIDEHAIL_JWT_SECRET``, or else the file
         ``ridehail dev`` keeps in the data dir (named by its absolute path)."""
         if self.jwt_secret:
-            return self.jwt_secret, "RIDEHAIL_JWT_SECRET"
+            return _long_enough(self.jwt_secret, "RIDEHAIL_JWT_SECRET"), "RIDEHAIL_JWT_SECRET"
         path = (self.data_dir / JWT_SECRET_FILE).resolve()
         if path.is_file():
             secret = path.read_text().strip()
             if secret:
-                return secret, str(path)
+                return _long_enough(secret, str(path)), str(path)
         raise SettingsError(
             f"RIDEHAIL_JWT_SECRET is not set and {path} does not exist. Set it, or run "
             "`ridehail dev` (with the same RIDEHAIL_DATA_DIR), which creates that file."
@@ -203,9 +213,27 @@ class Settings(BaseSettings):
             import secrets
 
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_urlsafe(32))
-            path.chmod(0o600)
+            # private from the first byte: created 0600, never readable by others
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                pass  # another process made it first: use theirs
+            else:
+                with os.fdopen(fd, "w") as f:
+                    f.write(secrets.token_urlsafe(32))
         return self.model_copy(update={"jwt_secret": path.read_text().strip()})
+
+
+def _long_enough(secret: str, where: str) -> str:
+    """The secret, if it has at least MIN_JWT_SECRET_BYTES (RFC 7518 section 3.2: an
+    HS256 key is at least as long as the hash, 256 bits); else a SettingsError."""
+    size = len(secret.encode())
+    if size < MIN_JWT_SECRET_BYTES:
+        raise SettingsError(
+            f"The JWT secret in {where} is {size} bytes long; it must be at least "
+            f"{MIN_JWT_SECRET_BYTES} (make one with: python3 -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))')")
+    return secret
 
 
 def temporal_environment() -> dict[str, object]:

@@ -43,7 +43,8 @@ READ_TIMEOUT_S = 2.0
 
 
 class _ConsumerCounts:
-    """The consumer groups' handled / failed / dead-lettered counts, as a counter."""
+    """The consumer groups' handled / failed / dead-lettered counts, and the api events
+    that came after their ride's workflow had closed, as counters."""
 
     def __init__(self, health: ConsumerHealth) -> None:
         self.health = health
@@ -55,6 +56,13 @@ class _ConsumerCounts:
         for (group, outcome), n in sorted(self.health.counts().items()):
             family.add_metric([group, outcome], n)
         yield family
+        late = CounterMetricFamily(
+            "ridehail_events_for_closed_rides", "Api events the workflow-trigger of this "
+            "process found their ride's workflow closed for (recorded, not applied)",
+            labels=["type"])
+        for event_type, n in sorted(self.health.late_events().items()):
+            late.add_metric([event_type], n)
+        yield late
 
 
 @dataclass

@@ -101,8 +101,10 @@ def settings(servers: Settings, tmp_path: Path, database_url: str) -> Settings:
         "data_dir": tmp_path,
         "database_url": database_url,
         "api_port": free_port(),
-        "offer_timeout_s": 5,
-        "matching_deadline_s": 30,
+        # an offer answered through API → outbox → NATS → trigger must not expire on a
+        # loaded machine (timer paths run on the time-skipping server, not in real time)
+        "offer_timeout_s": 20,
+        "matching_deadline_s": 60,
         "free_cancel_s": 120,
     })
 

@@ -14,7 +14,18 @@ from temporalio.common import SearchAttributeKey
 
 TASK_QUEUE = "rides"
 WORKFLOW_TYPE = "RideWorkflow"
-RIDE_EVENT_SIGNAL = "ride_event"  # takes a workflows.types.RideSignal
+# Every signal takes a workflows.types.RideSignal. Each kind of api event has a signal
+# of its own, so a history reads without expanding its events; ``ride_event`` (any kind)
+# is what triggers before 0.3 sent, still accepted.
+RIDE_EVENT_SIGNAL = "ride_event"
+EVENT_SIGNALS = {
+    "ride.cancellation_requested": "cancellation_requested",
+    "ride.driver_accepted": "driver_accepted",
+    "ride.driver_declined": "driver_declined",
+    "ride.driver_arrived": "driver_arrived",
+    "ride.trip_started": "trip_started",
+    "ride.trip_ended": "trip_ended",
+}
 STATUS_QUERY = "status"  # answers the ride's RideStatus
 
 # Search attributes (registered on the server by ``ridehail dev`` and by deploy/temporal)
@@ -28,6 +39,11 @@ PAYMENT_DECLINED = "PaymentDeclined"
 
 def workflow_id(ride_id: str) -> str:
     return f"ride-{ride_id}"
+
+
+def signal_name(event_type: str) -> str:
+    """The signal that carries an api event of this type to the ride's workflow."""
+    return EVENT_SIGNALS.get(event_type, RIDE_EVENT_SIGNAL)
 
 
 class Step(StrEnum):

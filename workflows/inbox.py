@@ -1,9 +1,9 @@
 """What a ride's workflow has heard from the api, waiting to be acted on.
 
-The workflow-trigger forwards every api event of the ride as a ``ride_event`` signal; the
-inbox drops a redelivered one (same event id), keeps cancellation requests apart — they
-interrupt whatever the saga is waiting for — and holds the rest until the saga takes
-the one it is waiting for.
+The workflow-trigger forwards every api event of the ride as a signal (named for its
+type, or ``ride_event`` from older triggers); the inbox drops a redelivered one (same
+event id), keeps cancellation requests apart — they interrupt whatever the saga is
+waiting for — and holds the rest until the saga takes the one it is waiting for.
 """
 
 from __future__ import annotations
@@ -22,7 +22,14 @@ class CancelRequest:
     by_role: str  # rider, driver or admin
     by_id: str
     reason: str | None
-    at: datetime  # when the workflow learnt of it: the fee rule measures from here
+    at: datetime  # when the workflow learnt of it
+    # when the api committed it (the event's time); None from triggers that predate it
+    requested_at: datetime | None = None
+
+    def asked_at(self, by_event_time: bool) -> datetime:
+        """When the cancel counts as made: the event's time where the ride is judged on
+        it (``Patches.committed_facts``), else when the workflow heard of it."""
+        return self.requested_at if by_event_time and self.requested_at else self.at
 
 
 @dataclass
@@ -42,6 +49,7 @@ class Inbox:
                     by_id=str(event.data.get("by_id", "")),
                     reason=event.data.get("reason"),
                     at=now,
+                    requested_at=event.time,
                 )
             )
         else:

@@ -27,6 +27,7 @@ from workflows.patches import Patches
 from workflows.steps import run_step
 from workflows.types import (
     FareQuote,
+    OfferClosed,
     OfferMade,
     OfferRef,
     ReleaseRequest,
@@ -57,8 +58,10 @@ class DriverBackedOut(Exception):
 
 @dataclass(frozen=True)
 class Trip:
-    distance_m: int
+    distance_m: int  # as the driver reported them
     duration_s: int
+    started_at: datetime | None = None  # trip_started's and trip_ended's event times
+    ended_at: datetime | None = None
 
 
 class Matching:
@@ -72,6 +75,7 @@ class Matching:
         self._inbox = Inbox()
         self._driver_id: str | None = None
         self._assigned_at: datetime | None = None
+        self._trip_started_at: datetime | None = None
         self._attempt = 0  # driver searches so far; numbers each offer
         self._releases = 0  # driver releases so far; numbers each release's event
         # drivers who declined, let an offer expire or backed out: not offered again
@@ -112,7 +116,18 @@ class Matching:
                 f"Offered to driver {offer.driver_id}; waiting up to "
                 f"{ride.offer_timeout_s:.0f} s for an answer"
             )
-            answer = await self._wait_for(_answers(offer), timeout=ride.offer_timeout_s)
+            judged = self._patches.committed_facts
+            answer = await self._wait_for(
+                _answers(offer),
+                timeout=ride.offer_timeout_s,
+                timeout_summary=f"offer to driver {offer.driver_id} expires: the ride goes to "
+                "the next driver" if judged else None,
+            )
+            if answer is None and judged:
+                answer = await self._answered_in_time(offer, ref)
+                if answer is None:  # expired, and the expiry freed the driver
+                    self._exclude.append(offer.driver_id)
+                    continue
             if answer is not None and answer.type == "ride.driver_accepted":
                 await self._assign(offer, ref)
                 return
@@ -124,6 +139,20 @@ class Matching:
                 f"{offer.driver_id} for other rides",
             )
             self._exclude.append(offer.driver_id)
+
+    async def _answered_in_time(self, offer: OfferMade, ref: OfferRef) -> RideSignal | None:
+        """The offer timed out here. Expire it — unless the driver answered before it
+        expired (the api records the answer with its event) and the answer is still on
+        its way: then wait for it, and it counts. None when the offer expired."""
+        closed = await self._step(
+            Step.EXPIRE_OFFER,
+            ref.model_copy(update={"honour_answer": True}),
+            OfferClosed,
+            summary=f"expire driver {offer.driver_id}'s offer, unless answered in time",
+        )
+        if closed.outcome == "expired":
+            return None
+        return await self._wait_for(_answers(offer))
 
     async def _reserve_driver(self, quote: FareQuote) -> OfferMade | None:
         """Reserve the nearest free driver not excluded and offer them the ride; None
@@ -185,11 +214,14 @@ class Matching:
 
         await self._wait_for(reported("ride.driver_arrived"), backout=True)
         self._set_status(RideStatus.DRIVER_ARRIVED, f"Driver {driver} at pickup")
-        await self._wait_for(reported("ride.trip_started"), backout=True)
+        started = await self._wait_for(reported("ride.trip_started"), backout=True)
+        assert started is not None  # no timeout
+        self._trip_started_at = started.time or workflow.now()
         self._set_status(RideStatus.IN_PROGRESS, f"On the trip with driver {driver}")
         ended = await self._wait_for(reported("ride.trip_ended"))
         assert ended is not None  # no timeout: only a cancellation ends the wait otherwise
-        return Trip(int(ended.data["distance_m"]), int(ended.data["duration_s"]))
+        return Trip(int(ended.data["distance_m"]), int(ended.data["duration_s"]),
+                    started_at=self._trip_started_at, ended_at=ended.time or workflow.now())
 
     # --- waiting ----------------------------------------------------------------------
 
@@ -198,10 +230,12 @@ class Matching:
         pred: Callable[[RideSignal], bool],
         timeout: float | None = None,
         backout: bool = False,
+        timeout_summary: str | None = None,
     ) -> RideSignal | None:
         """The first waiting api event matching ``pred`` (taken from the inbox); None on
-        timeout. A cancellation request ends the wait: raises Cancelled, or — for the
-        assigned driver's own before the trip starts (``backout``) — DriverBackedOut."""
+        timeout (``timeout_summary`` names the timer in the history). A cancellation
+        request ends the wait: raises Cancelled, or — for the assigned driver's own before
+        the trip starts (``backout``) — DriverBackedOut."""
         inbox = self._inbox
         try:
             await workflow.wait_condition(
@@ -209,6 +243,7 @@ class Matching:
                     inbox.live_cancel(self._driver_id) is not None or inbox.find(pred) is not None
                 ),
                 timeout=timeout,
+                timeout_summary=timeout_summary,
             )
         except TimeoutError:
             return None

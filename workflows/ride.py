@@ -5,9 +5,11 @@ arrive / start / end → release the driver → capture → completed. Compensat
 what was done when a later step fails or the ride is cancelled: the driver is released,
 the hold voided (or the late-cancellation fee captured), a captured fare refunded.
 
-The workflow decides; it never touches I/O. Api events reach it as ``ride_event``
-signals, de-duplicated by event id (``workflows.inbox``); activities do the work and
-publish the facts. Matching and the trip are in ``workflows.matching``.
+The workflow decides; it never touches I/O. Api events reach it as signals named for
+their type (``driver_accepted``, ``trip_ended`` …; ``ride_event`` from older triggers),
+de-duplicated by event id (``workflows.inbox``), each with the time the api committed
+it; activities do the work and publish the facts. Matching and the trip are in
+``workflows.matching``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from ridehail.domain.status import RideStatus
     from workflows.contract import (
+        EVENT_SIGNALS,
         RIDE_EVENT_SIGNAL,
         RIDE_STATUS,
         RIDER_ID,
@@ -38,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         AuthorizeRequest,
         Capture,
         CaptureRequest,
+        FareAdjustment,
         FareQuote,
         FeeRequest,
         QuoteRequest,
@@ -60,12 +64,41 @@ class RideWorkflow(Matching):
         super().__init__()
         self._cancellation: CancelRequest | None = None  # the one that ended the ride
         self._fee_cents = 0
+        self._cut_short_fare: Capture | None = None  # a trip in progress, cancelled
+        self._quote: FareQuote | None = None
 
-    # --- api events -------------------------------------------------------------------
+    # --- api events: one signal per kind, and the one every kind used to come as --------
+
+    def _receive(self, event: RideSignal) -> None:
+        self._inbox.receive(event, workflow.now())
 
     @workflow.signal(name=RIDE_EVENT_SIGNAL)
     def ride_event(self, event: RideSignal) -> None:
-        self._inbox.receive(event, workflow.now())
+        self._receive(event)
+
+    @workflow.signal(name=EVENT_SIGNALS["ride.cancellation_requested"])
+    def cancellation_requested(self, event: RideSignal) -> None:
+        self._receive(event)
+
+    @workflow.signal(name=EVENT_SIGNALS["ride.driver_accepted"])
+    def driver_accepted(self, event: RideSignal) -> None:
+        self._receive(event)
+
+    @workflow.signal(name=EVENT_SIGNALS["ride.driver_declined"])
+    def driver_declined(self, event: RideSignal) -> None:
+        self._receive(event)
+
+    @workflow.signal(name=EVENT_SIGNALS["ride.driver_arrived"])
+    def driver_arrived(self, event: RideSignal) -> None:
+        self._receive(event)
+
+    @workflow.signal(name=EVENT_SIGNALS["ride.trip_started"])
+    def trip_started(self, event: RideSignal) -> None:
+        self._receive(event)
+
+    @workflow.signal(name=EVENT_SIGNALS["ride.trip_ended"])
+    def trip_ended(self, event: RideSignal) -> None:
+        self._receive(event)
 
     @workflow.query(name=STATUS_QUERY)
     def status(self) -> RideStatus:
@@ -86,6 +119,11 @@ class RideWorkflow(Matching):
                 ]
             )
         try:
+            if self._patches.committed_facts:
+                # The saga can be started by a later event of the ride (the trigger's
+                # signal-with-start, when the request itself was held up): a cancel
+                # already here ends the ride before any hold or offer.
+                self._raise_if_cancelled()
             return await self._book(saga)
         except Cancelled as cancelled:
             self._cancellation = cancelled.request
@@ -102,7 +140,7 @@ class RideWorkflow(Matching):
 
     async def _book(self, saga: Saga) -> RideOutcome:
         """The spine: each step, and the undo registered before the step it undoes."""
-        quote = await self._quote_fare()
+        quote = self._quote = await self._quote_fare()
         # An authorization can go through and its answer still be lost: the undo is
         # registered first, and the void does nothing if the ledger has no hold.
         saga.add(SETTLE_HOLD, self._settle_hold)
@@ -152,6 +190,8 @@ class RideWorkflow(Matching):
         saga.discard(RELEASE_DRIVER)
 
     async def _capture_fare(self, quote: FareQuote, trip: Trip, saga: Saga) -> Capture:
+        reported = f"{trip.distance_m} m, {trip.duration_s} s"
+        metered = self._patches.committed_facts
         captured = await self._step(
             Step.CAPTURE_PAYMENT,
             CaptureRequest(
@@ -159,22 +199,29 @@ class RideWorkflow(Matching):
                 quote=quote,
                 distance_m=trip.distance_m,
                 duration_s=trip.duration_s,
+                metered=metered,
+                started_at=trip.started_at if metered else None,
+                ended_at=trip.ended_at if metered else None,
             ),
             Capture,
-            summary=f"capture the final fare ({trip.distance_m} m, {trip.duration_s} s)",
+            summary=f"capture the final fare (driver reported {reported}; checked against "
+            "the trip meter)" if metered else f"capture the final fare ({reported})",
         )
         saga.discard(SETTLE_HOLD)  # the capture settled it; a refund undoes it now
         return captured
 
     async def _record_completed(self, capture: Capture, trip: Trip) -> None:
+        used = capture.used
+        adjusted: FareAdjustment | None = capture.adjusted
         await self._step(
             Step.COMPLETE_RIDE,
             RideEnd(
                 ride_id=self._ride.ride_id,
                 final_fare_cents=capture.amount_cents,
                 currency=capture.currency,
-                distance_m=trip.distance_m,
-                duration_s=trip.duration_s,
+                distance_m=used.distance_m if used else trip.distance_m,
+                duration_s=used.duration_s if used else trip.duration_s,
+                fare_adjusted=adjusted,
             ),
             summary="record the completed ride",
         )
@@ -193,6 +240,7 @@ class RideWorkflow(Matching):
                 f"cancelled by the {cancel.by_role}, then {_describe(failures)}",
             )
         fee = self._fee_cents or None
+        fare = self._cut_short_fare
         await self._step(
             Step.CANCEL_RIDE,
             RideEnd(
@@ -200,10 +248,16 @@ class RideWorkflow(Matching):
                 by_role=cancel.by_role,
                 reason=cancel.reason,
                 cancellation_fee_cents=fee,
+                final_fare_cents=fare.amount_cents if fare else None,
+                distance_m=fare.used.distance_m if fare and fare.used else None,
+                duration_s=fare.used.duration_s if fare and fare.used else None,
+                fare_adjusted=fare.adjusted if fare else None,
             ),
             summary=f"record the cancellation by the {cancel.by_role}",
         )
         by = f"Cancelled by the {cancel.by_role}" + (f", fee {fee / 100:.2f}" if fee else "")
+        if fare:
+            by += f", charged {fare.amount_cents / 100:.2f} for the trip so far"
         self._set_status(RideStatus.CANCELLED, by)
         return self._outcome(cancellation_fee_cents=fee)
 
@@ -237,13 +291,18 @@ class RideWorkflow(Matching):
         too; the fee rule lives with payments)."""
         ride = self._ride
         cancel = self._cancellation
+        by_event_time = self._patches.committed_facts
+        if cancel is not None and by_event_time and self._trip_started_at is not None:
+            await self._charge_trip_so_far(cancel)
+            return
         if cancel is not None and cancel.by_role == "rider" and self._assigned_at is not None:
             fee = await self._step(
                 Step.CHARGE_CANCELLATION_FEE,
                 FeeRequest(
                     ride_id=ride.ride_id,
                     assigned_at=self._assigned_at,
-                    cancelled_at=cancel.at,
+                    # when the rider asked, not when the workflow heard (CONTRACT.md §5)
+                    cancelled_at=cancel.asked_at(by_event_time),
                     free_cancel_s=ride.free_cancel_s,
                 ),
                 Capture,
@@ -257,6 +316,27 @@ class RideWorkflow(Matching):
             SettleRequest(ride_id=ride.ride_id),
             compensation=True,
             summary="release the payment hold",
+        )
+
+    async def _charge_trip_so_far(self, cancel: CancelRequest) -> None:
+        """A trip in progress that is cancelled (by the rider or an admin) is charged
+        what the meter says so far: metered distance, time from the start to the cancel."""
+        assert self._quote is not None and self._trip_started_at is not None
+        self._cut_short_fare = await self._step(
+            Step.CAPTURE_PAYMENT,
+            CaptureRequest(
+                ride_id=self._ride.ride_id,
+                quote=self._quote,
+                distance_m=0,
+                duration_s=0,
+                metered=True,
+                started_at=self._trip_started_at,
+                ended_at=cancel.asked_at(True),
+                cut_short=True,
+            ),
+            Capture,
+            compensation=True,
+            summary=f"charge the metered trip so far (cancelled by the {cancel.by_role})",
         )
 
     async def _release_on_ending(self) -> None:

@@ -45,6 +45,9 @@ class RideSignal(BaseModel):
     event_id: str
     type: str
     data: dict[str, Any]
+    # When the api committed the event (the CloudEvent's ``time``); None from triggers
+    # that predate it. The rules that depend on when something happened read this.
+    time: datetime | None = None
 
 
 class RideOutcome(BaseModel):
@@ -94,13 +97,35 @@ class SettleRequest(BaseModel):
 class CaptureRequest(BaseModel):
     ride_id: str
     quote: FareQuote
+    distance_m: int  # as the driver reported them
+    duration_s: int
+    # Settle against the trip meter (the driver's figures only where they agree with it);
+    # without, the driver's figures are charged as reported (rides started before).
+    metered: bool = False
+    started_at: datetime | None = None  # the trip_started event's time
+    ended_at: datetime | None = None  # trip_ended's (or the cancel's, for a cut-short trip)
+    cut_short: bool = False  # cancelled during the trip: no report, charge the meter so far
+
+
+class TripFigures(BaseModel):
     distance_m: int
     duration_s: int
+
+
+class FareAdjustment(BaseModel):
+    """The driver's figures were not charged: why, what they were, and what was."""
+
+    reason: str
+    reported: TripFigures | None
+    used: TripFigures
 
 
 class Capture(BaseModel):
     amount_cents: int
     currency: str
+    # the trip as charged (metered settlements only)
+    used: TripFigures | None = None
+    adjusted: FareAdjustment | None = None
 
 
 class FeeRequest(BaseModel):
@@ -132,6 +157,16 @@ class OfferRef(BaseModel):
     ride_id: str
     offer_id: str
     driver_id: str
+    # On expiry, keep an offer the driver answered in time (the api records the answer
+    # with the event) instead of expiring it: the answer is on its way to the workflow.
+    honour_answer: bool = False
+
+
+class OfferClosed(BaseModel):
+    """How an offer ended: ``expired``, or the answer the driver gave in time
+    (``accepted`` / ``declined``)."""
+
+    outcome: str
 
 
 class ReleaseRequest(BaseModel):
@@ -152,3 +187,4 @@ class RideEnd(BaseModel):
     distance_m: int | None = None
     duration_s: int | None = None
     currency: str = "USD"
+    fare_adjusted: FareAdjustment | None = None

@@ -1,19 +1,35 @@
 """The ``workflow-trigger`` consumer: api events start and steer each ride's workflow.
 
 ``ride.requested`` starts the ride's workflow (``workflows.contract``: its type, input
-and signal, never its class) with id ``ride-<ride_id>``; a second start of
-the same id is a no-op (the id is the idempotency key). Every other api event of a ride
-becomes a ``ride_event`` signal; the workflow ignores an event id it has already seen,
-so a redelivered message has no second effect. The consumer is ordered, so a ride's
-events reach its workflow in the order they were published.
+and signals, never its class) with id ``ride-<ride_id>``; a second start of the same id
+is a no-op (the id is the idempotency key). Every other api event of a ride becomes a
+signal named for its type, carrying the event's id and the time the api committed it;
+the workflow ignores an event id it has already seen, so a redelivered message has no
+second effect. The consumer is ordered, so a ride's events reach its workflow in the
+order they were published.
+
+No ride event is dropped. An event whose workflow is not running is sent with
+signal-with-start, the ride's input rebuilt from the read model: if the workflow was
+never started (its request held up — dead-lettered, say), the event starts it, and the
+workflow reads it before its first step (a cancel ends the ride before any hold or
+offer); the request, when it comes, then finds the workflow started. Signal-with-start
+is one atomic call on the server, so no interleaving of the two can start two sagas or
+lose the event. An event for a ride whose workflow has closed is recorded as such (log
+and ``ridehail_events_for_closed_rides_total``) and dropped.
+
+Redrive is safe: a ``ride.requested`` for a ride that has ended never starts a new saga
+— the reuse policy refuses a closed workflow's id while the server keeps its history,
+and the read model's terminal status refuses it after that.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from nats.aio.msg import Msg
-from temporalio.client import Client, WorkflowExecutionStatus
+from sqlmodel import Session
+from temporalio.client import Client
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -26,14 +42,19 @@ from temporalio.service import RPCError, RPCStatusCode
 from events.catalog import RIDE_COMMANDS, RideRequested
 from events.consumer import ConsumerSpec
 from events.envelope import CloudEvent
+from events.failures import PermanentError
+from events.health import ConsumerHealth
 from ridehail.config import Settings
-from ridehail.domain.status import RideStatus
+from ridehail.domain.geo import Point, zone_cell
+from ridehail.domain.status import FINAL, RideStatus
+from ridehail.store.db import Database
+from ridehail.store.tables import Ride
 from workflows.contract import (
-    RIDE_EVENT_SIGNAL,
     RIDE_STATUS,
     RIDER_ID,
     TASK_QUEUE,
     WORKFLOW_TYPE,
+    signal_name,
     workflow_id,
 )
 from workflows.types import RideInput, RideOutcome, RideSignal
@@ -57,10 +78,23 @@ def ride_input(event: RideRequested, settings: Settings) -> RideInput:
     )
 
 
+def _requested_from(ride: Ride) -> RideRequested:
+    """The ride's request as the read model keeps it (what ``ride.requested`` said)."""
+    return RideRequested(
+        ride_id=ride.ride_id, rider_id=ride.rider_id,
+        pickup=Point(lat=ride.pickup_lat, lng=ride.pickup_lng),
+        dropoff=Point(lat=ride.dropoff_lat, lng=ride.dropoff_lng),
+        quote_id=ride.quote_id, payment_method=ride.payment_method,
+    )
+
+
 class WorkflowTrigger:
-    def __init__(self, client: Client, settings: Settings) -> None:
+    def __init__(self, client: Client, settings: Settings, db: Database | None = None,
+                 health: ConsumerHealth | None = None) -> None:
         self.client = client
         self.settings = settings
+        self.db = db  # the read model: the ride's input and whether it has ended
+        self.health = health
 
     def spec(self) -> ConsumerSpec:
         return ConsumerSpec(name=NAME, stream="RIDES", prefix="rides", handler=self.handle,
@@ -75,51 +109,81 @@ class WorkflowTrigger:
     async def start(self, event: CloudEvent) -> None:
         requested = event.payload()
         assert isinstance(requested, RideRequested)
-        ride = ride_input(requested, self.settings)
+        ride = await self._read_model(requested.ride_id)
+        if ride is not None and ride.status in FINAL:
+            # a redriven request for a ride that has ended (its workflow may be past
+            # retention, which the reuse policy cannot see): no new saga
+            self._closed(event, f"the ride is {ride.status}")
+            return
         try:
-            await self.client.start_workflow(
-                WORKFLOW_TYPE,
-                ride,
-                result_type=RideOutcome,
-                id=workflow_id(ride.ride_id),
-                task_queue=TASK_QUEUE,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                search_attributes=TypedSearchAttributes([
-                    SearchAttributePair(RIDE_STATUS, RideStatus.REQUESTED),
-                    SearchAttributePair(RIDER_ID, ride.rider_id),
-                ]),
-                static_summary=(
-                    f"Ride {ride.ride_id} for rider {ride.rider_id}: "
-                    f"({ride.pickup.lat:.4f}, {ride.pickup.lng:.4f}) → "
-                    f"({ride.dropoff.lat:.4f}, {ride.dropoff.lng:.4f}), "
-                    f"paying by {ride.payment_method}"
-                ),
-            )
+            await self._start(ride_input(requested, self.settings))
         except WorkflowAlreadyStartedError:
             pass  # it ran before and has closed: the start already happened
 
     async def steer(self, event: CloudEvent) -> None:
-        handle = self.client.get_workflow_handle(workflow_id(event.subject))
-        signal = RideSignal(event_id=event.id, type=event.type, data=event.data)
+        signal = RideSignal(event_id=event.id, type=event.type, data=event.data,
+                            time=event.time)
+        name = signal_name(event.type)
         try:
-            await handle.signal(RIDE_EVENT_SIGNAL, signal)
+            await self.client.get_workflow_handle(workflow_id(event.subject)).signal(name, signal)
+            return
         except RPCError as e:
             if e.status != RPCStatusCode.NOT_FOUND:
                 raise
-            # NOT_FOUND: the workflow has closed (a late answer to an expired offer, say),
-            # or it was never started, which ordering rules out unless the requested
-            # event was dead-lettered. Either way there is nobody to tell.
-            closed = await self._closed(event.subject)
-            log.info("%s: %s for ride %s dropped: workflow %s", NAME, event.type,
-                     event.subject, "closed" if closed else "not found",
-                     extra={"ride_id": event.subject})
-
-    async def _closed(self, ride_id: str) -> bool:
+        # Not running: closed, or never started. Signal-with-start tells them apart
+        # atomically (it refuses a closed workflow's id).
+        ride = await self._read_model(event.subject)
+        if ride is None:
+            raise PermanentError(f"{event.type} for ride {event.subject}, which the database "
+                                 "does not know")
+        if ride.status in FINAL:
+            self._closed(event, f"the ride is {ride.status}")
+            return
         try:
-            desc = await self.client.get_workflow_handle(workflow_id(ride_id)).describe()
-        except RPCError:
-            return False
-        return desc.status != WorkflowExecutionStatus.RUNNING
+            await self._start(ride_input(_requested_from(ride), self.settings),
+                              start_signal=name, start_signal_args=[signal])
+        except WorkflowAlreadyStartedError:
+            self._closed(event, "its workflow has closed")
+            return
+        log.info("%s: %s for ride %s started its workflow (signal-with-start)", NAME,
+                 event.type, event.subject, extra={"ride_id": event.subject})
 
+    async def _start(self, ride: RideInput, **signal: Any) -> None:
+        await self.client.start_workflow(
+            WORKFLOW_TYPE,
+            ride,
+            result_type=RideOutcome,
+            id=workflow_id(ride.ride_id),
+            task_queue=TASK_QUEUE,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=TypedSearchAttributes([
+                SearchAttributePair(RIDE_STATUS, RideStatus.REQUESTED),
+                SearchAttributePair(RIDER_ID, ride.rider_id),
+            ]),
+            static_summary=(
+                f"Ride {ride.ride_id} for rider {ride.rider_id}: "
+                # the H3 zones (res 7, a few km²), never the exact coordinates
+                f"zone {zone_cell(ride.pickup)} → zone {zone_cell(ride.dropoff)}, "
+                f"paying by {ride.payment_method}"
+            ),
+            **signal,
+        )
 
+    async def _read_model(self, ride_id: str) -> Ride | None:
+        if self.db is None:
+            return None
+
+        def read(session: Session) -> Ride | None:
+            ride = session.get(Ride, ride_id)
+            if ride is not None:
+                session.expunge(ride)
+            return ride
+
+        return await self.db.read(read)
+
+    def _closed(self, event: CloudEvent, why: str) -> None:
+        log.info("%s: %s for ride %s dropped: %s", NAME, event.type, event.subject, why,
+                 extra={"ride_id": event.subject})
+        if self.health is not None:
+            self.health.note_late(event.type)

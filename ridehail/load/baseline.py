@@ -55,6 +55,9 @@ SIGNALS = ("ride.driver_accepted", "ride.driver_arrived", "ride.trip_started",
 class BaselineRide(BaseModel):
     ride_id: str
     offer_timeout_s: float = 15
+    # the steps run as local activities (the rest as regular ones): ridehail's own choice
+    # (ridehail_local_steps) for the same-kind anchor, none for the all-regular one
+    local_steps: list[str] = []
 
 
 class BaselineStep(BaseModel):
@@ -142,9 +145,15 @@ class BaselineRideWorkflow:
         return BaselineOutcome(ride_id=ride.ride_id, status="completed")
 
     async def _step(self, ride: BaselineRide, name: str) -> None:
-        await workflow.execute_activity(
-            name, BaselineStep(ride_id=ride.ride_id, step=name), result_type=BaselineDone,
-            start_to_close_timeout=STEP_TIMEOUT, retry_policy=STEP_RETRY)
+        req = BaselineStep(ride_id=ride.ride_id, step=name)
+        if name in ride.local_steps:
+            await workflow.execute_local_activity(
+                name, req, result_type=BaselineDone, start_to_close_timeout=STEP_TIMEOUT,
+                retry_policy=STEP_RETRY)
+        else:
+            await workflow.execute_activity(
+                name, req, result_type=BaselineDone, start_to_close_timeout=STEP_TIMEOUT,
+                retry_policy=STEP_RETRY)
 
     async def _wait_for(self, kind: str, timeout: float | None = None) -> bool:
         try:
@@ -156,6 +165,15 @@ class BaselineRideWorkflow:
 
 
 # --- the worker and the driver (run in the bench process, never in the sandbox) ---------
+
+def ridehail_local_steps() -> list[str]:
+    """The anchor's steps that ridehail runs as local activities: read from ridehail's
+    own step table (workflows.steps), so a change there changes the anchor too."""
+    from workflows.steps import runs_locally
+
+    return [n for n in (*STEPS_BEFORE_OFFER, STEP_ON_ACCEPT, *STEPS_AFTER_TRIP)
+            if runs_locally(n)]
+
 
 # Worker options that are tuning, not wiring: copied from ridehail's own worker so the
 # anchor runs under the same settings whatever they become.
@@ -188,7 +206,8 @@ async def build_baseline_worker(client: Client) -> Worker:
                    activities=baseline_activities(), **await ridehail_worker_settings(client))
 
 
-async def drive_ride(client: Client, ride_id: str, offer_timeout_s: float = 15
+async def drive_ride(client: Client, ride_id: str, offer_timeout_s: float = 15,
+                     local_steps: list[str] | None = None
                      ) -> tuple[float | None, float | None, str]:
     """One anchor ride, answered as soon as the workflow waits. Returns the seconds from
     the start to the assignment and to the end (None if not reached) and the outcome."""
@@ -199,7 +218,9 @@ async def drive_ride(client: Client, ride_id: str, offer_timeout_s: float = 15
 
     t0 = time.perf_counter()
     start = WithStartWorkflowOperation(
-        BaselineRideWorkflow.run, BaselineRide(ride_id=ride_id, offer_timeout_s=offer_timeout_s),
+        BaselineRideWorkflow.run,
+        BaselineRide(ride_id=ride_id, offer_timeout_s=offer_timeout_s,
+                     local_steps=local_steps or []),
         id=f"baseline-{ride_id}", task_queue=TASK_QUEUE,
         id_conflict_policy=WorkflowIDConflictPolicy.FAIL)
     await client.execute_update_with_start_workflow(

@@ -286,7 +286,12 @@ async def run_bench(settings: Settings, *, rides: int, drivers: int, concurrency
     rides run in ``rounds`` alternating blocks (ridehail, anchor, ridehail, …) so that a
     change in the machine's background load weighs on both alike."""
     from ridehail.components import runtime
-    from ridehail.load.baseline import build_baseline_worker, drive_ride, ridehail_worker_settings
+    from ridehail.load.baseline import (
+        build_baseline_worker,
+        drive_ride,
+        ridehail_local_steps,
+        ridehail_worker_settings,
+    )
 
     console = console or Console()
     city = city or City()
@@ -330,17 +335,28 @@ async def run_bench(settings: Settings, *, rides: int, drivers: int, concurrency
         if baseline:
             run = uuid.uuid4().hex[:8]
 
-            async def one(i: int) -> RideResult:
-                async with asyncio.timeout(ride_timeout_s):
-                    assigned, end, status = await drive_ride(client, f"{run}-{i}")
-                return RideResult(status, assigned, end)
+            def anchor_ride(kind: str, local_steps: list[str]
+                            ) -> Callable[[int], Awaitable[RideResult]]:
+                async def one(i: int) -> RideResult:
+                    async with asyncio.timeout(ride_timeout_s):
+                        assigned, end, status = await drive_ride(
+                            client, f"{run}-{kind}-{i}", local_steps=local_steps)
+                    return RideResult(status, assigned, end)
+                return one
 
             await stack.enter_async_context(await build_baseline_worker(client))
             # what the anchor costs: the Temporal server, and this process (its worker and
             # its client); ridehail's own processes sit idle meanwhile
             anchor = ("temporal", "bench")
-            phases.append(Phase("baseline", one, {k: v for k, v in roles.items() if k in anchor},
-                                others={k: v for k, v in roles.items() if k not in anchor}))
+            mine = {k: v for k, v in roles.items() if k in anchor}
+            others = {k: v for k, v in roles.items() if k not in anchor}
+            # the anchor runs ridehail's step kinds (its step table), and, as a second
+            # figure, every step as a regular activity
+            report.local_steps = ridehail_local_steps()
+            phases.append(Phase("baseline", anchor_ride("same", report.local_steps), mine,
+                                others=others))
+            phases.append(Phase("baseline_all_regular", anchor_ride("regular", []), mine,
+                                others=others))
         with _progress(console) as progress:
             tasks = {p.name: progress.add_task(f"{p.name:<8}", total=rides, rate="")
                      for p in phases}

@@ -86,7 +86,10 @@ def figures(name: str, results: list[RideResult], concurrency: int, elapsed: flo
 @dataclass
 class BenchReport:
     ridehail: RunFigures | None = None
-    baseline: RunFigures | None = None
+    baseline: RunFigures | None = None  # the anchor with ridehail's step kinds
+    baseline_all_regular: RunFigures | None = None  # the anchor, every step regular
+    # the steps run as local activities, by ridehail and by the same-kind anchor alike
+    local_steps: list[str] = field(default_factory=list)
     checks: dict[str, Any] = field(default_factory=dict)
     measured: dict[str, str] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=dict)
@@ -96,6 +99,13 @@ class BenchReport:
     def throughput_ratio(self) -> float | None:
         if self.ridehail and self.baseline and self.baseline.rides_per_s:
             return self.ridehail.rides_per_s / self.baseline.rides_per_s
+        return None
+
+    @property
+    def throughput_ratio_all_regular(self) -> float | None:
+        if self.ridehail and self.baseline_all_regular and \
+                self.baseline_all_regular.rides_per_s:
+            return self.ridehail.rides_per_s / self.baseline_all_regular.rides_per_s
         return None
 
     @property
@@ -121,12 +131,18 @@ class BenchReport:
     def as_dict(self) -> dict[str, Any]:
         return {
             "throughput_ratio": self.throughput_ratio,
+            "throughput_ratio_all_regular": self.throughput_ratio_all_regular,
             "p50_to_assigned_ratio": self.p50_ratio("to_assigned"),
             "p50_to_completed_ratio": self.p50_ratio("to_completed"),
             "cpu_ratio": self.cpu_ratio,
             "ok": self.ok,
-            "ridehail": asdict(self.ridehail) if self.ridehail else None,
+            "ridehail": ({**asdict(self.ridehail), "local_steps": self.local_steps}
+                         if self.ridehail else None),
             "baseline": asdict(self.baseline) if self.baseline else None,
+            "anchor": ({"local_steps": self.local_steps,
+                        "all_regular": asdict(self.baseline_all_regular)
+                        if self.baseline_all_regular else None}
+                       if self.baseline else None),
             "checks": self.checks,
             "measured": self.measured,
             "worker_settings": self.worker_settings,
@@ -139,7 +155,8 @@ def _ms(v: float | None) -> str:
 
 
 def print_report(report: BenchReport, console: Console) -> None:
-    runs = [r for r in (report.ridehail, report.baseline) if r is not None]
+    runs = [r for r in (report.ridehail, report.baseline, report.baseline_all_regular)
+            if r is not None]
     table = Table(title="ridehail bench", title_justify="left")
     table.add_column("")
     for r in runs:
@@ -189,6 +206,13 @@ def print_report(report: BenchReport, console: Console) -> None:
         [f"{r.load_before[0]:.1f} → {r.load_after[0]:.1f}" if r.load_before and r.load_after
          else "—" for r in runs])
     console.print(table)
+    if report.baseline is not None:
+        console.print(f"[dim]local activities, ridehail and the baseline alike: "
+                      f"{', '.join(report.local_steps) or 'none'}; baseline_all_regular runs "
+                      "every step as a regular activity[/]")
+    if report.throughput_ratio_all_regular is not None:
+        console.print(f"throughput ratio against the all-regular anchor: "
+                      f"{report.throughput_ratio_all_regular:.2f}")
     for role, what in report.measured.items():
         console.print(f"[dim]{role}: {what}[/]")
     if report.worker_settings:

@@ -9,6 +9,7 @@ reservation, idempotency keys) use conditional updates and unique constraints, a
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,11 +45,23 @@ def insert_unless_present(session: Session, table: Table, key: list[str],  # typ
     return stmt
 
 
+def create_private(path: Path) -> None:
+    """Create an empty database file readable by its owner alone (0600), unless it
+    exists. SQLite would create it with the umask's mode (world-readable, usually), and
+    gives its -wal, -shm and -journal files the database file's mode."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            if "///" in url and not path.startswith("file:"):
+                create_private(Path(path.split("?", 1)[0]))
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 30, "isolation_level": None},

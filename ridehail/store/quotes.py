@@ -34,9 +34,10 @@ class Price:
 
 
 def zone_surge(session: Session, pickup: Point, exclude_ride: str | None = None) -> float:
-    """Surge for the pickup's zone: open requests in the zone and its neighbours against
-    available drivers there. ``exclude_ride`` leaves out the ride being priced, so a ride
-    is priced as its quote was (before it existed)."""
+    """Surge for the pickup's zone: distinct riders with an open request in the zone and
+    its neighbours against available drivers there (one rider's many requests count
+    once). ``exclude_ride`` leaves out the ride being priced, so a ride is priced as its
+    quote was (before it existed)."""
     zones = h3.grid_disk(zone_cell(pickup), 1)
     driver_cells = [c for z in zones for c in h3.cell_to_children(z, DRIVER_CELL_RES)]
     drivers = session.exec(
@@ -46,7 +47,7 @@ def zone_surge(session: Session, pickup: Point, exclude_ride: str | None = None)
         .where(col(Driver.h3_cell).in_(driver_cells))
     ).one()
     open_rides = (
-        select(func.count())
+        select(func.count(func.distinct(Ride.rider_id)))
         .select_from(Ride)
         .where(col(Ride.status).in_(OPEN))
         .where(col(Ride.pickup_zone).in_(zones))

@@ -68,6 +68,8 @@ class Ride(SQLModel, table=True):
     assigned_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts(index=True))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    # why the final fare is not the driver's reported trip: JSON {reason, reported, used}
+    fare_adjusted: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 class Driver(SQLModel, table=True):
@@ -144,6 +146,23 @@ class Offer(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 
 
+class TripMeter(SQLModel, table=True):
+    """The server's own measure of a trip: the assigned driver's location reports between
+    ``trip_started`` and ``trip_ended``, summed as great-circle steps
+    (``ridehail.store.meter``)."""
+
+    __tablename__ = "trip_meters"
+
+    ride_id: str = Field(primary_key=True, max_length=64)
+    driver_id: str = Field(index=True, max_length=128)
+    points: int = 0
+    distance_m: float = 0.0
+    last_lat: float | None = None
+    last_lng: float | None = None
+    started_at: datetime = Field(sa_column=_ts())
+    ended_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+
+
 class OutboxEvent(SQLModel, table=True):
     """An event committed with the state change it describes, published after commit."""
 
@@ -192,3 +211,15 @@ class IdempotencyKey(SQLModel, table=True):
     request_hash: str = Field(max_length=64)
     ride_id: str = Field(max_length=64)
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class RateLimitHit(SQLModel, table=True):
+    """Requests counted against a rate limit (api.ratelimit): one row per limited key
+    (``<class>:<token subject>`` or ``address:<client address>``), the current fixed
+    window and how many requests it has had. Shared by every API process."""
+
+    __tablename__ = "rate_limit_hits"
+
+    key: str = Field(primary_key=True, max_length=200)
+    window_start: int = Field(index=True)  # Unix time, seconds, a multiple of the window
+    hits: int = 0

@@ -14,6 +14,7 @@ from ridehail.load.baseline import ridehail_worker_settings
 from ridehail.load.bench import blocks_of, percentiles, print_report, run_bench
 from ridehail.store.tables import Ride
 from tests.support.stack import Stack
+from workflows.steps import runs_locally
 
 RIDES = 5
 
@@ -59,6 +60,23 @@ async def test_bench_and_anchor_report_sane_figures(stack: Stack) -> None:
     assert report.throughput_ratio == ours.rides_per_s / anchor.rides_per_s
     figures = json.loads(json.dumps(report.as_dict(), default=str))
     assert figures["throughput_ratio"] == report.throughput_ratio
+    # the anchor runs ridehail's own step kinds, read from its step table; the
+    # all-regular anchor is the second figure
+    assert figures["anchor"]["local_steps"] == figures["ridehail"]["local_steps"] == [
+        s for s in ("quote_fare", "authorize_payment", "reserve_driver", "assign_driver",
+                    "capture_payment", "release_driver", "complete_ride") if runs_locally(s)]
+    assert "authorize_payment" not in figures["anchor"]["local_steps"]
+    regular = report.baseline_all_regular
+    assert regular is not None and regular.completed == RIDES
+    assert figures["throughput_ratio_all_regular"] == ours.rides_per_s / regular.rides_per_s
+    assert figures["anchor"]["all_regular"]["completed"] == RIDES
+    scheduled: dict[str, set[int]] = {"same": set(), "regular": set()}
+    async for wf in stack.temporal.list_workflows("WorkflowType='BaselineRideWorkflow'"):
+        kind = "same" if "-same-" in wf.id else "regular"
+        history = await stack.temporal.get_workflow_handle(wf.id).fetch_history()
+        scheduled[kind].add(sum(1 for e in history.events if e.HasField(
+            "activity_task_scheduled_event_attributes")))
+    assert scheduled == {"same": {2}, "regular": {7}}  # authorize and capture; all seven
     assert figures["p50_to_completed_ratio"] > 0
 
     # the API runs in this process here; its CPU time and memory were read

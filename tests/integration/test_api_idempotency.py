@@ -73,11 +73,13 @@ async def test_same_key_other_body_is_422(api: Stack) -> None:
     # spelling out a default is the same body
     same = await post(api, "ann", "k-3", {**BODY, "payment_method": "card"})
     assert same.status_code == 202 and same.json()["ride_id"] == first.json()["ride_id"]
-    # no key: every request is a new ride
-    plain = [await api.call("POST", "/v1/rides", "rider", "ann", want=202, json=BODY)
-             for _ in range(2)]
-    assert plain[0].json()["ride_id"] != plain[1].json()["ride_id"]
-    assert len(rides_of(api, "ann")) == 3
+    # another key, or none, is another ride: refused while ann's first has not ended
+    for headers in ({"Idempotency-Key": "k-4"}, {}):
+        plain = await api.http.post("/v1/rides", json=BODY,
+                                    headers={**api.auth("rider", "ann"), **headers})
+        assert plain.status_code == 409, plain.text
+        assert plain.json()["open_ride_id"] == first.json()["ride_id"]
+    assert len(rides_of(api, "ann")) == 1
 
 
 async def test_keys_are_scoped_to_the_rider(api: Stack) -> None:

@@ -183,10 +183,10 @@ async def test_dropped_streams_release_their_nats_resources(stack: Stack) -> Non
 
         async def all_open() -> tuple[int, int] | None:
             consumers, subs = await nats_footprint(stack)
-            # one consumer and one subscription per ride stream, one of each for all
-            # the offer streams together
+            # one consumer and one subscription for all the ride streams together
+            # (api.fanout), one of each for all the offer streams together
             grown = (consumers - baseline[0], subs - baseline[1])
-            return grown if grown == (streams + 1, streams + 1) else None
+            return grown if grown == (2, 2) else None
 
         await eventually(all_open, f"round {round_}: {2 * streams} streams to be open")
         gauge = (await stack.http.get("/metrics")).text

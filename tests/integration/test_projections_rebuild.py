@@ -43,16 +43,18 @@ async def test_rebuild_restores_the_read_models(settings: Settings) -> None:
                          json={"lat": 40.7401, "lng": -73.9801})
         await stack.call("POST", "/v1/drivers/me/offline", "driver", "d3", want=200)
 
-        # one ride completed, one waiting at pickup, one cancelled while matching
+        # one ride completed, one waiting at pickup (its rider has an open ride, so the
+        # third is another rider's), one cancelled while matching
         rides = []
-        for until in ("completed", "driver_arrived", None):
-            r = await stack.call("POST", "/v1/rides", "rider", "r1", want=202,
+        for until, rider in (("completed", "r1"), ("driver_arrived", "r1"), (None, "r2")):
+            r = await stack.call("POST", "/v1/rides", "rider", rider, want=202,
                                  json={"pickup": PICKUP, "dropoff": DROPOFF})
             ride_id = r.json()["ride_id"]
             rides.append(ride_id)
             if until is None:
-                await stack.call("POST", f"/v1/rides/{ride_id}/cancel", "rider", "r1", want=202)
-                await stack.wait_status(ride_id, "r1", RideStatus.CANCELLED)
+                await stack.call("POST", f"/v1/rides/{ride_id}/cancel", "rider", rider,
+                                 want=202)
+                await stack.wait_status(ride_id, rider, RideStatus.CANCELLED)
                 continue
 
             async def offered(ride_id: str = ride_id) -> str | None:

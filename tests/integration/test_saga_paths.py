@@ -192,7 +192,8 @@ async def test_decline_then_the_next_driver_accepts(stack: Stack) -> None:
         return meta if meta.current_details.startswith("Offered to driver d1") else None
 
     meta = await eventually(details, "the workflow to show the offer")
-    assert meta.current_details == "Offered to driver d1; waiting up to 5 s for an answer"
+    assert meta.current_details == (f"Offered to driver d1; waiting up to "
+                                    f"{stack.settings.offer_timeout_s:.0f} s for an answer")
     assert "status" in [q.name for q in meta.definition.query_definitions]
     assert await handle.query("status") == RideStatus.MATCHING
     await answer(stack, ride_id, "d1", "decline")

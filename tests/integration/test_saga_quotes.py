@@ -36,12 +36,13 @@ async def test_a_live_quote_keeps_its_price_under_surge(stack: Stack) -> None:
     assert repriced["fare"]["surge_multiplier"] > 1.0
     assert float(repriced["fare"]["quoted"]) > float(quote["fare"])
 
-    # an unknown quote is refused up front
+    # an unknown quote is refused up front (asked by a rider with no open ride: r1's
+    # second request would be refused as such)
     r = await stack.call(
         "POST",
         "/v1/rides",
         "rider",
-        "r1",
+        "r3",
         want=422,
         json={"pickup": PICKUP, "dropoff": DROPOFF, "quote_id": "nope"},
     )

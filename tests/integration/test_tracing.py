@@ -80,7 +80,8 @@ async def test_a_ride_is_one_trace_from_the_request_through_nats_and_temporal(
                  "publish ride.completed"):
         assert names[name], sorted(names)
     # the driver's later reports are the ride's too, and their requests link to it
-    assert names["create ride.trip_ended"] and names["SignalWorkflow:ride_event"]
+    assert names["create ride.trip_ended"] and names["SignalWorkflow:trip_ended"]
+    assert names["HandleSignal:driver_accepted"]
     accept_request = next(s for s in finished if s.kind == SpanKind.SERVER
                           and s.name == "POST /v1/rides/{ride_id}/accept")
     assert trace_hex(accept_request) != ride_trace

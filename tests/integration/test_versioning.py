@@ -30,7 +30,7 @@ from tests.support.histories import patches, recorded
 from tests.support.rides import activity_runs, step_runs
 from tests.support.stack import Stack
 from workflows.contract import Step
-from workflows.patches import LOCAL_BOOKKEEPING, RELEASE_BEFORE_CAPTURE
+from workflows.patches import COMMITTED_FACTS, LOCAL_BOOKKEEPING, RELEASE_BEFORE_CAPTURE
 
 HISTORIES = Path(__file__).parents[1] / "histories"
 BEFORE = HISTORIES / "happy_path.json"  # recorded before the driver was released first
@@ -186,3 +186,30 @@ async def test_a_new_ride_runs_its_bookkeeping_steps_as_local_activities(
         [{"DriverId": f"driver-{city.tag}-1", "RideStatus": RideStatus.DRIVER_ASSIGNED}]
         if Step.ASSIGN_DRIVER in NEW_RIDES[scenario] else []
     )
+
+
+# --- judged on the committed facts -------------------------------------------------------------
+
+FACTS = {name: HISTORIES / f"{name}_committed_facts.json"
+         for name in ("happy_path", "offer_timeout_then_accept", "rider_cancels_after_free_window")}
+
+
+@pytest.mark.parametrize("name", list(FACTS))
+async def test_without_the_committed_facts_guard_histories_break(
+    monkeypatch: pytest.MonkeyPatch, name: str,
+) -> None:
+    """The histories recorded since pin the new branch: code without the guard (never
+    the new branch) fails them. (The new branch changes what the steps are given and
+    decide, not which commands they issue, on these paths; the marker keeps a ride on
+    one branch from its start to its end.)"""
+    force_patch(monkeypatch, COMMITTED_FACTS, False)
+    assert await fails_replay(FACTS[name])
+
+
+def test_new_histories_name_each_driver_report_and_the_offer_timer() -> None:
+    events = recorded(FACTS["offer_timeout_then_accept"])
+    signals = [e.workflow_execution_signaled_event_attributes.signal_name
+               for e in events if e.HasField("workflow_execution_signaled_event_attributes")]
+    assert signals == ["driver_accepted", "driver_arrived", "trip_started", "trip_ended"]
+    timers = [e for e in events if e.HasField("timer_started_event_attributes")]
+    assert timers and all(e.user_metadata.HasField("summary") for e in timers)

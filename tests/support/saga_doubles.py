@@ -29,6 +29,7 @@ from workflows.types import (
     CaptureRequest,
     FareQuote,
     FeeRequest,
+    OfferClosed,
     OfferMade,
     OfferRef,
     Point,
@@ -127,8 +128,13 @@ class SagaDoubles:
 
         def offer_step(step: Step) -> Callable[..., Any]:
             @activity.defn(name=step)
-            async def answer(ref: OfferRef) -> None:
+            async def answer(ref: OfferRef) -> OfferClosed | None:
                 self.record(step, ref)
+                if step == Step.ASSIGN_DRIVER:
+                    return None
+                # no driver answers behind the workflow's back here: an expiry expires
+                return OfferClosed(outcome="expired" if step == Step.EXPIRE_OFFER
+                                   else "declined")
 
             return answer
 

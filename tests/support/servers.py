@@ -23,6 +23,12 @@ def server_settings(data_dir: Path) -> Settings:
         temporal_address=f"127.0.0.1:{free_port()}",
         temporal_ui_port=free_port(),
         jwt_secret="test-secret-" + "x" * 20,
+        # The suite drives the API hard with a few subjects; the limits themselves are
+        # tested at their defaults (test_abuse.py).
+        rate_limit_quotes=1_000_000,
+        rate_limit_writes=1_000_000,
+        rate_limit_anonymous=1_000_000,
+        sse_streams_per_subject=1_000,
     )
 
 

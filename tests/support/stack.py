@@ -18,6 +18,7 @@ from temporalio.client import Client
 from api.auth import issue_token
 from events.streams import stream_configs
 from ridehail.components import (
+    CONSUMERS,
     Runtime,
     run_api,
     run_consumers,
@@ -153,3 +154,17 @@ async def running_stack(settings: Settings, temporal: Client | None = None,
                 failures = [r for r in results if isinstance(r, BaseException)]
                 if failures:
                     raise failures[0]
+
+
+@contextlib.asynccontextmanager
+async def consumers_running(stack: Stack, names: tuple[str, ...] = CONSUMERS
+                            ) -> AsyncIterator[None]:
+    """Run these consumers for the block (for a stack started without "consumers"), so a
+    test can hold one back — the workflow-trigger, say — and let it go later."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_consumers(stack.rt, stop, names), name="consumers")
+    try:
+        yield
+    finally:
+        stop.set()
+        await task

@@ -3,9 +3,11 @@ current RideWorkflow, with the worker's data converter. A history that no longer
 replays means the change would break rides already running: use workflow.patched()
 (docs/VERSIONING.md).
 
-Every saga path is recorded twice: ``<scenario>.json`` from before the bookkeeping steps
-ran as local activities (those rides replay down the old branch), and
-``<scenario>_local_steps.json`` from after (the branch every new ride takes)."""
+Every saga path is recorded three times: ``<scenario>.json`` from before the bookkeeping
+steps ran as local activities (those rides replay down the old branch),
+``<scenario>_local_steps.json`` from after, and ``<scenario>_committed_facts.json`` from
+since the ride is judged on the facts the api committed (the branch every new ride
+takes: event times, the trip meter, per-type signal names)."""
 
 from __future__ import annotations
 
@@ -16,25 +18,28 @@ from temporalio import workflow
 
 from ridehail.ops.replay import history_files, replay_files
 from tests.support.histories import patches, recorded
-from workflows.patches import LOCAL_BOOKKEEPING
+from workflows.patches import COMMITTED_FACTS, LOCAL_BOOKKEEPING
 from workflows.ride import RideWorkflow
 from workflows.types import RideInput, RideOutcome
 
 HISTORIES = Path(__file__).parents[1] / "histories"
 FILES = sorted(HISTORIES.glob("*.json"))
 LOCAL_STEPS = "_local_steps"  # the suffix of the histories recorded with local steps
+FACTS = "_committed_facts"  # ... and of those recorded since COMMITTED_FACTS
 
 
 def test_there_are_histories_for_every_saga_path_on_both_branches() -> None:
     from ridehail.load.scenarios import SCENARIOS  # not at the top: the sandbox imports this module
 
     on_file = {f.stem for f in FILES}
-    for suffix in ("", LOCAL_STEPS):
+    for suffix in ("", LOCAL_STEPS, FACTS):
         wanted = {f"{name}{suffix}" for name in SCENARIOS}
         assert wanted <= on_file, f"not recorded: {sorted(wanted - on_file)}"
     for name in SCENARIOS:
         assert LOCAL_BOOKKEEPING not in patches(recorded(HISTORIES / f"{name}.json"))
-        assert LOCAL_BOOKKEEPING in patches(recorded(HISTORIES / f"{name}{LOCAL_STEPS}.json"))
+        assert patches(recorded(HISTORIES / f"{name}{LOCAL_STEPS}.json")) == [LOCAL_BOOKKEEPING]
+        assert patches(recorded(HISTORIES / f"{name}{FACTS}.json")) == [LOCAL_BOOKKEEPING,
+                                                                        COMMITTED_FACTS]
 
 
 @pytest.mark.parametrize("path", FILES, ids=[f.stem for f in FILES])
