@@ -101,21 +101,25 @@ def test_each_component_process_serves_its_metrics(servers: Settings, tmp_path: 
                RIDEHAIL_TEMPORAL_ADDRESS=servers.temporal_address, PYTHONUNBUFFERED="1",
                RIDEHAIL_WORKER_METRICS_PORT="0", RIDEHAIL_CONSUMERS_METRICS_PORT="0",
                RIDEHAIL_RELAY_METRICS_PORT="0")
-    procs = {name: subprocess.Popen([RIDEHAIL, name], env=env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True)
-             for name in ("worker", "consumers", "relay")}
+    # one after another: each migrates the (SQLite) database as it starts
+    procs: dict[str, subprocess.Popen[str]] = {}
     try:
         urls = {}
-        for name, proc in procs.items():
+        for name in ("worker", "consumers", "relay"):
+            proc = procs[name] = subprocess.Popen([RIDEHAIL, name], env=env, text=True,
+                                                  stdout=subprocess.PIPE,
+                                                  stderr=subprocess.STDOUT)
             assert proc.stdout is not None
+            seen = []
             for line in proc.stdout:  # until it says it runs, and where its metrics are
+                seen.append(line)
                 if f"{name} running" in line:
                     found = re.search(r"http://127\.0\.0\.1:\d+/metrics", line)
                     assert found, line
                     urls[name] = found.group(0)
                     break
             else:
-                raise AssertionError(f"{name} exited with {proc.wait()}")
+                raise AssertionError(f"{name} exited with {proc.wait()}: {''.join(seen)}")
         got = {name: httpx.get(url, timeout=10) for name, url in urls.items()}
         assert all(r.status_code == 200 for r in got.values())
         worker, consumers, relay = (got[n].text for n in ("worker", "consumers", "relay"))
