@@ -93,8 +93,10 @@ async def test_a_burst_of_quotes_meets_429_with_retry_after(api: Stack) -> None:
                for _ in range(120)]
     codes = [a.status_code for a in answers]
     assert set(codes) == {201, 429}, codes
-    # within a window, exactly the allowance; a burst straddling two windows gets two
-    assert codes.count(201) in (DEFAULTS["rate_limit_quotes"], 2 * DEFAULTS["rate_limit_quotes"])
+    # within a window, exactly the allowance; a burst straddling two windows gets what was
+    # left of the first and a second whole allowance
+    allowance = DEFAULTS["rate_limit_quotes"]
+    assert allowance <= codes.count(201) <= 2 * allowance, codes
     refused = answers[codes.index(429)]
     assert_problem(refused, 429)
     assert 1 <= int(refused.headers["retry-after"]) <= Settings().rate_limit_window_s
@@ -111,7 +113,7 @@ async def test_limits_are_shared_by_every_api_process(settings: Settings) -> Non
         codes = [(await stack.http.post("/v1/quotes", json=BODY,
                                         headers=stack.auth("rider", "split"))).status_code
                  for stack in (a, b) * 4]
-    assert codes.count(201) in (4, 8) and 429 in codes, codes
+    assert 4 <= codes.count(201) <= 8 and 429 in codes, codes
 
 
 async def test_requests_without_a_valid_token_are_limited_by_address(
