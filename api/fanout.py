@@ -21,6 +21,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import anyio
 from nats.aio.client import Client as NATS
@@ -40,6 +41,8 @@ ALL_RIDES = "rides.>"
 LIVE_QUEUE_SIZE = 256
 STREAM_SLOT_RETRY_S = 10
 
+L = TypeVar("L")
+
 
 @dataclass(eq=False)
 class LiveRide:
@@ -57,37 +60,45 @@ class LiveRide:
             raise FeedIdle() from None
 
 
-class RideFanout:
-    """One JetStream consumer for all of a process's ride event streams."""
+class SharedFeed(Generic[L]):
+    """One ephemeral push consumer on ``RIDES`` (``filter_subject``, new messages only,
+    nothing acknowledged) for all the listeners of a process: created for the first
+    listener and deleted with the last; each message goes, in memory, to the listeners of
+    its key (``key_of``)."""
 
-    def __init__(self, nc: NATS, js: JetStreamContext) -> None:
+    def __init__(self, nc: NATS, js: JetStreamContext, filter_subject: str) -> None:
         self.nc = nc
         self.js = js
-        self._listeners: dict[str, set[LiveRide]] = {}
+        self.filter_subject = filter_subject
+        self._listeners: dict[str, set[L]] = {}
         self._lock = asyncio.Lock()
         self._sub: Subscription | None = None
         self._consumer: str | None = None
+
+    def key_of(self, event: CloudEvent) -> str | None:
+        raise NotImplementedError
+
+    def hand_over(self, listener: L, seq: int, event: CloudEvent) -> None:
+        raise NotImplementedError
 
     async def _deliver(self, msg: Msg) -> None:
         try:
             event = parse_event(msg.data)
         except InvalidEvent:
             return
-        listeners = self._listeners.get(event.subject)
+        key = self.key_of(event)
+        listeners = self._listeners.get(key) if key is not None else None
         if not listeners:
             return
         seq = msg.metadata.sequence.stream
-        for live in list(listeners):
-            try:
-                live.queue.put_nowait((seq, event))
-            except asyncio.QueueFull:
-                live.missed = True
+        for listener in list(listeners):
+            self.hand_over(listener, seq, event)
 
     async def _open(self) -> None:
         inbox = self.nc.new_inbox()
         self._sub = await self.nc.subscribe(inbox, cb=self._deliver)
         info = await self.js.add_consumer(STREAM, ConsumerConfig(
-            deliver_subject=inbox, filter_subject=ALL_RIDES,
+            deliver_subject=inbox, filter_subject=self.filter_subject,
             deliver_policy=DeliverPolicy.NEW, ack_policy=AckPolicy.NONE,
             inactive_threshold=INACTIVE_THRESHOLD_S, mem_storage=True, num_replicas=1))
         self._consumer = info.name
@@ -103,9 +114,8 @@ class RideFanout:
                 await self.js.delete_consumer(STREAM, consumer)
 
     @contextlib.asynccontextmanager
-    async def listen(self, ride_id: str) -> AsyncIterator[LiveRide]:
-        """The ride's events published from now on."""
-        live = LiveRide()
+    async def listening(self, key: str, listener: L) -> AsyncIterator[L]:
+        """``listener`` receives what is published for ``key`` from now on."""
         async with self._lock:
             if self._sub is None:
                 try:
@@ -113,16 +123,16 @@ class RideFanout:
                 except BaseException:
                     await self._close()
                     raise
-            self._listeners.setdefault(ride_id, set()).add(live)
+            self._listeners.setdefault(key, set()).add(listener)
         try:
-            yield live
+            yield listener
         finally:
             with anyio.CancelScope(shield=True):  # runs as the client disconnects
                 async with self._lock:
-                    listeners = self._listeners.get(ride_id, set())
-                    listeners.discard(live)
+                    listeners = self._listeners.get(key, set())
+                    listeners.discard(listener)
                     if not listeners:
-                        self._listeners.pop(ride_id, None)
+                        self._listeners.pop(key, None)
                     if not self._listeners:
                         await self._close()
 
@@ -130,6 +140,26 @@ class RideFanout:
         async with self._lock:
             self._listeners.clear()
             await self._close()
+
+
+class RideFanout(SharedFeed[LiveRide]):
+    """One JetStream consumer for all of a process's ride event streams."""
+
+    def __init__(self, nc: NATS, js: JetStreamContext) -> None:
+        super().__init__(nc, js, ALL_RIDES)
+
+    def key_of(self, event: CloudEvent) -> str | None:
+        return event.subject
+
+    def hand_over(self, listener: LiveRide, seq: int, event: CloudEvent) -> None:
+        try:
+            listener.queue.put_nowait((seq, event))
+        except asyncio.QueueFull:
+            listener.missed = True
+
+    def listen(self, ride_id: str) -> contextlib.AbstractAsyncContextManager[LiveRide]:
+        """The ride's events published from now on."""
+        return self.listening(ride_id, LiveRide())
 
 
 class StreamSlots:

@@ -22,21 +22,17 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
-import anyio
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import Receive, Scope, Send
 
-from api.fanout import RideFanout, StreamSlots
+from api.fanout import RideFanout, SharedFeed, StreamSlots
 from api.metrics import Metrics
 from api.problems import title_of
 from api.schemas import OfferOut
-from events.envelope import CloudEvent, InvalidEvent, parse_event
-from events.history import INACTIVE_THRESHOLD_S, TERMINAL_TYPES, FeedIdle, ride_history
+from events.envelope import CloudEvent
+from events.history import TERMINAL_TYPES, FeedIdle, ride_history
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -227,80 +223,32 @@ async def ride_events(streams: Streams, ride_id: str, after_seq: int,
 # --- a driver's offers -----------------------------------------------------------------
 
 
-class OfferHub:
+class OfferHub(SharedFeed[asyncio.Queue[tuple[int, CloudEvent]]]):
     """Fans ``ride.driver_offered`` events out to the offer streams open in this process:
     one JetStream consumer for all of them, created for the first listener and deleted
     with the last."""
 
     def __init__(self, nc: NATS, js: JetStreamContext) -> None:
-        self.nc = nc
-        self.js = js
-        self._listeners: dict[str, set[asyncio.Queue[tuple[int, CloudEvent]]]] = {}
-        self._lock = asyncio.Lock()
-        self._sub: Subscription | None = None
-        self._consumer: str | None = None
+        super().__init__(nc, js, OFFERED_FILTER)
 
-    async def _deliver(self, msg: Msg) -> None:
-        try:
-            event = parse_event(msg.data)
-        except InvalidEvent:
-            return
+    def key_of(self, event: CloudEvent) -> str | None:
         driver_id = event.data.get("driver_id")
-        for queue in list(self._listeners.get(str(driver_id), ())):
-            try:
-                queue.put_nowait((msg.metadata.sequence.stream, event))
-            except asyncio.QueueFull:
-                # The stream is not keeping up; it re-reads the table on its next idle
-                # check, so the offer is late rather than lost.
-                log.warning("offer stream of %s is full; dropping a live offer", driver_id)
+        return None if driver_id is None else str(driver_id)
 
-    async def _open(self) -> None:
-        inbox = self.nc.new_inbox()
-        self._sub = await self.nc.subscribe(inbox, cb=self._deliver)
-        info = await self.js.add_consumer("RIDES", ConsumerConfig(
-            deliver_subject=inbox, filter_subject=OFFERED_FILTER,
-            deliver_policy=DeliverPolicy.NEW, ack_policy=AckPolicy.NONE,
-            inactive_threshold=INACTIVE_THRESHOLD_S, mem_storage=True, num_replicas=1))
-        self._consumer = info.name
-
-    async def _close(self) -> None:
-        sub, consumer = self._sub, self._consumer
-        self._sub = self._consumer = None
-        if sub is not None:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-        if consumer is not None:
-            with contextlib.suppress(Exception):
-                await self.js.delete_consumer("RIDES", consumer)
-
-    @contextlib.asynccontextmanager
-    async def listen(self, driver_id: str) -> AsyncIterator[asyncio.Queue[tuple[int, CloudEvent]]]:
-        """A queue of the offers made to ``driver_id`` from now on."""
-        queue: asyncio.Queue[tuple[int, CloudEvent]] = asyncio.Queue(OFFER_QUEUE_SIZE)
-        async with self._lock:
-            if self._sub is None:
-                try:
-                    await self._open()
-                except BaseException:
-                    await self._close()
-                    raise
-            self._listeners.setdefault(driver_id, set()).add(queue)
+    def hand_over(self, listener: asyncio.Queue[tuple[int, CloudEvent]], seq: int,
+                  event: CloudEvent) -> None:
         try:
-            yield queue
-        finally:
-            with anyio.CancelScope(shield=True):  # runs as the client disconnects
-                async with self._lock:
-                    queues = self._listeners.get(driver_id, set())
-                    queues.discard(queue)
-                    if not queues:
-                        self._listeners.pop(driver_id, None)
-                    if not self._listeners:
-                        await self._close()
+            listener.put_nowait((seq, event))
+        except asyncio.QueueFull:
+            # The stream is not keeping up; it re-reads the table on its next idle
+            # check, so the offer is late rather than lost.
+            log.warning("offer stream of %s is full; dropping a live offer",
+                        event.data.get("driver_id"))
 
-    async def aclose(self) -> None:
-        async with self._lock:
-            self._listeners.clear()
-            await self._close()
+    def listen(self, driver_id: str
+               ) -> contextlib.AbstractAsyncContextManager[asyncio.Queue[tuple[int, CloudEvent]]]:
+        """A queue of the offers made to ``driver_id`` from now on."""
+        return self.listening(driver_id, asyncio.Queue(OFFER_QUEUE_SIZE))
 
 
 def offer_event(offer: OfferOut) -> ServerSentEvent:
