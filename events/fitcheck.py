@@ -11,7 +11,9 @@ how to fix it (``ridehail streams migrate``, or deleting it).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -118,6 +120,26 @@ async def check_server(nc: NATS, js: JetStreamContext, report: FitReport) -> Non
 
 # -- streams ---------------------------------------------------------------------------
 
+Diffs = list[tuple[str, str, str]]  # (field, found, needed)
+
+
+async def _update_in_place(report: FitReport, target: str, diffs: Diffs,
+                           update: Callable[[], Awaitable[object]],
+                           recheck: Callable[[], Awaitable[Diffs]]) -> Diffs:
+    """Ask the server to change ``target`` in place; what still differs afterwards (all of
+    it if the server refused)."""
+    try:
+        await update()
+    except APIError as e:
+        log.info("%s: update in place refused: %s", target, e)
+        return diffs
+    left = await recheck()
+    fixed = [d[0] for d in diffs if d[0] not in {x[0] for x in left}]
+    if fixed:
+        report.done.append(f"updated {target} in place: {', '.join(fixed)}")
+    return left
+
+
 def _limit(value: Any) -> Any:
     """A declared limit left unset means the server's 'unlimited' (-1)."""
     return -1 if value is None else value
@@ -208,18 +230,15 @@ async def check_stream(js: JetStreamContext, declared: StreamConfig, report: Fit
         assert info is not None
     diffs = stream_differences(declared, info.config)
     if diffs and repair:
-        try:
-            await js.update_stream(declared)
-        except APIError as e:
-            log.info("%s: update in place refused: %s", target, e)
-        else:
+
+        async def recheck() -> Diffs:
+            nonlocal info
             info = await _stream_info(js, declared.name)
             assert info is not None
-            left = stream_differences(declared, info.config)
-            fixed = [d[0] for d in diffs if d[0] not in {x[0] for x in left}]
-            if fixed:
-                report.done.append(f"updated {target} in place: {', '.join(fixed)}")
-            diffs = left
+            return stream_differences(declared, info.config)
+
+        diffs = await _update_in_place(report, target, diffs,
+                                       lambda: js.update_stream(declared), recheck)
     for name, found, needed in diffs:
         report.findings.append(Finding(
             target, name, found, needed,
@@ -274,22 +293,19 @@ async def check_group(js: JetStreamContext, group: ConsumerGroup, report: FitRep
         diffs = consumer_differences(declared, info.config)
         target = f"consumer {group.stream} > {durable}"
         if diffs and repair:
-            update = declared
             # keep its position: only the delivery settings change
-            update.deliver_policy = info.config.deliver_policy
-            update.opt_start_seq = info.config.opt_start_seq
-            update.opt_start_time = info.config.opt_start_time
-            try:
-                await js.add_consumer(group.stream, update)
-            except APIError as e:
-                log.info("%s: update in place refused: %s", target, e)
-            else:
+            update = dataclasses.replace(declared, deliver_policy=info.config.deliver_policy,
+                                         opt_start_seq=info.config.opt_start_seq,
+                                         opt_start_time=info.config.opt_start_time)
+
+            async def recheck(durable: str = durable, declared: ConsumerConfig = declared,
+                              before: Diffs = diffs) -> Diffs:
                 after = await _consumer_info(js, group.stream, durable)
-                left = consumer_differences(declared, after.config) if after else diffs
-                fixed = [d[0] for d in diffs if d[0] not in {x[0] for x in left}]
-                if fixed:
-                    report.done.append(f"updated {target} in place: {', '.join(fixed)}")
-                diffs = left
+                return consumer_differences(declared, after.config) if after else before
+
+            diffs = await _update_in_place(
+                report, target, diffs,
+                lambda update=update: js.add_consumer(group.stream, update), recheck)
         for name, found, needed in diffs:
             report.findings.append(Finding(
                 target, name, found, needed,
