@@ -12,11 +12,13 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from ridehail.config import Settings
 from ridehail.load.apiclient import ApiError
 from ridehail.load.bench import BenchReport, print_report, run_bench, unreachable
 from ridehail.load.city import City
 from ridehail.load.simstate import SimConfig, print_summary
 from ridehail.load.simulate import run_simulation
+from ridehail.load.soak import default_rate, print_soak, remember_throughput, run_soak
 from ridehail.terminal import console, settings_or_exit, with_secret
 
 
@@ -41,10 +43,16 @@ def register_bench(app: typer.Typer) -> None:
         radius_km: Annotated[float, typer.Option(help="the city's radius")] = 3.0,
         seed: Annotated[int, typer.Option(help="random seed of the trips")] = 7,
         ride_timeout: Annotated[float, typer.Option(help="seconds a ride may take")] = 120.0,
+        duration: Annotated[float | None, typer.Option(
+            min=1, help="a soak instead: a steady load for this many seconds")] = None,
+        rate: Annotated[float | None, typer.Option(
+            min=0.01, help="with --duration: rides started a second (default: 70% of "
+                           "the last full bench's throughput)")] = None,
     ) -> None:
         """Run a fixed workload through the HTTP API against the running stack (`ridehail
         dev`), report throughput, latency and cost, and check the result; with
-        --baseline, the same workload on bare Temporal too."""
+        --baseline, the same workload on bare Temporal too. With --duration, a soak:
+        memory growth per process, latency per minute, the same checks."""
         settings = settings_or_exit()
         if not baseline_only:
             settings = with_secret(settings)
@@ -59,6 +67,8 @@ def register_bench(app: typer.Typer) -> None:
                           "stack (`ridehail dev`) or point the RIDEHAIL_* settings at it")
             raise typer.Exit(1)
         out = Console()
+        if duration is not None:
+            _soak(settings, duration, rate, drivers, city, seed, ride_timeout, json_path, out)
 
         async def main() -> BenchReport:
             return await run_bench(settings, rides=rides, drivers=drivers,
@@ -74,10 +84,38 @@ def register_bench(app: typer.Typer) -> None:
                           "with the same RIDEHAIL_* settings?")
             raise typer.Exit(1) from None
         print_report(report, out)
+        if report.ridehail is not None and report.ok:
+            remember_throughput(settings, report.ridehail.rides_per_s)
         if json_path is not None:
             json_path.write_text(json.dumps(report.as_dict(), indent=2, default=str))
             out.print(f"[dim]figures written to {json_path}[/]")
         raise typer.Exit(0 if report.ok else 1)
+
+
+def _soak(settings: Settings, duration: float, rate: float | None, drivers: int, city: City,
+          seed: int, ride_timeout: float, json_path: Path | None, out: Console) -> None:
+    """``ridehail bench --duration``: run the soak, report it, exit."""
+    if rate is None:
+        found = default_rate(settings)
+        if found is None:
+            console.print("[red]error:[/] no full bench has run on this data dir yet: give "
+                          "--rate, or run `ridehail bench` first")
+            raise typer.Exit(2)
+        rate, rate_from = found
+    else:
+        rate_from = "--rate"
+    try:
+        report = asyncio.run(run_soak(settings, duration_s=duration, rate=rate,
+                                      rate_from=rate_from, drivers=drivers, city=city,
+                                      seed=seed, ride_timeout_s=ride_timeout, console=out))
+    except (OSError, ApiError) as e:
+        console.print(f"[red]error:[/] {e} — is the stack running (`ridehail dev`)?")
+        raise typer.Exit(1) from None
+    print_soak(report, out)
+    if json_path is not None:
+        json_path.write_text(json.dumps(report.as_dict(), indent=2, default=str))
+        out.print(f"[dim]figures written to {json_path}[/]")
+    raise typer.Exit(0 if report.ok else 1)
 
 
 def register_simulate(app: typer.Typer) -> None:

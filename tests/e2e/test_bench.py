@@ -7,11 +7,14 @@ import io
 import json
 import os
 
+import pytest
 from rich.console import Console
 from sqlmodel import select
 
 from ridehail.load.baseline import ridehail_worker_settings
 from ridehail.load.bench import blocks_of, percentiles, print_report, run_bench
+from ridehail.load.city import City
+from ridehail.load.soak import default_rate, print_soak, remember_throughput, run_soak
 from ridehail.store.tables import Ride
 from tests.support.stack import Stack
 from workflows.steps import runs_locally
@@ -105,3 +108,29 @@ async def test_bench_and_anchor_report_sane_figures(stack: Stack) -> None:
     print_report(report, Console(file=out, width=120))
     text = out.getvalue()
     assert "throughput ratio" in text and "rides/s" in text
+
+
+async def test_a_short_soak_reports_memory_per_process_and_latency_per_minute(
+        stack: Stack) -> None:
+    out = io.StringIO()
+    # no full bench on this data dir yet: the rate must be given
+    assert default_rate(stack.settings) is None
+    remember_throughput(stack.settings, 2.0)
+    rate, rate_from = default_rate(stack.settings)  # type: ignore[misc]
+    assert rate == pytest.approx(1.4) and "70%" in rate_from
+
+    report = await run_soak(stack.settings, duration_s=6, rate=1.0, rate_from="--rate",
+                            drivers=3, city=City(), seed=3, ride_timeout_s=60,
+                            console=Console(file=out, width=120))
+    assert report.rides == 6 and report.statuses == {"completed": 6}
+    assert report.checks["every ride ended"]["ok"] and report.checks["consumers caught up"]["ok"]
+    [minute] = report.per_minute  # a partial first minute
+    assert minute["rides"] == 6 and not minute["whole"] and minute["to_completed"]["p95"]
+    # this process is the API and the bench client here; both were sampled
+    api = report.processes["api"]
+    assert api.rss_warm_mb and api.rss_end_mb and api.rss_growth_pct is not None
+    figures = json.loads(json.dumps(report.as_dict(), default=str))
+    assert set(figures["rss_growth_pct"]) >= {"api", "temporal", "nats"}
+    assert figures["soak"]["rate_per_s"] == 1.0
+    print_soak(report, Console(file=out, width=120))
+    assert "RSS" in out.getvalue()

@@ -1,0 +1,219 @@
+"""``ridehail bench --duration SECONDS``: a soak. Rides start at a steady rate for that
+long (``--rate``, or 70% of the throughput the last full bench on this data dir measured),
+and the report says, per process of the stack, its memory after the warm-up and at the
+end (``rss_growth_pct``), the latency percentiles of each minute, and the end-of-run
+checks of the full bench (every ride ended, consumers caught up, audit, DLQ)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+from rich.console import Console
+
+from ridehail.config import Settings
+from ridehail.load.apiclient import Api, jwt_secret
+from ridehail.load.benchchecks import caught_up, check_ridehail
+from ridehail.load.benchfigures import BenchReport, RideResult, figures, percentiles
+from ridehail.load.city import City
+from ridehail.load.procwatch import stack_processes
+
+LAST_BENCH = "bench-last.json"  # in the data dir: the last full bench's throughput
+RATE_SHARE = 0.7  # of that throughput, by default
+SAMPLE_EVERY_S = 5.0
+MAX_WARM_UP_S = 60.0
+
+
+@dataclass
+class ProcessMemory:
+    pid: int
+    rss_warm_mb: float | None = None  # the first sample after the warm-up
+    rss_end_mb: float | None = None
+    rss_peak_mb: float = 0.0
+
+    @property
+    def rss_growth_pct(self) -> float | None:
+        if not self.rss_warm_mb or self.rss_end_mb is None:
+            return None
+        return (self.rss_end_mb - self.rss_warm_mb) / self.rss_warm_mb * 100
+
+
+@dataclass
+class SoakReport:
+    duration_s: float
+    rate_per_s: float
+    rate_from: str
+    warm_up_s: float
+    rides: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    processes: dict[str, ProcessMemory] = field(default_factory=dict)
+    per_minute: list[dict[str, Any]] = field(default_factory=list)
+    checks: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def p95_drift(self) -> float | None:
+        """The last whole minute's p95 to completion over the first's (1.0: no drift)."""
+        full = [m for m in self.per_minute if m["whole"] and m["to_completed"]["p95"]]
+        if len(full) < 2:
+            return None
+        return full[-1]["to_completed"]["p95"] / full[0]["to_completed"]["p95"]
+
+    @property
+    def ok(self) -> bool:
+        return all(v.get("ok", True) for v in self.checks.values() if isinstance(v, dict))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "soak": {"duration_s": self.duration_s, "rate_per_s": self.rate_per_s,
+                     "rate_from": self.rate_from, "warm_up_s": self.warm_up_s,
+                     "rides": self.rides, "statuses": self.statuses,
+                     "p95_drift": self.p95_drift, "per_minute": self.per_minute},
+            "rss_growth_pct": {r: p.rss_growth_pct for r, p in self.processes.items()},
+            "processes": {r: {**asdict(p), "rss_growth_pct": p.rss_growth_pct}
+                          for r, p in self.processes.items()},
+            "checks": self.checks,
+            "ok": self.ok,
+        }
+
+
+def remember_throughput(settings: Settings, rides_per_s: float) -> None:
+    """Note a full bench's ridehail throughput, the default base of the next soak."""
+    with contextlib.suppress(OSError):
+        (settings.data_dir / LAST_BENCH).write_text(json.dumps(
+            {"rides_per_s": rides_per_s, "at": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+
+
+def default_rate(settings: Settings) -> tuple[float, str] | None:
+    path: Path = settings.data_dir / LAST_BENCH
+    try:
+        last = json.loads(path.read_text())
+        return RATE_SHARE * float(last["rides_per_s"]), (
+            f"{RATE_SHARE:.0%} of the last full bench ({last['rides_per_s']:.2f} rides/s, "
+            f"{last.get('at', '?')})")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+async def _sample(report: SoakReport, roles: dict[str, int], warm_until: float,
+                  stop: asyncio.Event) -> None:
+    while True:
+        now = time.monotonic()
+        for role, pid in roles.items():
+            try:
+                rss = psutil.Process(pid).memory_info().rss / 2**20
+            except psutil.Error:
+                continue
+            mem = report.processes[role]
+            mem.rss_peak_mb = max(mem.rss_peak_mb, rss)
+            if now >= warm_until and mem.rss_warm_mb is None:
+                mem.rss_warm_mb = rss
+            mem.rss_end_mb = rss
+        try:
+            await asyncio.wait_for(stop.wait(), SAMPLE_EVERY_S)
+            return
+        except TimeoutError:
+            pass
+
+
+def _per_minute(started: list[tuple[float, RideResult]], duration_s: float
+                ) -> list[dict[str, Any]]:
+    out = []
+    for minute in range(int(duration_s // 60) + (1 if duration_s % 60 else 0)):
+        rides = [r for t, r in started if minute * 60 <= t < (minute + 1) * 60]
+        done = [r for r in rides if r.status == "completed"]
+        out.append({
+            "minute": minute + 1, "rides": len(rides), "completed": len(done),
+            "whole": (minute + 1) * 60 <= duration_s,
+            "to_assigned": percentiles([r.to_assigned_s for r in done
+                                        if r.to_assigned_s is not None]),
+            "to_completed": percentiles([r.to_end_s for r in done if r.to_end_s is not None]),
+        })
+    return out
+
+
+async def run_soak(settings: Settings, *, duration_s: float, rate: float, rate_from: str,
+                   drivers: int, city: City, seed: int, ride_timeout_s: float,
+                   console: Console) -> SoakReport:
+    from events.dlq import dlq_depth
+    from ridehail.components import runtime
+    from ridehail.load.bench import RidehailWorkload
+
+    warm_up = min(MAX_WARM_UP_S, duration_s * 0.2)
+    report = SoakReport(duration_s, rate, rate_from, warm_up)
+    roles = {r: pid for r, pid in stack_processes(settings).items()}
+    report.processes = {r: ProcessMemory(pid) for r, pid in roles.items()}
+    async with runtime(settings, "soak", temporal=True, prepare=False) as rt:
+        dlq_before = await dlq_depth(rt.js)
+        api = Api(settings.api_url, jwt_secret(settings), max_connections=200)
+        try:
+            work = RidehailWorkload(api, city, drivers, seed, ride_timeout_s)
+            await work.drivers_online()
+            started: list[tuple[float, RideResult]] = []
+
+            async def one(i: int, at: float) -> None:
+                try:
+                    result = await work.ride(i)
+                except Exception as e:  # noqa: BLE001 — a refused request is a result
+                    result = RideResult("error", error=f"{type(e).__name__}: {e}"[:200])
+                started.append((at, result))
+
+            stop = asyncio.Event()
+            t0 = time.monotonic()
+            sampler = asyncio.create_task(_sample(report, roles, t0 + warm_up, stop))
+            rides: list[asyncio.Task[None]] = []
+            console.print(f"[dim]soak: {rate:.2f} rides/s for {duration_s:.0f} s "
+                          f"({rate_from}); memory after {warm_up:.0f} s and at the end[/]")
+            i = 0
+            while (at := i / rate) < duration_s:
+                await asyncio.sleep(max(0.0, t0 + at - time.monotonic()))
+                rides.append(asyncio.create_task(one(i, at)))
+                i += 1
+            await asyncio.gather(*rides)
+            stop.set()
+            await sampler
+            elapsed = time.monotonic() - t0
+            results = [r for _, r in started]
+            report.rides = len(results)
+            report.per_minute = _per_minute(started, duration_s)
+            run = figures("soak", results, len(rides), elapsed)
+            report.statuses = run.statuses
+            await work.drivers_offline()
+            drained = await caught_up(rt.js)
+            bench = BenchReport()
+            await check_ridehail(settings, bench, run, drained, rt, dlq_before)
+            report.checks = bench.checks
+        finally:
+            await api.aclose()
+    return report
+
+
+def print_soak(report: SoakReport, console: Console) -> None:
+    console.print(f"soak: {report.rides} rides over {report.duration_s:.0f} s at "
+                  f"{report.rate_per_s:.2f} rides/s — {report.statuses}")
+    for m in report.per_minute:
+        p = m["to_completed"]
+        console.print(f"  minute {m['minute']}: {m['rides']} rides, p50 "
+                      f"{_ms(p['p50'])} ms, p95 {_ms(p['p95'])} ms to completion")
+    drift = report.p95_drift
+    console.print(f"  p95 last whole minute / first: {'—' if drift is None else f'{drift:.2f}'}")
+    for role, mem in report.processes.items():
+        growth = mem.rss_growth_pct
+        console.print(f"  {role:<9} RSS {_mb(mem.rss_warm_mb)} → {_mb(mem.rss_end_mb)} MB "
+                      f"({'—' if growth is None else f'{growth:+.1f}%'}), peak "
+                      f"{mem.rss_peak_mb:.0f} MB")
+    for name, check in report.checks.items():
+        console.print(f"  {'ok  ' if check.get('ok') else 'FAIL'} {name}", markup=False)
+
+
+def _ms(v: float | None) -> str:
+    return "—" if v is None else f"{v * 1000:.0f}"
+
+
+def _mb(v: float | None) -> str:
+    return "—" if v is None else f"{v:.0f}"
