@@ -38,9 +38,20 @@ RESTART_MAX_DELAY_S = 30.0
 # How often ridehail dev looks at the servers it runs or reuses.
 WATCH_INTERVAL_S = 1.0
 
-__all__ = ["SEARCH_ATTRIBUTES", "DevStack", "DevStackError", "ServerProcess", "answering",
-           "binary", "connect_temporal_when_up", "die_with_parent", "free_port", "nats_server",
-           "temporal_server"]
+__all__ = [
+    "SEARCH_ATTRIBUTES",
+    "DevStack",
+    "DevStackError",
+    "ServerProcess",
+    "answering",
+    "binary",
+    "connect_temporal_when_up",
+    "die_with_parent",
+    "free_port",
+    "nats_server",
+    "temporal_server",
+    "terminate",
+]
 
 
 class DevStackError(RuntimeError):
@@ -81,6 +92,19 @@ def die_with_parent() -> None:  # pragma: no cover — runs in the child before 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def terminate(proc: subprocess.Popen[bytes] | None, name: str, timeout: float) -> None:
+    """SIGTERM a child that still runs, wait for it, and kill it after ``timeout``."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        log.warning("%s did not stop in %.0fs; killing it", name, timeout)
+        proc.kill()
+        proc.wait()
+
+
 @dataclass
 class ServerProcess:
     name: str
@@ -115,15 +139,7 @@ class ServerProcess:
                             f"within {timeout:.0f}s; see {self.log_path}")
 
     def stop(self, timeout: float = 15.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            log.warning("%s did not stop in %.0fs; killing it", self.name, timeout)
-            self.proc.kill()
-            self.proc.wait()
+        terminate(self.proc, self.name, timeout)
 
 
 def _tail(path: Path, lines: int = 15) -> str:

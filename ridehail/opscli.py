@@ -120,31 +120,32 @@ def register(app: typer.Typer) -> None:
         results.print(f"{len(letters)} dead letter{'s' if len(letters) != 1 else ''}")
 
 
-    @dlq_app.command("redrive")
-    def dlq_redrive(letter_id: LetterId) -> None:
-        """Publish a dead letter to its original subject again and remove it from the DLQ."""
-        from events.dlq import UnknownDeadLetter, redrive
+    def on_letter(action, letter_id: int):  # type: ignore[no-untyped-def]
+        """``action`` on dead letter ``letter_id``; an unknown id ends the command."""
+        from events.dlq import UnknownDeadLetter
 
         try:
-            letter = _once("dlq", lambda rt: redrive(rt.js, letter_id))
+            return _once("dlq", lambda rt: action(rt.js, letter_id))
         except UnknownDeadLetter as e:
             console.print(f"[red]error:[/] {e}; see `ridehail dlq list`")
             raise typer.Exit(1) from None
+
+    @dlq_app.command("redrive")
+    def dlq_redrive(letter_id: LetterId) -> None:
+        """Publish a dead letter to its original subject again and remove it from the DLQ."""
+        from events.dlq import redrive
+
+        letter = on_letter(redrive, letter_id)
         results.print(f"redriven {letter.event_type or 'message'} {letter.event_id or ''} "
                       f"to {letter.original_subject}")
-
 
     @dlq_app.command("discard")
     def dlq_discard(letter_id: LetterId) -> None:
         """Remove a dead letter you have read and decided needs nothing more."""
-        from events.dlq import UnknownDeadLetter, discard
+        from events.dlq import discard
 
-        try:
-            letter = _once("dlq", lambda rt: discard(rt.js, letter_id))
-        except UnknownDeadLetter as e:
-            console.print(f"[red]error:[/] {e}; see `ridehail dlq list`")
-            raise typer.Exit(1) from None
-        console.print(f"discarded dead letter {letter.id}: {letter.event_type or 'message'} "
+        letter = on_letter(discard, letter_id)
+        results.print(f"discarded dead letter {letter.id}: {letter.event_type or 'message'} "
                       f"{letter.event_id or ''} from {letter.consumer}")
 
 

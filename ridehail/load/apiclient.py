@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ridehail.config import Settings
 from ridehail.domain.geo import Point
 from ridehail.load.city import coords
 
@@ -37,11 +36,6 @@ async def poll_until(check: Callable[[], Awaitable[T]], what: str, deadline: flo
             return value
         await asyncio.sleep(interval_s)
     raise TimeoutError(f"timed out waiting for {what}")
-
-
-def jwt_secret(settings: Settings) -> str:
-    """RIDEHAIL_JWT_SECRET, or the one ``ridehail dev`` keeps in the data dir."""
-    return settings.require_jwt_secret()
 
 
 class ApiError(RuntimeError):

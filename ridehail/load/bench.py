@@ -41,7 +41,7 @@ from rich.progress import (
 
 from ridehail.config import Settings
 from ridehail.domain.status import RideStatus
-from ridehail.load.apiclient import TERMINAL_EVENTS, Api, ApiError, jwt_secret
+from ridehail.load.apiclient import TERMINAL_EVENTS, Api, ApiError
 from ridehail.load.benchchecks import caught_up, check_ridehail, unreachable
 from ridehail.load.benchfigures import (
     BenchReport,
@@ -323,7 +323,8 @@ async def run_bench(settings: Settings, *, rides: int, drivers: int, concurrency
 
             dlq_before = await dlq_depth(rt.js)
             seq_before = (await rt.js.stream_info("RIDES")).state.last_seq
-            api = Api(settings.api_url, jwt_secret(settings), max_connections=4 * concurrency + 20)
+            api = Api(settings.api_url, settings.require_jwt_secret(),
+                      max_connections=4 * concurrency + 20)
             stack.push_async_callback(api.aclose)
             work = RidehailWorkload(api, city, drivers, seed, ride_timeout_s)
             console.print(f"[dim]{drivers} drivers going online …[/]")

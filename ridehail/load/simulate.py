@@ -28,7 +28,7 @@ from rich.live import Live
 from ridehail.config import Settings
 from ridehail.domain.geo import Point, haversine_m, zone_cell
 from ridehail.domain.status import FINAL, RideStatus
-from ridehail.load.apiclient import Api, ApiError, jwt_secret
+from ridehail.load.apiclient import Api, ApiError
 from ridehail.load.city import coords, towards
 from ridehail.load.simstate import (
     SimConfig,
@@ -347,7 +347,7 @@ async def run_simulation(settings: Settings, cfg: SimConfig, console: Console, *
                          until: Callable[[SimState], bool] | None = None,
                          live: bool = True) -> Summary:
     """Run the city until Ctrl-C, ``duration_s`` or ``until(state)``; returns the summary."""
-    api = Api(settings.api_url, jwt_secret(settings), max_connections=4 * cfg.drivers + 50)
+    api = Api(settings.api_url, settings.require_jwt_secret(), max_connections=4 * cfg.drivers + 50)
     state = SimState()
     stop = asyncio.Event()
     sim = Simulation(api, cfg, state, stop)

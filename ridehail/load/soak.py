@@ -18,7 +18,7 @@ import psutil
 from rich.console import Console
 
 from ridehail.config import Settings
-from ridehail.load.apiclient import Api, jwt_secret
+from ridehail.load.apiclient import Api
 from ridehail.load.benchchecks import caught_up, check_ridehail
 from ridehail.load.benchfigures import BenchReport, RideResult, figures, percentiles
 from ridehail.load.city import City
@@ -150,7 +150,7 @@ async def run_soak(settings: Settings, *, duration_s: float, rate: float, rate_f
     report.processes = {r: ProcessMemory(pid) for r, pid in roles.items()}
     async with runtime(settings, "soak", temporal=True, prepare=False) as rt:
         dlq_before = await dlq_depth(rt.js)
-        api = Api(settings.api_url, jwt_secret(settings), max_connections=200)
+        api = Api(settings.api_url, settings.require_jwt_secret(), max_connections=200)
         try:
             work = RidehailWorkload(api, city, drivers, seed, ride_timeout_s)
             await work.drivers_online()

@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ridehail.config import Settings
-from ridehail.devservers import ServerProcess, answering, binary, free_port, temporal_server
+from ridehail.devservers import (
+    ServerProcess,
+    answering,
+    binary,
+    free_port,
+    temporal_server,
+    terminate,
+)
 
 COMPONENTS = ("api", "worker", "consumers", "relay")
 READY_TIMEOUT_S = 90.0
@@ -134,19 +141,8 @@ class Component:
         text = self.log_path.read_text(errors="replace")
         return text[text.rfind("--- starting"):]
 
-    def signal(self, sig: signal.Signals) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, sig)
-
     def stop(self, timeout: float = 30) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        terminate(self.proc, f"ridehail {self.name}", timeout)
 
 
 class Shape:

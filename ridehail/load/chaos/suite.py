@@ -156,8 +156,7 @@ async def play_round(shape: Shape, api: Api, fault: Fault, index: int, *, rides:
     finished = [rec for rec in work.records if rec.final]
     violations = [v for rec in work.records for v in judge(rec)]
     violations += await settled_audit(shape)
-    for d in work.drivers:  # this round's drivers leave the city
-        await work._call("POST", "/v1/drivers/me/offline", "driver", d)
+    await work.drivers_offline()  # this round's drivers leave the city
     refused = sum(1 for t in work.counters.refused_times if t >= began)
     outcomes = Tally(str((rec.final or {}).get("status")) for rec in finished)
     after = [rec.finished_at - ended for rec in work.records

@@ -103,6 +103,10 @@ class Workload:
             if r.status_code != 200:
                 raise RuntimeError(f"driver {d} could not go online: {r.status_code} {r.text}")
 
+    async def drivers_offline(self) -> None:
+        for d in self.drivers:
+            await self._call("POST", "/v1/drivers/me/offline", "driver", d)
+
     async def _driver(self, driver: str) -> None:
         while not self._stop.is_set():
             r = await self._call("GET", "/v1/drivers/me/offers", "driver", driver)
