@@ -42,7 +42,7 @@ PUBLISH_AFTER_COMMIT_S = 0.5
 STALL_BACKOFF_S = 2.0
 # Published events are marked in batches, this long after the first PubAck of a batch:
 # one write transaction for many events instead of one each.
-MARK_DELAY_S = 0.05
+MARK_DELAY_S = 0.2
 
 
 async def publish(js: JetStreamContext, subject: str, body: bytes, event_id: str,
@@ -132,19 +132,19 @@ class Outbox:
         committed. The result is returned even if NATS is down: the events are safe in
         the outbox and the relay will publish them."""
 
-        def run() -> tuple[T, list[OutboxEvent], set[str], bool, list[Callable[[], None]]]:
-            with self.db.writing() as session:
-                result, events = work(session)
-                if tracecontext.tracing_on():
-                    tracecontext.stamp(session, events, self.ride_traces)
-                rows = stage(session, events)
-                staged = {r.event_id for r in rows}
-                new = [e for e in events if e.id in staged]
-                applied = project_inline(session, new)
-                measured = self.ride_metrics.measure(session, new)
-                return result, rows, applied, _behind_unpublished(session, rows), measured
+        def run(session: Session
+                ) -> tuple[T, list[OutboxEvent], set[str], bool, list[Callable[[], None]]]:
+            result, events = work(session)
+            if tracecontext.tracing_on():
+                tracecontext.stamp(session, events, self.ride_traces)
+            rows = stage(session, events)
+            staged = {r.event_id for r in rows}
+            new = [e for e in events if e.id in staged]
+            applied = project_inline(session, new)
+            measured = self.ride_metrics.measure(session, new)
+            return result, rows, applied, _behind_unpublished(session, rows), measured
 
-        result, rows, applied, deferred, measured = await asyncio.to_thread(run)
+        result, rows, applied, deferred, measured = await self.db.write(run)
         for observe in measured:  # committed: count it
             observe()
         # While NATS is away, don't make the caller wait for a publish timeout: the rows

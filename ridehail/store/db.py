@@ -2,7 +2,12 @@
 
 SQLite (the embedded default) runs in WAL mode with ``BEGIN IMMEDIATE`` for transactions
 that write, so two writers queue on the busy timeout instead of failing on a lock
-upgrade. PostgreSQL runs at READ COMMITTED; the places that need more (driver
+upgrade. A SQLite transaction that need not wait runs right on the event loop: a read
+(WAL readers never wait for writers), and a write whose ``BEGIN IMMEDIATE`` gets the lock
+at once; only a write that would wait for the lock goes to a worker thread, where it
+waits on the busy timeout. The hop to a thread and back costs more CPU than a short
+transaction itself. PostgreSQL transactions always run on a worker thread (each waits
+on the network). PostgreSQL runs at READ COMMITTED; the places that need more (driver
 reservation, idempotency keys) use conditional updates and unique constraints, and say so.
 """
 
@@ -18,9 +23,20 @@ from typing import Any, TypeVar
 from sqlalchemy import Table, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, SQLModel, create_engine
 
 T = TypeVar("T")
+
+BUSY_TIMEOUT_MS = 30_000
+
+
+class _Busy(Exception):
+    """SQLite's write lock is held elsewhere: this write must wait on a worker thread."""
+
+
+def _is_locked(e: OperationalError) -> bool:
+    return "locked" in str(e.orig) or "busy" in str(e.orig)
 
 
 _INSERTS: dict[tuple[object, ...], Any] = {}  # built once per database kind and shape
@@ -75,15 +91,24 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             cur.close()
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn):  # type: ignore[no-untyped-def]
             # The driver's own transaction handling is off (isolation_level=None); we begin
             # here so writers take the lock up front and wait for it on the busy timeout.
-            immediate = conn.get_execution_options().get("sqlite_immediate", False)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            options = conn.get_execution_options()
+            if not options.get("sqlite_now", False):
+                conn.exec_driver_sql(
+                    "BEGIN IMMEDIATE" if options.get("sqlite_immediate", False) else "BEGIN")
+                return
+            # on the event loop: take the lock now or fail at once (Busy), never wait
+            conn.exec_driver_sql("PRAGMA busy_timeout=0")
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            finally:
+                conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
         return engine
     return create_engine(url, pool_size=16, max_overflow=16, pool_pre_ping=True)
@@ -102,6 +127,8 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self._writer = self.engine.execution_options(sqlite_immediate=True)
+        self._writer_now = (self.engine.execution_options(sqlite_now=True)
+                            if self.is_sqlite else None)
 
     @property
     def is_sqlite(self) -> bool:
@@ -123,7 +150,13 @@ class Database:
             yield session
 
     async def write(self, fn: Callable[[Session], T]) -> T:
-        """Run ``fn`` in a write transaction on a worker thread."""
+        """Run ``fn`` in a write transaction: on SQLite right here when the write lock is
+        free, otherwise (and always on PostgreSQL) on a worker thread."""
+        if self._writer_now is not None:
+            try:
+                return self._write_now(fn)
+            except _Busy:
+                pass
 
         def run() -> T:
             with self.writing() as session:
@@ -131,11 +164,28 @@ class Database:
 
         return await asyncio.to_thread(run)
 
+    def _write_now(self, fn: Callable[[Session], T]) -> T:
+        assert self._writer_now is not None
+        with Session(self._writer_now, expire_on_commit=False) as session:
+            with session.begin():
+                try:
+                    session.connection()  # BEGIN IMMEDIATE, before any of fn runs
+                except OperationalError as e:
+                    if _is_locked(e):
+                        raise _Busy from e
+                    raise
+                return fn(session)
+
     async def read(self, fn: Callable[[Session], T]) -> T:
+        """Run ``fn`` in a read transaction: on SQLite right here (WAL readers do not
+        wait for writers), on PostgreSQL on a worker thread."""
+
         def run() -> T:
             with self.reading() as session:
                 return fn(session)
 
+        if self.is_sqlite:
+            return run()
         return await asyncio.to_thread(run)
 
     def dispose(self) -> None:
