@@ -63,7 +63,7 @@ class ConsumerSpec:
 
     @property
     def group(self) -> ConsumerGroup:
-        return ConsumerGroup(self.name, self.stream, self.prefix, self.ordered)
+        return ConsumerGroup(self.name, self.stream, self.prefix, self.ordered, self.types)
 
 
 def durable_names(spec: ConsumerSpec) -> list[tuple[str, str]]:

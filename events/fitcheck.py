@@ -258,7 +258,7 @@ async def check_stream(js: JetStreamContext, declared: StreamConfig, report: Fit
 def consumer_fields(cfg: ConsumerConfig) -> dict[str, str]:
     return {
         "filter_subject": cfg.filter_subject
-        or (", ".join(cfg.filter_subjects) if cfg.filter_subjects else "none"),
+        or (", ".join(sorted(cfg.filter_subjects)) if cfg.filter_subjects else "none"),
         "ack_policy": _enum(cfg.ack_policy),
         "max_deliver": str(_limit(cfg.max_deliver)),
         "max_ack_pending": str(cfg.max_ack_pending),

@@ -16,7 +16,7 @@ from events.envelope import CloudEvent, derived_id, new_event
 from events.outbox import Outbox
 from events.processed import first_time
 from events.projection import NotYetKnown
-from ridehail.domain.notifications import notifications_for
+from ridehail.domain.notifications import NOTIFYING_TYPES, notifications_for
 from ridehail.store.tables import Notification, Ride
 
 NAME = "notifier"
@@ -29,7 +29,8 @@ class Notifier:
 
     def spec(self) -> ConsumerSpec:
         return ConsumerSpec(
-            name=NAME, stream="RIDES", prefix="rides", handler=self.handle, ordered=False
+            name=NAME, stream="RIDES", prefix="rides", handler=self.handle, ordered=False,
+            types=NOTIFYING_TYPES,
         )
 
     async def handle(self, event: CloudEvent, msg: Msg) -> None:

@@ -31,6 +31,13 @@ class Notice:
     message: str
 
 
+# The ride event types that can tell anyone anything (``notifications_for`` answers no
+# notice for any other): the notifier reads only these.
+NOTIFYING_TYPES = frozenset({
+    "ride.driver_assigned", "ride.driver_arrived", "ride.completed", "ride.cancelled",
+    "ride.failed", "ride.driver_offered", "ride.driver_released",
+})
+
 # Why a driver was released, for the releases the driver must hear about: they lost a
 # ride they had been offered or were driving to, and did not cause it themselves.
 TELL_DRIVER_RELEASED = {

@@ -94,7 +94,7 @@ async def test_audit_passes_then_reports_each_broken_invariant(stack: Stack) -> 
     assert report["ok"] and [c["number"] for c in report["checks"]] == [1, 2, 3, 4, 5, 6, 7, 8]
 
     # a message no consumer can read, dead-lettered (7; and 5: it is on RIDES)
-    await stack.rt.js.publish("rides.junk.requested", b"junk", headers={"Nats-Msg-Id": "junk"})
+    await stack.rt.js.publish("rides.junk.driver_arrived", b"junk", headers={"Nats-Msg-Id": "junk"})
 
     async def all_dead_lettered() -> bool:
         return len(await list_dead_letters(stack.rt.js)) == 3  # trigger, projector, notifier
@@ -140,7 +140,7 @@ async def test_audit_passes_then_reports_each_broken_invariant(stack: Stack) -> 
 
 
 async def test_dlq_list_and_redrive(stack: Stack) -> None:
-    await stack.rt.js.publish("rides.junk.requested", b"junk", headers={"Nats-Msg-Id": "junk"})
+    await stack.rt.js.publish("rides.junk.driver_arrived", b"junk", headers={"Nats-Msg-Id": "junk"})
 
     async def listed() -> list[dict] | None:
         out = run(stack.settings, "dlq", "list", "--json")
@@ -150,16 +150,16 @@ async def test_dlq_list_and_redrive(stack: Stack) -> None:
     letters = await eventually(listed, "three dead letters to be listed")
     assert {d["consumer"] for d in letters} == {"ride-projector", "workflow-trigger",
                                                 "notifier"}
-    assert all(d["subject"] == "rides.junk.requested" and "not a ridehail" in d["error"]
+    assert all(d["subject"] == "rides.junk.driver_arrived" and "not a ridehail" in d["error"]
                for d in letters)
-    # the table, on stdout, keeps whole lines in a pipe: `ridehail dlq list | grep requested`
+    # the table, on stdout, keeps whole lines in a pipe: `ridehail dlq list | grep arrived`
     human = run(stack.settings, "dlq", "list")
     assert human.returncode == 0 and "3 dead letters" in human.stdout
-    found = [line for line in human.stdout.splitlines() if "requested" in line]
-    assert len(found) == 3 and all("rides.junk.requested" in line and "not a ridehail" in line
-                                   for line in found), human.stdout
+    found = [line for line in human.stdout.splitlines() if "arrived" in line]
+    assert len(found) == 3 and all("rides.junk.driver_arrived" in line
+                                   and "not a ridehail" in line for line in found), human.stdout
     redriven = run(stack.settings, "dlq", "redrive", "1")
-    assert redriven.returncode == 0 and "rides.junk.requested" in redriven.stdout
+    assert redriven.returncode == 0 and "rides.junk.driver_arrived" in redriven.stdout
     missing = run(stack.settings, "dlq", "redrive", "999")
     assert missing.returncode == 1 and "no dead letter 999" in missing.stderr
 

@@ -11,7 +11,7 @@ async def test_dead_letters_listed_and_redriven(stack: Stack) -> None:
     empty = await stack.call("GET", "/v1/admin/dlq", "admin", "root", want=200)
     assert empty.json() == {"dead_letters": []}
 
-    # A message on RIDES that is no event at all: every consumer of RIDES gives up on it
+    # A message on RIDES that is no event at all: every consumer reading its type gives up on it
     # at once and dead-letters it.
     await stack.rt.js.publish("rides.not-an-event.requested", b"{not json",
                               headers={"Nats-Msg-Id": "garbage-1"})

@@ -82,7 +82,7 @@ async def _false_when(value: bool) -> bool:
 async def test_a_poison_message_goes_straight_to_the_dlq_and_can_be_listed(
     stack: Stack,
 ) -> None:
-    await stack.rt.js.publish("rides.poison1.requested", b"{not json",
+    await stack.rt.js.publish("rides.poison1.driver_arrived", b"{not json",
                               headers={"Nats-Msg-Id": "poison-1"})
 
     async def dead_letters() -> list:
@@ -92,7 +92,7 @@ async def test_a_poison_message_goes_straight_to_the_dlq_and_can_be_listed(
     letters = await eventually(dead_letters, "the three ride consumers to dead-letter it")
     assert {d.consumer for d in letters} == {"workflow-trigger", "ride-projector", "notifier"}
     for d in letters:
-        assert d.original_subject == "rides.poison1.requested"
+        assert d.original_subject == "rides.poison1.driver_arrived"
         assert d.deliveries == 1 and "not a ridehail CloudEvent" in d.error
         assert d.original_stream == "RIDES" and d.original_seq == 1
 
@@ -260,7 +260,7 @@ async def test_consumers_resume_after_a_nats_restart(
 
 
 async def test_redrive_publishes_a_dead_letter_again(stack: Stack) -> None:
-    await stack.rt.js.publish("rides.poison2.requested", b"[]",
+    await stack.rt.js.publish("rides.poison2.driver_arrived", b"[]",
                               headers={"Nats-Msg-Id": "poison-2"})
 
     async def letters() -> list:

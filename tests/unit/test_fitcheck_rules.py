@@ -7,6 +7,7 @@ import dataclasses
 
 from nats.js.api import AckPolicy, StorageType
 
+from events.catalog import RIDE_COMMANDS
 from events.consumers.notifier import Notifier
 from events.consumers.projectors import Projectors
 from events.consumers.trigger import WorkflowTrigger
@@ -18,7 +19,7 @@ from events.fitcheck import (
     stream_differences,
 )
 from events.streams import stream_configs
-from events.topology import CONSUMER_GROUPS, WORKFLOW_TRIGGER
+from events.topology import CONSUMER_GROUPS, NOTIFIER, RIDE_PROJECTOR, WORKFLOW_TRIGGER
 from ridehail.config import Settings
 
 
@@ -59,7 +60,7 @@ def test_a_durable_with_another_filter_or_ack_policy_differs() -> None:
     found = dataclasses.replace(declared, filter_subject="rides.>", ack_policy=AckPolicy.ALL,
                                 max_deliver=6)
     assert consumer_differences(declared, found) == [
-        ("filter_subject", "rides.>", "rides.0.>"),
+        ("filter_subject", "rides.>", ", ".join(WORKFLOW_TRIGGER.filter_subjects(subject))),
         ("ack_policy", "all", "explicit"),
         ("max_deliver", "6", "-1"),
     ]
@@ -71,3 +72,18 @@ def test_the_consumers_that_run_are_the_ones_declared() -> None:
              Notifier(None).spec()]  # type: ignore[arg-type]
     assert sorted((s.group for s in specs), key=lambda g: g.name) == sorted(
         CONSUMER_GROUPS, key=lambda g: g.name)
+
+
+def test_a_group_that_reads_some_types_filters_on_their_stored_subjects() -> None:
+    durable, subject = WORKFLOW_TRIGGER.durables()[3]
+    assert subject == "rides.3.>"
+    config = WORKFLOW_TRIGGER.config(durable, subject)
+    assert config.filter_subject is None
+    assert config.filter_subjects == sorted(
+        f"rides.3.*.{t.removeprefix('ride.')}" for t in RIDE_COMMANDS)
+    (notifier, everything), = NOTIFIER.durables()
+    assert everything == "rides.>"
+    assert "rides.*.*.driver_assigned" in NOTIFIER.config(notifier, everything).filter_subjects
+    # a group that reads every type keeps one filter subject
+    durable, subject = RIDE_PROJECTOR.durables()[0]
+    assert RIDE_PROJECTOR.config(durable, subject).filter_subject == "rides.0.>"
