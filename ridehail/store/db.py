@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,8 +36,10 @@ class _Busy(Exception):
     """SQLite's write lock is held elsewhere: this write must wait on a worker thread."""
 
 
-def _is_locked(e: OperationalError) -> bool:
-    return "locked" in str(e.orig) or "busy" in str(e.orig)
+def _is_locked(e: Exception) -> bool:
+    """SQLITE_BUSY, from the driver or wrapped by SQLAlchemy."""
+    message = str(getattr(e, "orig", e))
+    return "locked" in message or "busy" in message
 
 
 _INSERTS: dict[tuple[object, ...], Any] = {}  # built once per database kind and shape
@@ -98,17 +101,20 @@ def make_engine(url: str) -> Engine:
         def _on_begin(conn):  # type: ignore[no-untyped-def]
             # The driver's own transaction handling is off (isolation_level=None); we begin
             # here so writers take the lock up front and wait for it on the busy timeout.
+            # straight to the driver: these run for every transaction, and SQLAlchemy's
+            # statement machinery would cost several times the statements themselves
+            raw = conn.connection.dbapi_connection
             options = conn.get_execution_options()
             if not options.get("sqlite_now", False):
-                conn.exec_driver_sql(
+                raw.execute(
                     "BEGIN IMMEDIATE" if options.get("sqlite_immediate", False) else "BEGIN")
                 return
             # on the event loop: take the lock now or fail at once (Busy), never wait
-            conn.exec_driver_sql("PRAGMA busy_timeout=0")
+            raw.execute("PRAGMA busy_timeout=0")
             try:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                raw.execute("BEGIN IMMEDIATE")
             finally:
-                conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+                raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
         return engine
     return create_engine(url, pool_size=16, max_overflow=16, pool_pre_ping=True)
@@ -170,7 +176,7 @@ class Database:
             with session.begin():
                 try:
                     session.connection()  # BEGIN IMMEDIATE, before any of fn runs
-                except OperationalError as e:
+                except (OperationalError, sqlite3.OperationalError) as e:
                     if _is_locked(e):
                         raise _Busy from e
                     raise
