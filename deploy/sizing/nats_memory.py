@@ -26,22 +26,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import nats
 from sizing_figures import rss_mib
 
 from events.streams import stream_configs
-from ridehail.devservers import free_port
+from ridehail.devservers import ServerProcess, binary, free_port
 
-NATS_SERVER = Path(sys.executable).parent / "nats-server"
 PAYLOAD = b"e" * 800  # about one CloudEvent
 IN_FLIGHT = 64
 EVENTS = ("requested", "priced", "driver_offered", "driver_assigned", "trip_started")
@@ -53,51 +49,44 @@ CASES = {  # name: (a subject of its own per message, a message id per message)
 }
 
 
-@contextlib.contextmanager
-def nats_server() -> Iterator[tuple[int, str]]:
+@contextlib.asynccontextmanager
+async def nats_server() -> AsyncIterator[tuple[int, str]]:
     """A nats-server with JetStream on a free loopback port and a temporary store: its
-    PID and URL, once it accepts connections."""
+    PID and URL, once it answers."""
     port = free_port()
     with tempfile.TemporaryDirectory() as store:
-        server = subprocess.Popen(
-            [str(NATS_SERVER), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", store],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        argv = [binary("nats-server"), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", store]
+        server = ServerProcess("nats-server", argv, Path(store) / "nats.log", "127.0.0.1", port)
+        server.start()
         try:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"nats-server on port {port} did not start") from None
-                    time.sleep(0.1)
-            yield server.pid, f"nats://127.0.0.1:{port}"
+            await server.wait_ready()
+            assert server.proc is not None
+            yield server.proc.pid, f"nats://127.0.0.1:{port}"
         finally:
-            server.terminate()
-            server.wait(timeout=10)
+            server.stop()
 
 
 async def measure(case: str, messages: int, idle_s: float) -> dict[str, float]:
     own_subjects, with_ids = CASES[case]
-    with nats_server() as (pid, url):
+    async with nats_server() as (pid, url):
         nc = await nats.connect(url)
-        js = nc.jetstream()
-        rides = next(c for c in stream_configs() if c.name == "RIDES")
-        await js.add_stream(rides)
-        await asyncio.sleep(1)
-        before = rss_mib(pid)
-        one_ride = uuid.uuid4().hex
-        for start in range(0, messages, IN_FLIGHT):
-            batch = []
-            for i in range(start, min(start + IN_FLIGHT, messages)):
-                ride = uuid.uuid4().hex if own_subjects else one_ride
-                subject = f"rides.{ride}.{EVENTS[i % len(EVENTS)] if own_subjects else 'x'}"
-                headers = {"Nats-Msg-Id": uuid.uuid4().hex} if with_ids else None
-                batch.append(js.publish(subject, PAYLOAD, headers=headers))
-            await asyncio.gather(*batch)
-        after = rss_mib(pid)
-        await nc.close()
+        try:
+            js = nc.jetstream()
+            await js.add_stream(next(c for c in stream_configs() if c.name == "RIDES"))
+            await asyncio.sleep(1)
+            before = rss_mib(pid)
+            one_ride = f"rides.{uuid.uuid4().hex}.x"
+            for start in range(0, messages, IN_FLIGHT):
+                batch = []
+                for i in range(start, min(start + IN_FLIGHT, messages)):
+                    subject = (f"rides.{uuid.uuid4().hex}.{EVENTS[i % len(EVENTS)]}"
+                               if own_subjects else one_ride)
+                    headers = {"Nats-Msg-Id": uuid.uuid4().hex} if with_ids else None
+                    batch.append(js.publish(subject, PAYLOAD, headers=headers))
+                await asyncio.gather(*batch)
+            after = rss_mib(pid)
+        finally:
+            await nc.close()
         await asyncio.sleep(idle_s)
         idle = rss_mib(pid)
     return {"before_mib": before, "after_mib": after, "idle_mib": idle,
