@@ -7,11 +7,10 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 
-from api.auth import principal
+from api.auth import verify
 from api.problems import Problem, error_responses, problem_response
 from api.services import Deps
 
@@ -40,9 +39,9 @@ def _is_admin(request: Request) -> bool:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return False
-    credentials = HTTPAuthorizationCredentials(scheme="Bearer", credentials=token.strip())
     try:
-        return principal(request, credentials).role == "admin"
+        return verify(token.strip(),
+                      request.app.state.services.settings.require_jwt_secret()).role == "admin"
     except Problem:
         return False
 

@@ -28,7 +28,8 @@ class Services:
     consumer_health: ConsumerHealth | None = None
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # a coroutine, so FastAPI calls it on the loop instead of on a worker thread
     return request.app.state.services  # type: ignore[no-any-return]
 
 
