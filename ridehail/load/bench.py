@@ -27,6 +27,7 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -170,6 +171,10 @@ class RidehailWorkload:
         async with self.api.ride_events(ride_id, "rider", rider) as events:
             async for e in events:
                 kind = e.event
+                if kind.startswith("ride."):
+                    event = e.json()
+                    result.events.append((kind, _component(event.get("source", "")),
+                                          datetime.fromisoformat(event["time"])))
                 if kind == "ride.driver_offered":
                     driver = e.json()["data"]["driver_id"]
                     await self.api.expect("POST", f"/v1/rides/{ride_id}/accept", "driver",
@@ -192,6 +197,11 @@ class RidehailWorkload:
                 elif kind == "problem":
                     raise ApiError(f"the event stream of ride {ride_id} broke: {e.data}")
         raise ApiError(f"the event stream of ride {ride_id} ended before the ride did")
+
+
+def _component(source: str) -> str:
+    """``ridehail/api`` → ``api``: who committed an event."""
+    return source.rpartition("/")[2] or source
 
 
 # --- running it --------------------------------------------------------------------------------

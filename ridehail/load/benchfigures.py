@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 from rich.console import Console
@@ -21,6 +22,8 @@ class RideResult:
     to_end_s: float | None = None
     retries: int = 0  # 409s while the read model caught up (ridehail only)
     error: str | None = None
+    # (type, source, commit time) of each event the ride's stream delivered (ridehail only)
+    events: list[tuple[str, str, datetime]] = field(default_factory=list)
 
     @property
     def ended(self) -> bool:
@@ -63,6 +66,33 @@ class RunFigures:
     # CPU of the other side's own processes during this side's blocks (not counted above):
     # what the anchor's blocks leave ridehail's processes doing
     others_cpu_s: dict[str, float] = field(default_factory=dict)
+    # where a completed ride's time goes (ridehail only): hops()
+    hops: list[dict[str, Any]] = field(default_factory=list)
+
+
+def hops(results: list[RideResult]) -> list[dict[str, Any]]:
+    """The time between each two events of a completed ride that follow each other, by
+    the times the events were committed, over the rides: ``from`` → ``to`` (the next
+    event's ``by``: the component that committed it), how many rides had that step, and
+    its mean and p50 in seconds; in the order a ride meets them. A step that ends in an
+    api event is the client's (it reads the last event, then calls the API); one that
+    ends in the worker's is the trigger, Temporal and the worker's."""
+    gaps: dict[tuple[str, str, str], list[float]] = {}
+    order: dict[tuple[str, str, str], float] = {}
+    for r in results:
+        if r.status != RideStatus.COMPLETED or len(r.events) < 2:
+            continue
+        first = r.events[0][2]
+        for (a, _, at), (b, by, bt) in zip(r.events, r.events[1:], strict=False):
+            key = (a, b, by)
+            gaps.setdefault(key, []).append((bt - at).total_seconds())
+            order[key] = order.get(key, 0.0) + (at - first).total_seconds()
+    out = []
+    for key, values in sorted(gaps.items(), key=lambda kv: order[kv[0]] / len(kv[1])):
+        q = percentiles(values)
+        out.append({"from": key[0], "to": key[1], "by": key[2], "rides": len(values),
+                    "mean": q["mean"], "p50": q["p50"]})
+    return out
 
 
 def figures(name: str, results: list[RideResult], concurrency: int, elapsed: float
@@ -80,6 +110,7 @@ def figures(name: str, results: list[RideResult], concurrency: int, elapsed: flo
         to_completed=percentiles([r.to_end_s for r in completed if r.to_end_s is not None]),
         statuses=statuses, retries_409=sum(r.retries for r in results),
         errors=sorted({r.error for r in results if r.error})[:10],
+        hops=hops(results),
     )
 
 
@@ -150,6 +181,17 @@ class BenchReport:
         }
 
 
+def print_hops(steps: list[dict[str, Any]], console: Console) -> None:
+    table = Table(title="where a ride's time goes (between events, by commit time)",
+                  title_justify="left")
+    for name in ("from", "to", "by", "rides", "mean (ms)", "p50 (ms)"):
+        table.add_column(name, justify="right" if "ms" in name or name == "rides" else "left")
+    for h in steps:
+        table.add_row(h["from"], h["to"], h["by"], str(h["rides"]), _ms(h["mean"]),
+                      _ms(h["p50"]))
+    console.print(table)
+
+
 def _ms(v: float | None) -> str:
     return "—" if v is None else f"{v * 1000:,.0f}"
 
@@ -206,6 +248,8 @@ def print_report(report: BenchReport, console: Console) -> None:
         [f"{r.load_before[0]:.1f} → {r.load_after[0]:.1f}" if r.load_before and r.load_after
          else "—" for r in runs])
     console.print(table)
+    if report.ridehail and report.ridehail.hops:
+        print_hops(report.ridehail.hops, console)
     if report.baseline is not None:
         console.print(f"[dim]local activities, ridehail and the baseline alike: "
                       f"{', '.join(report.local_steps) or 'none'}; baseline_all_regular runs "

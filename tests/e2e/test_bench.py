@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from rich.console import Console
@@ -13,6 +14,7 @@ from sqlmodel import select
 
 from ridehail.load.baseline import ridehail_worker_settings
 from ridehail.load.bench import blocks_of, percentiles, print_report, run_bench
+from ridehail.load.benchfigures import RideResult, hops
 from ridehail.load.city import City
 from ridehail.load.soak import default_rate, print_soak, remember_throughput, run_soak
 from ridehail.store.tables import Ride
@@ -32,6 +34,26 @@ def test_percentiles() -> None:
     assert (p["p50"], p["p99"], p["max"]) == (50.5, 99.01, 100.0)
     assert percentiles([])["p50"] is None
     assert percentiles([2.0])["p99"] == 2.0
+
+
+def test_hops_time_each_step_of_completed_rides_in_ride_order() -> None:
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def ride(status: str, *steps: tuple[str, str, float]) -> RideResult:
+        return RideResult(status, events=[(k, by, t + timedelta(seconds=s))
+                                          for k, by, s in steps])
+
+    done = [ride("completed", ("ride.requested", "api", 0), ("ride.fare_quoted", "worker", 1),
+                 ("ride.completed", "worker", 4)),
+            ride("completed", ("ride.requested", "api", 10), ("ride.fare_quoted", "worker", 13),
+                 ("ride.completed", "worker", 14))]
+    failed = ride("failed", ("ride.requested", "api", 0), ("ride.failed", "worker", 9))
+    steps = hops([*done, failed])
+    assert [(h["from"], h["to"], h["by"], h["rides"]) for h in steps] == [
+        ("ride.requested", "ride.fare_quoted", "worker", 2),
+        ("ride.fare_quoted", "ride.completed", "worker", 2)]
+    assert steps[0]["mean"] == 2.0 and steps[1]["mean"] == 2.0
+    assert hops([failed]) == []
 
 
 def test_blocks_of() -> None:
@@ -105,9 +127,19 @@ async def test_bench_and_anchor_report_sane_figures(stack: Stack) -> None:
     rides = stack.query(lambda s: list(s.exec(select(Ride))))
     assert len(rides) == RIDES and {r.status for r in rides} == {"completed"}
 
+    # where a ride's time goes: every step of the happy path, each by whom it ends
+    steps = {(h["from"], h["to"]): h for h in figures["ridehail"]["hops"]}
+    assert steps[("ride.requested", "ride.payment_authorized")]["by"] == "worker"
+    assert steps[("ride.driver_offered", "ride.driver_accepted")]["by"] == "api"
+    assert steps[("ride.payment_captured", "ride.completed")]["rides"] == RIDES
+    assert all(h["mean"] >= 0 and h["p50"] >= 0 for h in steps.values())
+    assert figures["ridehail"]["hops"][0]["from"] == "ride.requested"
+    assert not figures["baseline"]["hops"]  # the anchor has no events to time
+
     print_report(report, Console(file=out, width=120))
     text = out.getvalue()
     assert "throughput ratio" in text and "rides/s" in text
+    assert "where a ride's time goes" in text
 
 
 async def test_a_short_soak_reports_memory_per_process_and_latency_per_minute(
