@@ -184,11 +184,12 @@ class BenchReport:
 def print_hops(steps: list[dict[str, Any]], console: Console) -> None:
     table = Table(title="where a ride's time goes (between events, by commit time)",
                   title_justify="left")
-    for name in ("from", "to", "by", "rides", "mean (ms)", "p50 (ms)"):
-        table.add_column(name, justify="right" if "ms" in name or name == "rides" else "left")
+    for name in ("step (ride. events)", "by", "rides", "mean (ms)", "p50 (ms)"):
+        table.add_column(name, justify="left" if name in ("by",) or "step" in name
+                         else "right")
     for h in steps:
-        table.add_row(h["from"], h["to"], h["by"], str(h["rides"]), _ms(h["mean"]),
-                      _ms(h["p50"]))
+        step = f"{h['from'].removeprefix('ride.')} → {h['to'].removeprefix('ride.')}"
+        table.add_row(step, h["by"], str(h["rides"]), _ms(h["mean"]), _ms(h["p50"]))
     console.print(table)
 
 
