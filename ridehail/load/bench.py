@@ -171,17 +171,17 @@ class RidehailWorkload:
         async with self.api.ride_events(ride_id, "rider", rider) as events:
             async for e in events:
                 kind = e.event
-                if kind.startswith("ride."):
+                if kind.startswith("ride."):  # parsed once, for the timing and the driver
                     event = e.json()
                     result.events.append((kind, _component(event.get("source", "")),
                                           datetime.fromisoformat(event["time"])))
                 if kind == "ride.driver_offered":
-                    driver = e.json()["data"]["driver_id"]
+                    driver = event["data"]["driver_id"]
                     await self.api.expect("POST", f"/v1/rides/{ride_id}/accept", "driver",
                                           driver)
                 elif kind == "ride.driver_assigned":
                     result.to_assigned_s = time.perf_counter() - t0
-                    driver = e.json()["data"]["driver_id"]
+                    driver = event["data"]["driver_id"]
                     result.retries += await self.api.driver_report(ride_id, driver, "arrive")
                 elif kind == "ride.driver_arrived" and driver:
                     result.retries += await self.api.driver_report(ride_id, driver, "start")

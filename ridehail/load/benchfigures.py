@@ -6,6 +6,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from itertools import pairwise
 from typing import Any
 
 from rich.console import Console
@@ -22,7 +23,8 @@ class RideResult:
     to_end_s: float | None = None
     retries: int = 0  # 409s while the read model caught up (ridehail only)
     error: str | None = None
-    # (type, source, commit time) of each event the ride's stream delivered (ridehail only)
+    # (type, component that committed it, commit time) of each event the ride's stream
+    # delivered (ridehail only)
     events: list[tuple[str, str, datetime]] = field(default_factory=list)
 
     @property
@@ -83,7 +85,7 @@ def hops(results: list[RideResult]) -> list[dict[str, Any]]:
         if r.status != RideStatus.COMPLETED or len(r.events) < 2:
             continue
         first = r.events[0][2]
-        for (a, _, at), (b, by, bt) in zip(r.events, r.events[1:], strict=False):
+        for (a, _, at), (b, by, bt) in pairwise(r.events):
             key = (a, b, by)
             gaps.setdefault(key, []).append((bt - at).total_seconds())
             order[key] = order.get(key, 0.0) + (at - first).total_seconds()
@@ -184,9 +186,10 @@ class BenchReport:
 def print_hops(steps: list[dict[str, Any]], console: Console) -> None:
     table = Table(title="where a ride's time goes (between events, by commit time)",
                   title_justify="left")
-    for name in ("step (ride. events)", "by", "rides", "mean (ms)", "p50 (ms)"):
-        table.add_column(name, justify="left" if name in ("by",) or "step" in name
-                         else "right")
+    table.add_column("step (ride. events)")
+    table.add_column("by")
+    for name in ("rides", "mean (ms)", "p50 (ms)"):
+        table.add_column(name, justify="right")
     for h in steps:
         step = f"{h['from'].removeprefix('ride.')} → {h['to'].removeprefix('ride.')}"
         table.add_row(step, h["by"], str(h["rides"]), _ms(h["mean"]), _ms(h["p50"]))

@@ -36,9 +36,10 @@ T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 30_000
 # How long a SQLite writer asks again on the event loop before it waits on a thread, and
-# how long it sleeps between asks (growing to the second figure).
+# how long it sleeps between asks: the first pause, doubling up to the longest.
 WAIT_ON_LOOP_S = 0.5
-RETRY_S = (0.0005, 0.002)
+FIRST_PAUSE_S = 0.0005
+LONGEST_PAUSE_S = 0.002
 
 
 class _Busy(Exception):
@@ -180,7 +181,7 @@ class Database:
             loop = asyncio.get_running_loop()
             async with self._turn():
                 deadline = loop.time() + WAIT_ON_LOOP_S
-                pause = RETRY_S[0]
+                pause = FIRST_PAUSE_S
                 while True:
                     try:
                         return self._write_now(fn)
@@ -188,7 +189,7 @@ class Database:
                         if loop.time() >= deadline:
                             break
                     await asyncio.sleep(pause)
-                    pause = min(pause * 2, RETRY_S[1])
+                    pause = min(pause * 2, LONGEST_PAUSE_S)
 
         def run() -> T:
             with self.writing() as session:
