@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import h3
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlmodel import Session, col, select
 from temporalio import activity
 
@@ -24,7 +24,7 @@ from events.catalog import DriverAssigned, DriverOffered, DriverReleased, OfferE
 from events.envelope import CloudEvent
 from events.outbox import Outbox
 from ridehail.domain.geo import Point, driver_cell
-from ridehail.domain.matching import rank_candidates
+from ridehail.domain.matching import Located, rank_candidates
 from ridehail.domain.money import to_decimal
 from ridehail.store.db import Database
 from ridehail.store.tables import Driver, Offer, utcnow
@@ -39,19 +39,23 @@ SEARCH_RINGS = (1, 3, 6, 10, 16)
 CANDIDATES_PER_RING = 20
 
 
-def nearby_available(session: Session, pickup: Point, exclude: Sequence[str]) -> list[Driver]:
+# Built once (every offer runs it, ring by ring): the cells and the excluded are bound.
+_AVAILABLE_IN_CELLS = (
+    select(Driver.driver_id, Driver.lat, Driver.lng)
+    .where(Driver.status == "available")
+    .where(col(Driver.h3_cell).in_(bindparam("cells", expanding=True)))
+    .where(col(Driver.driver_id).not_in(bindparam("exclude", expanding=True)))
+)
+
+
+def nearby_available(session: Session, pickup: Point, exclude: Sequence[str]
+                     ) -> list[Located]:
     """Available drivers in the smallest k-ring around the pickup that has any, nearest
-    first."""
+    first (their ids and positions: nothing else of a driver is needed to rank them)."""
     origin = driver_cell(pickup)
     for k in SEARCH_RINGS:
-        q = (
-            select(Driver)
-            .where(Driver.status == "available")
-            .where(col(Driver.h3_cell).in_(h3.grid_disk(origin, k)))
-        )
-        if exclude:
-            q = q.where(col(Driver.driver_id).not_in(list(exclude)))
-        found = list(session.exec(q))
+        found: list[Located] = list(session.exec(_AVAILABLE_IN_CELLS, params={
+            "cells": h3.grid_disk(origin, k), "exclude": list(exclude)}))
         if found:
             return rank_candidates(pickup, found)[:CANDIDATES_PER_RING]
     return []

@@ -24,17 +24,16 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import jwt
 from sqlalchemy import case, delete
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.problems import problem_response
+from api.auth import remember_caller, verify
+from api.problems import Problem, problem_response
 from ridehail.config import Settings
 from ridehail.store.db import Database
 from ridehail.store.tables import RateLimitHit
-from ridehail.tokens import ALGORITHM
 
 log = logging.getLogger(__name__)
 
@@ -49,35 +48,41 @@ class Limit:
     allowed: int
 
 
+def limited(method: str, path: str) -> bool:
+    """Whether a request is counted at all."""
+    return path == "/readyz" or (method in WRITE_METHODS and path.startswith("/v1/"))
+
+
 def limit_for(method: str, path: str, subject: str | None, address: str,
               settings: Settings) -> Limit | None:
     """Which counter a request goes on, and how many the window allows; None if the
     request is not limited."""
-    if path == "/readyz":
-        return Limit(f"address:{address}", settings.rate_limit_anonymous)
-    if method not in WRITE_METHODS or not path.startswith("/v1/"):
+    if not limited(method, path):
         return None
-    if subject is None:
+    if path == "/readyz" or subject is None:
         return Limit(f"address:{address}", settings.rate_limit_anonymous)
     if path == "/v1/quotes":
         return Limit(f"quotes:{subject}", settings.rate_limit_quotes)
     return Limit(f"writes:{subject}", settings.rate_limit_writes)
 
 
-def verified_subject(authorization: str, secret: str) -> str | None:
-    """The ``sub`` of a valid bearer token, else None (the route says what is wrong).
-    Verified here too: counting an unverified ``sub`` would let anyone use up another
-    rider's allowance."""
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+def verified_subject(scope: Scope, secret: str) -> str | None:
+    """The ``sub`` of the request's bearer token if the route would accept the token,
+    else None (the route says what is wrong). Verified here too: counting an unverified
+    ``sub`` would let anyone use up another rider's allowance. The caller it names is
+    kept with the request (``api.auth.verified_caller``), so the route does not verify
+    the same token again."""
+    headers = dict(scope.get("headers") or [])
+    scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         return None
     try:
-        claims = jwt.decode(token.strip(), secret, algorithms=[ALGORITHM],
-                            options={"require": ["exp", "sub", "role"]})
-    except (jwt.PyJWTError, ValueError, TypeError, OverflowError):
+        who = verify(token, secret)
+    except Problem:
         return None
-    sub = claims.get("sub")
-    return sub if isinstance(sub, str) and 0 < len(sub) <= 128 else None
+    remember_caller(scope, token, who)
+    return who.sub
 
 
 _STATEMENTS: dict[str, Any] = {}
@@ -145,20 +150,13 @@ class RateLimit:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        services = getattr(scope["app"].state, "services", None)
-        if services is None:  # not started yet
+        services = getattr(scope["app"].state, "services", None) \
+            if scope["type"] == "http" else None
+        if services is None:  # not a request, or not started yet
             await self.app(scope, receive, send)
             return
         settings: Settings = services.settings
-        headers = dict(scope.get("headers") or [])
-        subject = verified_subject(headers.get(b"authorization", b"").decode("latin-1"),
-                                   settings.require_jwt_secret())
-        client = scope.get("client")
-        limit = limit_for(scope["method"], scope["path"], subject,
-                          client[0] if client else "unknown", settings)
+        limit = self._limit(scope, settings)
         if limit is not None:
             limiter = RateLimiter(services.db, settings.rate_limit_window_s)
             wait_s = await limiter.retry_after(limit)
@@ -170,3 +168,13 @@ class RateLimit:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+    @staticmethod
+    def _limit(scope: Scope, settings: Settings) -> Limit | None:
+        method, path = scope["method"], scope["path"]
+        if not limited(method, path):
+            return None  # a read: no token to verify here (the route does)
+        subject = (None if path == "/readyz"
+                   else verified_subject(scope, settings.require_jwt_secret()))
+        client = scope.get("client")
+        return limit_for(method, path, subject, client[0] if client else "unknown", settings)

@@ -6,11 +6,12 @@ import base64
 import binascii
 import re
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import exists, or_
+from sqlalchemy import bindparam, exists, or_, true
 from sqlmodel import Session, col, select
 
-from api.auth import Principal
+from api.auth import ROLES, Principal
 from api.problems import Problem, invalid
 from api.schemas import ID_PATTERN
 from ridehail.store.tables import Offer, Ride
@@ -18,21 +19,35 @@ from ridehail.store.tables import Offer, Ride
 NOT_FOUND = "No such ride"
 
 
-def _offered_to(driver_id: str):  # type: ignore[no-untyped-def]
+def _offered_to(driver_id: Any):  # type: ignore[no-untyped-def]
     return exists().where(col(Offer.ride_id) == Ride.ride_id, col(Offer.driver_id) == driver_id)
+
+
+def _visible_to(role: str, sub: Any):  # type: ignore[no-untyped-def]
+    if role == "admin":
+        return true()
+    if role == "rider":
+        return col(Ride.rider_id) == sub
+    return or_(col(Ride.driver_id) == sub, _offered_to(sub))
 
 
 def visible(who: Principal):  # type: ignore[no-untyped-def]
     """The SQL condition for the rides ``who`` may see."""
-    if who.role == "admin":
-        return True
-    if who.role == "rider":
-        return col(Ride.rider_id) == who.sub
-    return or_(col(Ride.driver_id) == who.sub, _offered_to(who.sub))
+    return _visible_to(who.role, who.sub)
+
+
+_SUB = bindparam("sub")
+# One statement per role, built once: nearly every request about a ride runs it.
+_GET_VISIBLE = {
+    role: select(Ride).where(col(Ride.ride_id) == bindparam("ride_id"))
+                      .where(_visible_to(role, _SUB))
+    for role in ROLES
+}
 
 
 def get_visible(session: Session, ride_id: str, who: Principal) -> Ride:
-    ride = session.exec(select(Ride).where(Ride.ride_id == ride_id).where(visible(who))).first()
+    ride = session.exec(_GET_VISIBLE[who.role],
+                        params={"ride_id": ride_id, "sub": who.sub}).first()
     if ride is None:
         raise Problem(404, NOT_FOUND)
     return ride

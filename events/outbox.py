@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypeVar
 
@@ -59,7 +60,19 @@ async def publish(js: JetStreamContext, subject: str, body: bytes, event_id: str
         await js.publish(subject, body, timeout=timeout, headers={**headers, **trace_headers})
 
 
-def stage(session: Session, events: Sequence[CloudEvent]) -> list[OutboxEvent]:
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """An outbox row just added: what publishing it needs (a plain record; building the
+    table's model would validate every field again)."""
+
+    position: int
+    event_id: str
+    aggregate_id: str
+    subject: str
+    body: str
+
+
+def stage(session: Session, events: Sequence[CloudEvent]) -> list[Staged]:
     """Add events to the outbox within the caller's transaction; returns the rows added,
     with their positions. Events whose id is already there (a retried activity) are not
     added twice."""
@@ -75,7 +88,8 @@ def stage(session: Session, events: Sequence[CloudEvent]) -> list[OutboxEvent]:
     insert = insert_unless_present(session, _OUTBOX, ["event_id"], ("event_id", "position"))
     added = {event_id: position
              for event_id, position in session.connection().execute(insert, values)}
-    return [OutboxEvent(position=added[v["event_id"]], **v)
+    return [Staged(added[v["event_id"]], v["event_id"], v["aggregate_id"], v["subject"],
+                   v["body"])
             for v in values if v["event_id"] in added]
 
 
@@ -91,7 +105,7 @@ _BEHIND = (
 )
 
 
-def _behind_unpublished(session: Session, rows: list[OutboxEvent]) -> bool:
+def _behind_unpublished(session: Session, rows: list[Staged]) -> bool:
     """True when an earlier event of the same ride or driver failed to publish (or has
     been waiting longer than a publish can take): then these must wait for the relay,
     which publishes in order. An earlier event that is merely being published right now,
@@ -100,7 +114,7 @@ def _behind_unpublished(session: Session, rows: list[OutboxEvent]) -> bool:
         return False
     params = {
         "aggregates": list({r.aggregate_id for r in rows}),
-        "first": min(r.position or 0 for r in rows),
+        "first": min(r.position for r in rows),
         "stale": utcnow() - timedelta(seconds=PUBLISH_TIMEOUT_S + MARK_DELAY_S + 1),
     }
     return session.connection().execute(_BEHIND, params).first() is not None
@@ -133,7 +147,7 @@ class Outbox:
         the outbox and the relay will publish them."""
 
         def run(session: Session
-                ) -> tuple[T, list[OutboxEvent], set[str], bool, list[Callable[[], None]]]:
+                ) -> tuple[T, list[Staged], set[str], bool, list[Callable[[], None]]]:
             result, events = work(session)
             if tracecontext.tracing_on():
                 tracecontext.stamp(session, events, self.ride_traces)
@@ -163,7 +177,8 @@ class Outbox:
             await self.db.write(lambda s: self._count_attempt(s, rows[published].event_id))
         return result
 
-    async def _publish_rows(self, rows: Sequence[OutboxEvent], applied: Collection[str] = (),
+    async def _publish_rows(self, rows: Sequence[Staged | OutboxEvent],
+                            applied: Collection[str] = (),
                             within_s: float | None = None) -> int:
         """Publish rows in order; stop at the first failure, or once ``within_s`` has
         passed (the rest keep their order). Returns how many were published. A publish

@@ -132,7 +132,10 @@ def project_inline(session: Session, events: list[CloudEvent]) -> set[str]:
     applied = set()
     for event in events:
         if event.type.startswith("ride."):
-            if event.type != "ride.requested" and session.get(Ride, event.subject) is None:
+            # held while it is applied: the session keeps loaded rows only as long as
+            # someone does, and project_ride_event would otherwise load it again
+            ride = session.get(Ride, event.subject)
+            if event.type != "ride.requested" and ride is None:
                 continue  # a ride this database does not know (yet): the projector waits
             project_ride_event(session, event)
         elif event.type.startswith("driver."):

@@ -8,7 +8,8 @@ transaction with the processed-event record.
 from __future__ import annotations
 
 from nats.aio.msg import Msg
-from sqlmodel import Session
+from sqlalchemy import Table, bindparam, insert
+from sqlmodel import Session, col, select
 
 from events.catalog import NotificationSent
 from events.consumer import ConsumerSpec
@@ -17,10 +18,13 @@ from events.outbox import Outbox
 from events.processed import first_time
 from events.projection import NotYetKnown
 from ridehail.domain.notifications import NOTIFYING_TYPES, notifications_for
-from ridehail.store.tables import Notification, Ride
+from ridehail.store.tables import Notification, Ride, utcnow
 
 NAME = "notifier"
 SOURCE = "ridehail/notifier"
+_NOTIFICATIONS: Table = Notification.__table__  # type: ignore[attr-defined]
+# what a notice needs of the ride: whose it is
+_RIDER_OF = select(Ride.rider_id).where(col(Ride.ride_id) == bindparam("ride_id"))
 
 
 class Notifier:
@@ -38,39 +42,22 @@ class Notifier:
             return  # most ride events tell nobody anything: no transaction for them
 
         def run(session: Session) -> tuple[None, list[CloudEvent]]:
-            ride = session.get(Ride, event.subject)
-            if ride is None:
+            rider_id = session.exec(_RIDER_OF, params={"ride_id": event.subject}).first()
+            if rider_id is None:
                 raise NotYetKnown(f"ride {event.subject} is not in the read model yet")
-            notices = notifications_for(event, ride.rider_id)
+            notices = notifications_for(event, rider_id)
             if not notices or not first_time(session, NAME, event.id):
                 return None, []
-            events = []
+            now = utcnow()
+            rows, events = [], []
             for n in notices:
-                nid = derived_id(event.id, n.user_id, n.kind)
-                session.add(
-                    Notification(
-                        notification_id=nid,
-                        user_id=n.user_id,
-                        ride_id=event.subject,
-                        kind=n.kind,
-                        message=n.message,
-                    )
-                )
-                events.append(
-                    new_event(
-                        "notification.sent",
-                        NotificationSent(
-                            notification_id=nid,
-                            user_id=n.user_id,
-                            ride_id=event.subject,
-                            kind=n.kind,
-                            message=n.message,
-                        ),
-                        source=SOURCE,
-                        subject=n.user_id,
-                        event_id=nid,
-                    )
-                )
+                sent = NotificationSent(
+                    notification_id=derived_id(event.id, n.user_id, n.kind),
+                    user_id=n.user_id, ride_id=event.subject, kind=n.kind, message=n.message)
+                rows.append({**sent.model_dump(), "created_at": now})
+                events.append(new_event("notification.sent", sent, source=SOURCE,
+                                        subject=n.user_id, event_id=sent.notification_id))
+            session.connection().execute(insert(_NOTIFICATIONS), rows)
             return None, events
 
         await self.outbox.write(run)

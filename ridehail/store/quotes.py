@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import h3
+from sqlalchemy import bindparam
 from sqlmodel import Session, col, func, select
 
 from ridehail.domain.geo import DRIVER_CELL_RES, Point, haversine_m, zone_cell
@@ -33,6 +34,22 @@ class Price:
     duration_s: int
 
 
+# Built once (zone_surge prices every ride and quote): the cells and zones are bound.
+_AVAILABLE_IN_CELLS = (
+    select(func.count())
+    .select_from(Driver)
+    .where(Driver.status == "available")
+    .where(col(Driver.h3_cell).in_(bindparam("cells", expanding=True)))
+)
+_RIDERS_WAITING_IN_ZONES = (
+    select(func.count(func.distinct(Ride.rider_id)))
+    .select_from(Ride)
+    .where(col(Ride.status).in_(OPEN))
+    .where(col(Ride.pickup_zone).in_(bindparam("zones", expanding=True)))
+    .where(col(Ride.ride_id) != bindparam("exclude_ride"))
+)
+
+
 def zone_surge(session: Session, pickup: Point, exclude_ride: str | None = None) -> float:
     """Surge for the pickup's zone: distinct riders with an open request in the zone and
     its neighbours against available drivers there (one rider's many requests count
@@ -40,21 +57,10 @@ def zone_surge(session: Session, pickup: Point, exclude_ride: str | None = None)
     quote was (before it existed)."""
     zones = h3.grid_disk(zone_cell(pickup), 1)
     driver_cells = [c for z in zones for c in h3.cell_to_children(z, DRIVER_CELL_RES)]
-    drivers = session.exec(
-        select(func.count())
-        .select_from(Driver)
-        .where(Driver.status == "available")
-        .where(col(Driver.h3_cell).in_(driver_cells))
-    ).one()
-    open_rides = (
-        select(func.count(func.distinct(Ride.rider_id)))
-        .select_from(Ride)
-        .where(col(Ride.status).in_(OPEN))
-        .where(col(Ride.pickup_zone).in_(zones))
-    )
-    if exclude_ride is not None:
-        open_rides = open_rides.where(col(Ride.ride_id) != exclude_ride)
-    requests = session.exec(open_rides).one()
+    drivers = session.exec(_AVAILABLE_IN_CELLS, params={"cells": driver_cells}).one()
+    # no ride has the empty id: excluding none
+    requests = session.exec(_RIDERS_WAITING_IN_ZONES,
+                            params={"zones": zones, "exclude_ride": exclude_ride or ""}).one()
     return surge_multiplier(int(requests), int(drivers))
 
 

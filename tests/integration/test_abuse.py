@@ -118,12 +118,22 @@ async def test_limits_are_shared_by_every_api_process(settings: Settings) -> Non
 
 async def test_requests_without_a_valid_token_are_limited_by_address(
         settings: Settings) -> None:
+    """Forged, and also signed but refused by the route (a role nobody has, an exp that
+    is not a number): none has an allowance of its own under its ``sub``."""
     limited = settings.model_copy(update={**DEFAULTS, "rate_limit_anonymous": 5})
+    secret = limited.require_jwt_secret()
+    later = int(time.time()) + 3600
+    signed = [jwt.encode(claims, secret, algorithm="HS256") for claims in (
+        {"sub": "ann", "role": "pilot", "exp": later},
+        {"sub": "ann", "role": "rider", "exp": str(later)},
+    )]
+    assert limited.rate_limit_writes > 12
     async with running_stack(limited, components=("api",)) as api:
-        codes = [(await api.http.post("/v1/rides", json=BODY,
-                                      headers={"Authorization": "Bearer forged"})).status_code
-                 for _ in range(12)]
-    assert 401 in codes and 429 in codes, codes
+        for token in ("forged", *signed):
+            codes = [(await api.http.post("/v1/rides", json=BODY, headers={
+                "Authorization": f"Bearer {token}"})).status_code for _ in range(12)]
+            # all on one counter, the address's: refused once it is used up
+            assert set(codes) <= {401, 429} and 429 in codes, (token, codes)
 
 
 def _free_port() -> int:
