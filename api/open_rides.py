@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 from sqlmodel import Session, col, select
 
 from ridehail.store.tables import Ride
@@ -41,9 +41,13 @@ def serialise_rider(session: Session, rider_id: str) -> None:
     # SQLite: the write transaction holds the database lock already (BEGIN IMMEDIATE)
 
 
+_OPEN_RIDE_OF = (  # built once: every ride request asks
+    select(Ride).where(col(Ride.rider_id) == bindparam("rider_id"))
+    .where(col(Ride.status).not_in(FINAL))
+    .order_by(col(Ride.created_at).desc()).limit(1)
+)
+
+
 def open_ride_of(session: Session, rider_id: str) -> Ride | None:
     """The rider's unfinished ride, if any (newest first)."""
-    return session.exec(
-        select(Ride).where(Ride.rider_id == rider_id).where(col(Ride.status).not_in(FINAL))
-        .order_by(col(Ride.created_at).desc()).limit(1)
-    ).first()
+    return session.exec(_OPEN_RIDE_OF, params={"rider_id": rider_id}).first()

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
-from sqlalchemy import or_, update
+from sqlalchemy import bindparam, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -309,9 +309,13 @@ async def cancel_ride(ride_id: RideId, who: Caller, svc: Deps,
     return await _steer(svc, ride_id, who, "ride.cancellation_requested", decide)
 
 
+_OFFERS_TO = (select(Offer).where(col(Offer.ride_id) == bindparam("ride_id"))
+              .where(col(Offer.driver_id) == bindparam("driver_id")))
+
+
 def _pending_offer(session: Session, ride: Ride, driver_id: str) -> Offer:
-    offers = list(session.exec(select(Offer).where(Offer.ride_id == ride.ride_id)
-                               .where(Offer.driver_id == driver_id)))
+    offers = list(session.exec(_OFFERS_TO, params={"ride_id": ride.ride_id,
+                                                   "driver_id": driver_id}))
     live = [o for o in offers if o.status == "pending" and o.expires_at > utcnow()]
     if not live:
         raise Problem(409, "You have no open offer for this ride (it expired or was answered)")
