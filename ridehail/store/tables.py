@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, DateTime, Index, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import Column, DateTime, Index, Text, TypeDecorator, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from ridehail.domain.status import RideStatus
@@ -167,6 +167,12 @@ class OutboxEvent(SQLModel, table=True):
     """An event committed with the state change it describes, published after commit."""
 
     __tablename__ = "outbox"
+    # Each write asks whether an earlier event of its ride or driver is still unpublished
+    # (events.outbox): this index holds only unpublished rows, so the answer costs the
+    # same for a driver with ten thousand events as for a new ride.
+    __table_args__ = (Index("ix_outbox_unpublished", "aggregate_id", "position",
+                            sqlite_where=text("published_at IS NULL"),
+                            postgresql_where=text("published_at IS NULL")),)
 
     position: int | None = Field(default=None, primary_key=True)
     event_id: str = Field(unique=True, max_length=100)
