@@ -70,7 +70,7 @@ def verified_subject(scope: Scope, secret: str) -> str | None:
     """The ``sub`` of the request's bearer token if the route would accept the token,
     else None (the route says what is wrong). Verified here too: counting an unverified
     ``sub`` would let anyone use up another rider's allowance. The caller it names is
-    kept with the request (``api.auth.verified_caller``), so the route does not verify
+    kept with the request (``api.auth.remember_caller``), so the route does not verify
     the same token again."""
     headers = dict(scope.get("headers") or [])
     scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
@@ -150,9 +150,11 @@ class RateLimit:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        services = getattr(scope["app"].state, "services", None) \
-            if scope["type"] == "http" else None
-        if services is None:  # not a request, or not started yet
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        services = getattr(scope["app"].state, "services", None)
+        if services is None:  # not started yet
             await self.app(scope, receive, send)
             return
         settings: Settings = services.settings
