@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -192,7 +193,8 @@ async def _drive(call, driver: str, stop: asyncio.Event) -> None:  # type: ignor
             ride_id = offers[0]["ride_id"]
             for action, reached in steps:
                 r = await call("POST", f"/v1/rides/{ride_id}/{action}", "driver", driver)
-                if r.status_code != 202:
+                if r.status_code != 202 and not await _got_there(call, driver, ride_id,
+                                                                 reached):
                     break  # the offer expired or the ride moved on: look for the next
                 await _until_status(call, driver, ride_id, reached, stop)
             else:
@@ -200,6 +202,25 @@ async def _drive(call, driver: str, stop: asyncio.Event) -> None:  # type: ignor
                            json={"distance_m": 2400, "duration_s": 420})
         except (AssertionError, httpx.HTTPError, ValueError):
             await asyncio.sleep(0.5)
+
+
+async def _got_there(call, driver: str, ride_id: str, status: str) -> bool:  # type: ignore[no-untyped-def]
+    """After a refused step: whether an earlier try of it went through after all. A call
+    in flight to the API that is killed can commit and lose its answer; its retry on the
+    other API is then refused (409), and a driver app that gave up the ride there would
+    strand it. The ride is this driver's and at (or reaching) the step's status if so."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        r = await call("GET", f"/v1/rides/{ride_id}", "driver", driver)
+        if r.status_code != 200:
+            return False
+        ride = r.json()
+        if ride["status"] == status:
+            return True
+        if ride.get("driver_id") not in (None, driver):
+            return False  # someone else's now
+        await asyncio.sleep(0.2)
+    return False
 
 
 async def _until_status(call, driver: str, ride_id: str, status: str,  # type: ignore[no-untyped-def]
