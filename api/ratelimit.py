@@ -53,12 +53,9 @@ def limited(method: str, path: str) -> bool:
     return path == "/readyz" or (method in WRITE_METHODS and path.startswith("/v1/"))
 
 
-def limit_for(method: str, path: str, subject: str | None, address: str,
-              settings: Settings) -> Limit | None:
-    """Which counter a request goes on, and how many the window allows; None if the
-    request is not limited."""
-    if not limited(method, path):
-        return None
+def limit_for(path: str, subject: str | None, address: str, settings: Settings) -> Limit:
+    """Which counter a counted request (``limited``) goes on, and how many the window
+    allows."""
     if path == "/readyz" or subject is None:
         return Limit(f"address:{address}", settings.rate_limit_anonymous)
     if path == "/v1/quotes":
@@ -144,7 +141,7 @@ class RateLimiter:
 
 
 class RateLimit:
-    """Pure ASGI middleware applying ``limit_for`` to each request."""
+    """Pure ASGI middleware counting each request ``limited`` names on its ``limit_for``."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -179,4 +176,4 @@ class RateLimit:
         subject = (None if path == "/readyz"
                    else verified_subject(scope, settings.require_jwt_secret()))
         client = scope.get("client")
-        return limit_for(method, path, subject, client[0] if client else "unknown", settings)
+        return limit_for(path, subject, client[0] if client else "unknown", settings)

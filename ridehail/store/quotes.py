@@ -35,7 +35,7 @@ class Price:
 
 
 # Built once (zone_surge prices every ride and quote): the cells and zones are bound.
-_AVAILABLE_IN_CELLS = (
+_AVAILABLE_COUNT_IN_CELLS = (
     select(func.count())
     .select_from(Driver)
     .where(Driver.status == "available")
@@ -57,7 +57,7 @@ def zone_surge(session: Session, pickup: Point, exclude_ride: str | None = None)
     quote was (before it existed)."""
     zones = h3.grid_disk(zone_cell(pickup), 1)
     driver_cells = [c for z in zones for c in h3.cell_to_children(z, DRIVER_CELL_RES)]
-    drivers = session.exec(_AVAILABLE_IN_CELLS, params={"cells": driver_cells}).one()
+    drivers = session.exec(_AVAILABLE_COUNT_IN_CELLS, params={"cells": driver_cells}).one()
     # no ride has the empty id: excluding none
     requests = session.exec(_RIDERS_WAITING_IN_ZONES,
                             params={"zones": zones, "exclude_ride": exclude_ride or ""}).one()
