@@ -29,6 +29,7 @@ from tests.support.rides import (
     accept,
     activity_runs,
     answer,
+    cancel_between_searches,
     driver_online,
     driver_row,
     ended,
@@ -89,7 +90,7 @@ async def test_a_compensation_that_keeps_failing_fails_the_ride_loudly(
     async with worker(stack, void_never_goes_through):
         ride_id = await request_ride(stack)
         await stack.wait_status(ride_id, "r1", RideStatus.MATCHING)
-        await stack.call("POST", f"/v1/rides/{ride_id}/cancel", "rider", "r1", want=202)
+        await cancel_between_searches(stack, ride_id)
         outcome = await outcome_skipping_time(time_skipping, ride_id)
 
     assert (outcome.status, outcome.failure_reason) == ("failed", "compensation_failed")

@@ -204,6 +204,43 @@ async def search_attributes(temporal: Client, ride_id: str, ended: bool = True) 
     }
 
 
+async def history_types(temporal: Client, ride_id: str) -> list[int]:
+    """The event types of the ride workflow's history so far."""
+    history = await workflow(temporal, ride_id).fetch_history()
+    return [e.event_type for e in history.events]
+
+
+async def cancel_between_searches(stack: Stack, ride_id: str, rider: str = "r1") -> None:
+    """Cancel a ride with no driver nearby on the time-skipping test server, at a moment
+    that cannot strand its workflow, and return once the workflow has taken the request.
+
+    The test server refuses a workflow task's completion that cancels a timer which fired
+    while the task was with the worker ("invalid history builder state for action",
+    temporalio/sdk-java#3088), and never sends the task again: the run hangs. Between two
+    searches the workflow waits on a 3 s timer in real time (time skipping is locked),
+    and the cancellation cancels it. So the request goes in just after a pause has begun
+    (the history's last event is its TimerStarted), and the caller unlocks time skipping
+    only after the workflow task that took the signal has completed."""
+    started = EventType.EVENT_TYPE_TIMER_STARTED
+
+    async def pausing() -> bool:
+        return (await history_types(stack.temporal, ride_id))[-1] == started
+
+    await eventually(pausing, "the workflow to pause between driver searches")
+    await stack.call("POST", f"/v1/rides/{ride_id}/cancel", "rider", rider, want=202)
+
+    async def taken() -> bool:
+        types = await history_types(stack.temporal, ride_id)
+        after_pause = types[len(types) - 1 - types[::-1].index(started):]
+        signalled = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+        if signalled not in after_pause:
+            return False
+        since = after_pause[after_pause.index(signalled):]
+        return EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in since
+
+    await eventually(taken, "the workflow to take the cancellation")
+
+
 # How the SDK records a local activity in the history: one marker, whose details hold the
 # activity's type and final attempt ("data") and its result; a failure is the marker's own.
 LOCAL_ACTIVITY_MARKER = "core_local_activity"
