@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import h3
-from sqlalchemy import bindparam, update
+from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 from temporalio import activity
 
@@ -26,6 +26,7 @@ from events.outbox import Outbox
 from ridehail.domain.geo import Point, driver_cell
 from ridehail.domain.matching import Located, rank_candidates
 from ridehail.domain.money import to_decimal
+from ridehail.store import transitions
 from ridehail.store.db import Database
 from ridehail.store.tables import Driver, Offer, utcnow
 from workflows.contract import Step
@@ -63,13 +64,7 @@ def nearby_available(session: Session, pickup: Point, exclude: Sequence[str]
 
 def try_reserve(session: Session, driver_id: str, ride_id: str) -> bool:
     """Reserve the driver for the ride if still available; True if this call got them."""
-    result = session.exec(  # type: ignore[call-overload]
-        update(Driver)
-        .where(col(Driver.driver_id) == driver_id)
-        .where(col(Driver.status) == "available")
-        .values(status="reserved", ride_id=ride_id, updated_at=utcnow())
-    )
-    return result.rowcount == 1
+    return transitions.reserve(session, driver_id, ride_id, utcnow())
 
 
 def reserve_nearest(
@@ -171,8 +166,7 @@ class MatchingActivities:
 
         def run(session: Session) -> tuple[OfferClosed, list[CloudEvent]]:
             # conditional: the api records an answer the same way, and one of the two wins
-            session.exec(update(Offer).where(col(Offer.offer_id) == ref.offer_id)  # type: ignore[call-overload]
-                         .where(col(Offer.status) == "pending").values(status=outcome))
+            transitions.close_offer(session, ref.offer_id, outcome)
             offer = session.get(Offer, ref.offer_id, populate_existing=True)
             if ref.honour_answer and offer is not None and offer.status in ANSWERS:
                 return OfferClosed(outcome=offer.status), []  # answered in time
@@ -228,10 +222,4 @@ class MatchingActivities:
 
     @staticmethod
     def _free_driver(session: Session, driver_id: str, ride_id: str) -> bool:
-        result = session.exec(  # type: ignore[call-overload]
-            update(Driver)
-            .where(col(Driver.driver_id) == driver_id)
-            .where(col(Driver.ride_id) == ride_id)
-            .values(status="available", ride_id=None, updated_at=utcnow())
-        )
-        return result.rowcount == 1
+        return transitions.free(session, driver_id, ride_id, utcnow())

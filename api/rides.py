@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
-from sqlalchemy import bindparam, or_, update
+from sqlalchemy import bindparam, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -43,6 +43,7 @@ from events.envelope import CloudEvent, new_event
 from events.history import ride_history
 from ridehail.domain.geo import zone_cell
 from ridehail.domain.status import FINAL, RideStatus
+from ridehail.store import transitions
 from ridehail.store.meter import start_meter, stop_meter
 from ridehail.store.quotes import live_quote
 from ridehail.store.tables import IdempotencyKey, Offer, Ride, utcnow
@@ -331,11 +332,7 @@ def _answer(event_type: str, verb: str, outcome: str):  # type: ignore[no-untype
             # The answer is recorded with its event, conditionally: the saga's expiry of
             # the offer honours an answer given in time however late it hears of it,
             # and one of the two wins (CONTRACT.md section 5).
-            answered = session.exec(update(Offer)  # type: ignore[call-overload]
-                                    .where(col(Offer.offer_id) == offer.offer_id)
-                                    .where(col(Offer.status) == "pending")
-                                    .values(status=outcome))
-            if answered.rowcount != 1:
+            if not transitions.close_offer(session, offer.offer_id, outcome):
                 raise Problem(409, "You have no open offer for this ride (it expired or was "
                                    "answered)")
             return c.DriverAnswered(ride_id=ride_id, driver_id=who.sub, offer_id=offer.offer_id)

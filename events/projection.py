@@ -15,8 +15,7 @@ apply in stream order.
 
 from __future__ import annotations
 
-from sqlalchemy import update
-from sqlmodel import Session, col
+from sqlmodel import Session
 
 from events import catalog as c
 from events.envelope import CloudEvent
@@ -24,6 +23,7 @@ from events.processed import first_time
 from ridehail.domain.geo import driver_cell, zone_cell
 from ridehail.domain.money import to_cents
 from ridehail.domain.status import BEFORE_TRIP, FINAL, RideStatus
+from ridehail.store import transitions
 from ridehail.store.tables import Driver, Ride
 
 RIDE_PROJECTOR = "ride-projector"
@@ -157,24 +157,12 @@ def project_ride_event(session: Session, event: CloudEvent, rebuilding: bool = F
     p = event.payload()
     driver_id = getattr(p, "driver_id", None)
     if event.type == "ride.trip_started" and ride.driver_id:
-        _set_driver(session, ride.driver_id, ride.ride_id, "on_trip", event, only_if="reserved")
+        transitions.start_trip(session, ride.driver_id, ride.ride_id, event.time)
     elif rebuilding and driver_id and event.type in ("ride.driver_offered",
                                                      "ride.driver_assigned"):
-        _set_driver(session, driver_id, ride.ride_id, "reserved", event)
+        transitions.bind(session, driver_id, ride.ride_id, event.time)
     elif rebuilding and driver_id and event.type == "ride.driver_released":
-        _set_driver(session, driver_id, ride.ride_id, "available", event)
-
-
-def _set_driver(session: Session, driver_id: str, ride_id: str, status: str,
-                event: CloudEvent, only_if: str | None = None) -> None:
-    q = update(Driver).where(col(Driver.driver_id) == driver_id)
-    if status == "available":
-        q = q.where(col(Driver.ride_id) == ride_id).values(status=status, ride_id=None)
-    else:
-        q = q.values(status=status, ride_id=ride_id)
-        if only_if is not None:
-            q = q.where(col(Driver.ride_id) == ride_id).where(col(Driver.status) == only_if)
-    session.exec(q.values(updated_at=event.time))  # type: ignore[call-overload]
+        transitions.free(session, driver_id, ride.ride_id, event.time)
 
 
 def project_driver_event(session: Session, event: CloudEvent, rebuilding: bool = False) -> None:
