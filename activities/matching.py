@@ -62,11 +62,6 @@ def nearby_available(session: Session, pickup: Point, exclude: Sequence[str]
     return []
 
 
-def try_reserve(session: Session, driver_id: str, ride_id: str) -> bool:
-    """Reserve the driver for the ride if still available; True if this call got them."""
-    return transitions.reserve(session, driver_id, ride_id, utcnow())
-
-
 def reserve_nearest(
     session: Session, req: ReserveRequest, offer_id: str, now: datetime
 ) -> Offer | None:
@@ -80,7 +75,7 @@ def reserve_nearest(
     pickup = map_point(req.pickup)
     for driver in nearby_available(session, pickup, req.exclude):
         # another ride may have taken this driver since the search: try the next one
-        if not try_reserve(session, driver.driver_id, req.ride_id):
+        if not transitions.reserve(session, driver.driver_id, req.ride_id, utcnow()):
             continue
         offer = Offer(
             offer_id=offer_id,
@@ -182,7 +177,7 @@ class MatchingActivities:
                         ),
                     )
                 )
-            if self._free_driver(session, ref.driver_id, ref.ride_id):
+            if transitions.free(session, ref.driver_id, ref.ride_id, utcnow()):
                 events.append(
                     fact(
                         "ride.driver_released",
@@ -208,7 +203,8 @@ class MatchingActivities:
             ):
                 offer.status = "withdrawn"
             driver = session.exec(select(Driver).where(Driver.ride_id == req.ride_id)).first()
-            if driver is None or not self._free_driver(session, driver.driver_id, req.ride_id):
+            if driver is None or not transitions.free(session, driver.driver_id, req.ride_id,
+                                                      utcnow()):
                 return None, []
             event = fact(
                 "ride.driver_released",
@@ -219,7 +215,3 @@ class MatchingActivities:
             return driver.driver_id, [event]
 
         return await self.outbox.write(run)
-
-    @staticmethod
-    def _free_driver(session: Session, driver_id: str, ride_id: str) -> bool:
-        return transitions.free(session, driver_id, ride_id, utcnow())

@@ -20,7 +20,8 @@ from ridehail.store.tables import Driver, Offer
 _DRIVERS: Table = Driver.__table__  # type: ignore[attr-defined]
 _OFFERS: Table = Offer.__table__  # type: ignore[attr-defined]
 _d = _DRIVERS.c
-_CHANGED = ["status", "ride_id", "updated_at"]
+# what a driver transition changes
+_BINDING = ["status", "ride_id", "updated_at"]
 
 # available → reserved for the ride
 _RESERVE = (
@@ -50,8 +51,6 @@ _BIND = (
     .where(_d.driver_id == bindparam("driver"))
     .values(status="reserved", ride_id=bindparam("ride"), updated_at=bindparam("at"))
 )
-
-
 # a pending offer → answered (accepted, declined) or closed (expired, declined)
 _CLOSE_OFFER = (
     update(_OFFERS)
@@ -72,10 +71,31 @@ def _changed(session: Session, statement: Executable, params: dict[str, object],
     return bool(result.rowcount == 1)
 
 
-def _run(session: Session, statement: Executable, driver_id: str, ride_id: str,
-         at: datetime) -> bool:
+def _driver_changed(session: Session, statement: Executable, driver_id: str, ride_id: str,
+                    at: datetime) -> bool:
     return _changed(session, statement, {"driver": driver_id, "ride": ride_id, "at": at},
-                    Driver, driver_id, _CHANGED)
+                    Driver, driver_id, _BINDING)
+
+
+def reserve(session: Session, driver_id: str, ride_id: str, at: datetime) -> bool:
+    """Reserve the driver for the ride if still available; True if this call got them."""
+    return _driver_changed(session, _RESERVE, driver_id, ride_id, at)
+
+
+def free(session: Session, driver_id: str, ride_id: str, at: datetime) -> bool:
+    """Make the driver available again if the ride still holds them; True if it did."""
+    return _driver_changed(session, _FREE, driver_id, ride_id, at)
+
+
+def start_trip(session: Session, driver_id: str, ride_id: str, at: datetime) -> bool:
+    """The driver reserved for the ride is now on its trip; True if they were reserved."""
+    return _driver_changed(session, _START_TRIP, driver_id, ride_id, at)
+
+
+def bind(session: Session, driver_id: str, ride_id: str, at: datetime) -> bool:
+    """Reserve the driver for the ride whatever their state (a rebuild replaying the
+    saga's reservations in stream order)."""
+    return _driver_changed(session, _BIND, driver_id, ride_id, at)
 
 
 def close_offer(session: Session, offer_id: str, outcome: str) -> bool:
@@ -83,24 +103,3 @@ def close_offer(session: Session, offer_id: str, outcome: str) -> bool:
     and the saga's expiry are both made this way, and one of the two wins)."""
     return _changed(session, _CLOSE_OFFER, {"offer": offer_id, "outcome": outcome},
                     Offer, offer_id, ["status"])
-
-
-def reserve(session: Session, driver_id: str, ride_id: str, at: datetime) -> bool:
-    """Reserve the driver for the ride if still available; True if this call got them."""
-    return _run(session, _RESERVE, driver_id, ride_id, at)
-
-
-def free(session: Session, driver_id: str, ride_id: str, at: datetime) -> bool:
-    """Make the driver available again if the ride still holds them; True if it did."""
-    return _run(session, _FREE, driver_id, ride_id, at)
-
-
-def start_trip(session: Session, driver_id: str, ride_id: str, at: datetime) -> bool:
-    """The driver reserved for the ride is now on its trip; True if they were reserved."""
-    return _run(session, _START_TRIP, driver_id, ride_id, at)
-
-
-def bind(session: Session, driver_id: str, ride_id: str, at: datetime) -> bool:
-    """Reserve the driver for the ride whatever their state (a rebuild replaying the
-    saga's reservations in stream order)."""
-    return _run(session, _BIND, driver_id, ride_id, at)

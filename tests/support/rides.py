@@ -230,13 +230,14 @@ async def cancel_between_searches(stack: Stack, ride_id: str, rider: str = "r1")
     await stack.call("POST", f"/v1/rides/{ride_id}/cancel", "rider", rider, want=202)
 
     async def taken() -> bool:
+        # after the pause began: the signal, then a completed workflow task
+        wanted = [EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED,
+                  EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED]
         types = await history_types(stack.temporal, ride_id)
-        after_pause = types[len(types) - 1 - types[::-1].index(started):]
-        signalled = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
-        if signalled not in after_pause:
-            return False
-        since = after_pause[after_pause.index(signalled):]
-        return EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in since
+        for event_type in types[len(types) - types[::-1].index(started):]:
+            if wanted and event_type == wanted[0]:
+                wanted.pop(0)
+        return not wanted
 
     await eventually(taken, "the workflow to take the cancellation")
 

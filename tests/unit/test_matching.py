@@ -11,9 +11,10 @@ from typing import TypeVar
 import pytest
 from sqlmodel import Session, select
 
-from activities.matching import nearby_available, reserve_nearest, try_reserve
+from activities.matching import nearby_available, reserve_nearest
 from ridehail.domain.geo import Point, driver_cell
 from ridehail.domain.matching import rank_candidates
+from ridehail.store import transitions
 from ridehail.store.db import Database
 from ridehail.store.tables import Driver, Offer, utcnow
 from workflows.types import ReserveRequest
@@ -85,7 +86,7 @@ def _race(db: Database, n: int, attempt: Callable[[Session, int], T]) -> list[T]
 def test_concurrent_reservations_of_one_driver_let_exactly_one_win(db: Database) -> None:
     with db.writing() as s:
         s.add(_driver("d1", 40.7505, -73.9905))
-    won = _race(db, ATTEMPTS, lambda s, i: try_reserve(s, "d1", f"ride-{i}"))
+    won = _race(db, ATTEMPTS, lambda s, i: transitions.reserve(s, "d1", f"ride-{i}", utcnow()))
     assert won.count(True) == 1
     winner = won.index(True)
     with db.reading() as s:
@@ -93,7 +94,7 @@ def test_concurrent_reservations_of_one_driver_let_exactly_one_win(db: Database)
         assert d1 is not None and (d1.status, d1.ride_id) == ("reserved", f"ride-{winner}")
     # and a reserved driver cannot be reserved again
     with db.writing() as s:
-        assert not try_reserve(s, "d1", "late-ride")
+        assert not transitions.reserve(s, "d1", "late-ride", utcnow())
 
 
 def _request(ride_id: str, attempt: int = 1, exclude: list[str] | None = None) -> ReserveRequest:
