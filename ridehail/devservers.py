@@ -157,6 +157,9 @@ def temporal_server(settings: Settings) -> ServerProcess:
         "--ip", host, "--port", str(port),
         "--ui-port", str(settings.temporal_ui_port),
         "--db-filename", str(data / "temporal.db"),
+        # a write-ahead log: one fsync per commit instead of a rollback journal's several
+        # (as durable; about half the server's CPU per ride and far less waiting)
+        "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=full",
         "--namespace", settings.temporal_namespace,
         "--ui-disable-news-fetch",
         "--log-level", "warn",

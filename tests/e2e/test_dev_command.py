@@ -3,8 +3,10 @@ Ctrl-C, nothing left behind; run again on the same data dir, the ride is still t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -53,6 +55,11 @@ def test_dev_runs_a_ride_stops_cleanly_and_resumes_with_its_data(
         assert check.returncode == 0, check.stdout + check.stderr
         assert "using the servers of the ridehail dev running on" in check.stderr
         assert dev_env["RIDEHAIL_NATS_URL"] in check.stdout
+        # the Temporal server's SQLite file keeps a write-ahead log (one fsync per commit,
+        # not a rollback journal's several)
+        temporal_db = Path(dev_env["RIDEHAIL_DATA_DIR"]) / "temporal.db"
+        with contextlib.closing(sqlite3.connect(temporal_db)) as db:
+            assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         left = dev.interrupt()
         assert left == [], f"processes left after Ctrl-C: {left}"
         assert dev.proc.returncode == 0, dev.log.read_text()
