@@ -279,6 +279,8 @@ class Phase:
         out.others_cpu_s = {k: round(v, 2) for k, v in self.others_cpu_s.items()}
         if out.completed and out.processes:
             out.cpu_per_ride_s = sum(p.cpu_s for p in out.processes) / out.completed
+        if out.processes and out.elapsed_s > 0:
+            out.cores_busy = sum(p.cpu_s for p in out.processes) / out.elapsed_s
         return out
 
 

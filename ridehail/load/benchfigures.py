@@ -3,6 +3,7 @@ with its ratios and checks, and the report as a table."""
 
 from __future__ import annotations
 
+import os
 import statistics
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -65,6 +66,9 @@ class RunFigures:
     blocks: int = 1  # the rides ran in this many blocks, alternating with the other side
     drain_s: float = 0.0  # of elapsed_s: waiting for the consumers to catch up
     cpu_per_ride_s: float | None = None  # CPU of every measured process, per completed ride
+    # the same CPU per second of the run: how many cores the side kept busy (near the
+    # machine's count, it is bound by CPU; well under, by waiting)
+    cores_busy: float | None = None
     # CPU of the other side's own processes during this side's blocks (not counted above):
     # what the anchor's blocks leave ridehail's processes doing
     others_cpu_s: dict[str, float] = field(default_factory=dict)
@@ -248,6 +252,8 @@ def print_report(report: BenchReport, console: Console) -> None:
     row("CPU per ride, all measured (ms)",
         ["—" if r.cpu_per_ride_s is None else f"{r.cpu_per_ride_s * 1000:.0f}" for r in runs],
         ratio(report.cpu_ratio) + " (base ÷ rh)" if report.cpu_ratio else "")
+    row(f"cores busy (of {os.cpu_count()})",
+        ["—" if r.cores_busy is None else f"{r.cores_busy:.2f}" for r in runs])
     row("load average before → after",
         [f"{r.load_before[0]:.1f} → {r.load_after[0]:.1f}" if r.load_before and r.load_after
          else "—" for r in runs])

@@ -111,6 +111,10 @@ async def test_bench_and_anchor_report_sane_figures(stack: Stack) -> None:
     assert {p.role for p in ours.processes} >= {"api", "temporal", "nats"}
     assert {p.role for p in anchor.processes} == {"temporal", "bench"}
     assert ours.cpu_per_ride_s and anchor.cpu_per_ride_s and report.cpu_ratio
+    for side in (ours, anchor):  # the CPU the side used, per second of its run
+        assert side.cores_busy == pytest.approx(
+            sum(p.cpu_s for p in side.processes) / side.elapsed_s)
+        assert 0 < side.cores_busy <= (os.cpu_count() or 1) * 1.05
 
     # the anchor ran with ridehail's worker settings
     settings = await ridehail_worker_settings(stack.temporal)
