@@ -158,6 +158,11 @@ async def run_dev(settings: Settings, say: Callable[[str], None], verbose: bool 
         runtime,
     )
 
+    if answering(settings.api_host, settings.api_port):
+        # (else "ready" would be said of whatever answers there, and the API fail after)
+        raise DevStackError(
+            f"something already answers on {settings.api_url} (another ridehail dev?): "
+            "stop it, or give this one another port (--api-port or RIDEHAIL_API_PORT)")
     stop = asyncio.Event()
     install_stop_handlers(stop)
     stack = DevStack(settings, say)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -173,3 +174,21 @@ def test_ctrl_c_while_the_worker_starts_stops_everything_cleanly(
         assert "error" not in dev.log.read_text().lower()
     finally:
         dev.kill()
+
+
+def test_dev_refuses_an_api_port_something_else_answers_on(dev_env: dict[str, str]) -> None:
+    """Another program (another ``ridehail dev``, say) holds the API's port: dev says so
+    and stops before it starts anything, instead of saying ready of the other program."""
+    with socket.create_server(("127.0.0.1", int(dev_env["RIDEHAIL_API_PORT"]))):
+        out = subprocess.run([RIDEHAIL, "dev"], env=dev_env, capture_output=True, text=True,
+                             timeout=60)
+    printed = (out.stdout + out.stderr).replace("\n", "")
+    assert out.returncode == 1, printed
+    assert f"something already answers on http://127.0.0.1:{dev_env['RIDEHAIL_API_PORT']}" \
+        in printed
+    assert "RIDEHAIL_API_PORT" in printed and "Ctrl-C to stop" not in printed
+    # nothing was started: no server answers on the ports it would have used
+    nats_port = int(dev_env["RIDEHAIL_NATS_URL"].rsplit(":", 1)[1])
+    temporal_port = int(dev_env["RIDEHAIL_TEMPORAL_ADDRESS"].rsplit(":", 1)[1])
+    assert not answering("127.0.0.1", nats_port)
+    assert not answering("127.0.0.1", temporal_port)
