@@ -158,7 +158,7 @@ def temporal_server(settings: Settings) -> ServerProcess:
         "--ui-port", str(settings.temporal_ui_port),
         "--db-filename", str(data / "temporal.db"),
         # a write-ahead log: one fsync per commit instead of a rollback journal's several
-        # (as durable; about half the server's CPU per ride and far less waiting)
+        # (as durable; a quarter less of the server's CPU per ride, and far less waiting)
         "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=full",
         "--namespace", settings.temporal_namespace,
         "--ui-disable-news-fetch",

@@ -277,10 +277,12 @@ class Phase:
         out.load_before, out.load_after = self.load_before, self.load_after
         out.blocks, out.drain_s = blocks, self.drain_s
         out.others_cpu_s = {k: round(v, 2) for k, v in self.others_cpu_s.items()}
-        if out.completed and out.processes:
-            out.cpu_per_ride_s = sum(p.cpu_s for p in out.processes) / out.completed
-        if out.processes and out.elapsed_s > 0:
-            out.cores_busy = sum(p.cpu_s for p in out.processes) / out.elapsed_s
+        if out.processes:
+            cpu_s = sum(p.cpu_s for p in out.processes)
+            if out.completed:
+                out.cpu_per_ride_s = cpu_s / out.completed
+            if out.elapsed_s > 0:
+                out.cores_busy = cpu_s / out.elapsed_s
         return out
 
 
