@@ -2,7 +2,10 @@
 long (``--rate``, or 70% of the throughput the last full bench on this data dir measured),
 and the report says, per process of the stack, its memory after the warm-up and at the
 end (``rss_growth_pct``), the latency percentiles of each minute, and the end-of-run
-checks of the full bench (every ride ended, consumers caught up, audit, DLQ)."""
+checks of the full bench (every ride ended, consumers caught up, audit, DLQ). Each minute
+also gives every process's memory at its end and its CPU per ride started in it, so a
+reader can tell growth that levels off (a cache filling) from growth that does not, and a
+ride that gets dearer as the stack keeps more from one that does not."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -44,6 +48,15 @@ class ProcessMemory:
         return (self.rss_end_mb - self.rss_warm_mb) / self.rss_warm_mb * 100
 
 
+@dataclass(frozen=True)
+class Sample:
+    """One reading of one process: seconds since the soak started, RSS, CPU time."""
+    t_s: float
+    role: str
+    rss_mb: float
+    cpu_s: float
+
+
 @dataclass
 class SoakReport:
     duration_s: float
@@ -55,6 +68,7 @@ class SoakReport:
     processes: dict[str, ProcessMemory] = field(default_factory=dict)
     per_minute: list[dict[str, Any]] = field(default_factory=list)
     checks: dict[str, Any] = field(default_factory=dict)
+    samples: list[Sample] = field(default_factory=list)  # for per_minute, not reported
 
     @property
     def p95_drift(self) -> float | None:
@@ -100,15 +114,18 @@ def default_rate(settings: Settings) -> tuple[float, str] | None:
         return None
 
 
-async def _sample(report: SoakReport, roles: dict[str, int], warm_until: float,
-                  stop: asyncio.Event) -> None:
+async def _sample(report: SoakReport, roles: dict[str, int], started: float,
+                  warm_until: float, stop: asyncio.Event) -> None:
     while True:
         now = time.monotonic()
         for role, pid in roles.items():
             try:
-                rss = psutil.Process(pid).memory_info().rss / 2**20
+                with (process := psutil.Process(pid)).oneshot():
+                    rss = process.memory_info().rss / 2**20
+                    cpu = process.cpu_times()
             except psutil.Error:
                 continue
+            report.samples.append(Sample(now - started, role, rss, cpu.user + cpu.system))
             mem = report.processes[role]
             mem.rss_peak_mb = max(mem.rss_peak_mb, rss)
             if now >= warm_until and mem.rss_warm_mb is None:
@@ -121,18 +138,47 @@ async def _sample(report: SoakReport, roles: dict[str, int], warm_until: float,
             pass
 
 
-def _per_minute(started: list[tuple[float, RideResult]], duration_s: float
-                ) -> list[dict[str, Any]]:
+def _reading_at(samples: Sequence[Sample], role: str, t_s: float) -> Sample | None:
+    """The role's reading nearest to ``t_s`` seconds into the soak."""
+    return min((s for s in samples if s.role == role), key=lambda s: abs(s.t_s - t_s),
+               default=None)
+
+
+def _processes_in(samples: Sequence[Sample], start_s: float, end_s: float, rides: int
+                  ) -> tuple[dict[str, float], dict[str, float | None]]:
+    """Each process's RSS at the end of a span of the soak, and its CPU (ms) per ride
+    started in the span."""
+    rss: dict[str, float] = {}
+    cpu_per_ride: dict[str, float | None] = {}
+    for role in dict.fromkeys(s.role for s in samples):
+        first, last = _reading_at(samples, role, start_s), _reading_at(samples, role, end_s)
+        if first is None or last is None:
+            continue
+        rss[role] = round(last.rss_mb, 1)
+        cpu_per_ride[role] = (round((last.cpu_s - first.cpu_s) / rides * 1000, 1)
+                              if rides and last.t_s > first.t_s else None)
+    return rss, cpu_per_ride
+
+
+def _per_minute(started: list[tuple[float, RideResult]], duration_s: float,
+                samples: Sequence[Sample] = ()) -> list[dict[str, Any]]:
     out = []
-    for minute in range(int(duration_s // 60) + (1 if duration_s % 60 else 0)):
+    minutes = int(duration_s // 60) + (1 if duration_s % 60 else 0)
+    for minute in range(minutes):
         rides = [r for t, r in started if minute * 60 <= t < (minute + 1) * 60]
         done = [r for r in rides if r.status == "completed"]
+        # at a steady rate, the work of rides started before a minute and done in it
+        # makes up for that of rides started in it and done after it
+        end_s = min((minute + 1) * 60, duration_s)
+        rss, cpu_per_ride = _processes_in(samples, minute * 60, end_s, len(rides))
         out.append({
             "minute": minute + 1, "rides": len(rides), "completed": len(done),
             "whole": (minute + 1) * 60 <= duration_s,
             "to_assigned": percentiles([r.to_assigned_s for r in done
                                         if r.to_assigned_s is not None]),
             "to_completed": percentiles([r.to_end_s for r in done if r.to_end_s is not None]),
+            "rss_mb": rss,
+            "cpu_ms_per_ride": cpu_per_ride,
         })
     return out
 
@@ -167,7 +213,7 @@ async def run_soak(settings: Settings, *, duration_s: float, rate: float, rate_f
 
             stop = asyncio.Event()
             t0 = time.monotonic()
-            sampler = asyncio.create_task(_sample(report, roles, t0 + warm_up, stop))
+            sampler = asyncio.create_task(_sample(report, roles, t0, t0 + warm_up, stop))
             rides: set[asyncio.Task[None]] = set()  # those still running
             console.print(f"[dim]soak: {rate:.2f} rides/s for {duration_s:.0f} s "
                           f"({rate_from}); memory after {warm_up:.0f} s and at the end[/]")
@@ -184,7 +230,7 @@ async def run_soak(settings: Settings, *, duration_s: float, rate: float, rate_f
             elapsed = time.monotonic() - t0
             results = [r for _, r in started]
             report.rides = len(results)
-            report.per_minute = _per_minute(started, duration_s)
+            report.per_minute = _per_minute(started, duration_s, report.samples)
             run = figures("soak", results, i, elapsed)
             report.statuses = run.statuses
             await work.drivers_offline()
@@ -211,6 +257,12 @@ def print_soak(report: SoakReport, console: Console) -> None:
         console.print(f"  {role:<9} RSS {_mb(mem.rss_warm_mb)} → {_mb(mem.rss_end_mb)} MB "
                       f"({'—' if growth is None else f'{growth:+.1f}%'}), peak "
                       f"{mem.rss_peak_mb:.0f} MB")
+        by_minute = [(m["rss_mb"].get(role), m["cpu_ms_per_ride"].get(role))
+                     for m in report.per_minute]
+        if len(by_minute) > 1:
+            console.print(f"  {'':<9} by minute: RSS "
+                          f"{', '.join(_mb(r) for r, _ in by_minute)} MB; CPU per ride "
+                          f"{', '.join(_mb(c) for _, c in by_minute)} ms")
     for name, check in report.checks.items():
         console.print(f"  {'ok  ' if check.get('ok') else 'FAIL'} {name}", markup=False)
 
@@ -219,5 +271,5 @@ def _ms(v: float | None) -> str:
     return "—" if v is None else f"{v * 1000:.0f}"
 
 
-def _mb(v: float | None) -> str:
+def _mb(v: float | None) -> str:  # or any figure already in its unit
     return "—" if v is None else f"{v:.0f}"

@@ -16,7 +16,16 @@ from ridehail.load.baseline import ridehail_worker_settings
 from ridehail.load.bench import blocks_of, percentiles, print_report, run_bench
 from ridehail.load.benchfigures import RideResult, hops
 from ridehail.load.city import City
-from ridehail.load.soak import default_rate, print_soak, remember_throughput, run_soak
+from ridehail.load.soak import (
+    ProcessMemory,
+    Sample,
+    SoakReport,
+    _per_minute,
+    default_rate,
+    print_soak,
+    remember_throughput,
+    run_soak,
+)
 from ridehail.store.tables import Ride
 from tests.support.stack import Stack
 from workflows.steps import runs_locally
@@ -61,6 +70,33 @@ def test_blocks_of() -> None:
     assert blocks_of(5, 3) == [2, 2, 1]
     assert blocks_of(2, 3) == [1, 1]
     assert blocks_of(7, 1) == [7]
+
+
+def test_each_minute_of_a_soak_gives_memory_at_its_end_and_cpu_per_ride_started_in_it(
+        ) -> None:
+    # two rides a minute for two and a half minutes; a process read about every 30 s
+    # whose memory levels off and whose CPU per ride quadruples in the second minute
+    started = [(t, RideResult("completed", 1.0, 2.0)) for t in (0, 30, 60, 90, 120, 130)]
+    readings = [(0, 100, 0.0), (30, 110, 0.1), (61, 120, 0.2), (90, 121, 0.6),
+                (121, 122, 1.0), (150, 122, 1.3)]
+    samples = [Sample(t, "nats", rss, cpu) for t, rss, cpu in readings]
+    samples += [Sample(t, "api", 50, 0.0) for t, _, _ in readings]  # an idle one
+    first, second, last = _per_minute(started, 150, samples)
+    assert first["rss_mb"] == {"nats": 120, "api": 50}
+    assert first["cpu_ms_per_ride"] == {"nats": 100.0, "api": 0.0}  # 0.2 s for 2 rides
+    assert second["rss_mb"]["nats"] == 122 and second["cpu_ms_per_ride"]["nats"] == 400.0
+    # the last, partial minute ends with the soak
+    assert not last["whole"] and last["rides"] == 2
+    assert last["rss_mb"]["nats"] == 122 and last["cpu_ms_per_ride"]["nats"] == 150.0
+    # a soak with no readings still reports its minutes
+    [only] = _per_minute(started[:1], 30)
+    assert only["rss_mb"] == {} and only["cpu_ms_per_ride"] == {}
+
+    report = SoakReport(150, 2 / 60, "--rate", 30, rides=6, per_minute=[first, second, last],
+                        processes={"nats": ProcessMemory(1, 120, 122, 122)})
+    out = io.StringIO()
+    print_soak(report, Console(file=out, width=160))
+    assert "by minute: RSS 120, 122, 122 MB; CPU per ride 100, 400, 150 ms" in out.getvalue()
 
 
 async def test_bench_and_anchor_report_sane_figures(stack: Stack) -> None:
@@ -165,6 +201,9 @@ async def test_a_short_soak_reports_memory_per_process_and_latency_per_minute(
     # this process is the API and the bench client here; both were sampled
     api = report.processes["api"]
     assert api.rss_warm_mb and api.rss_end_mb and api.rss_growth_pct is not None
+    # and each minute, every process's memory at its end and its CPU per ride
+    assert set(minute["rss_mb"]) >= {"api", "temporal", "nats"}
+    assert minute["rss_mb"]["api"] > 10 and minute["cpu_ms_per_ride"]["api"] > 0
     figures = json.loads(json.dumps(report.as_dict(), default=str))
     assert set(figures["rss_growth_pct"]) >= {"api", "temporal", "nats"}
     assert figures["soak"]["rate_per_s"] == 1.0
