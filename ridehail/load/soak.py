@@ -5,7 +5,9 @@ end (``rss_growth_pct``), the latency percentiles of each minute, and the end-of
 checks of the full bench (every ride ended, consumers caught up, audit, DLQ). Each minute
 also gives every process's memory at its end and its CPU per ride started in it, so a
 reader can tell growth that levels off (a cache filling) from growth that does not, and a
-ride that gets dearer as the stack keeps more from one that does not."""
+ride that gets dearer as the stack keeps more from one that does not. What each stream
+stores after the warm-up and at the end explains nats-server's steps: it keeps the block a
+stream is writing in memory, in a buffer of 1, 4 or 8 MiB (docs/BENCHMARKS.md, Soak)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
 from rich.console import Console
 
 from ridehail.config import Settings
@@ -48,6 +52,14 @@ class ProcessMemory:
         return (self.rss_end_mb - self.rss_warm_mb) / self.rss_warm_mb * 100
 
 
+@dataclass
+class StreamSize:
+    """What a stream stores, after the warm-up and at the end."""
+    warm_mib: float | None = None
+    end_mib: float | None = None
+    end_messages: int | None = None
+
+
 @dataclass(frozen=True)
 class Sample:
     """One reading of one process: seconds since the soak started, RSS, CPU time."""
@@ -68,6 +80,7 @@ class SoakReport:
     processes: dict[str, ProcessMemory] = field(default_factory=dict)
     per_minute: list[dict[str, Any]] = field(default_factory=list)
     checks: dict[str, Any] = field(default_factory=dict)
+    streams: dict[str, StreamSize] = field(default_factory=dict)
     samples: list[Sample] = field(default_factory=list)  # for per_minute, not reported
 
     @property
@@ -91,6 +104,7 @@ class SoakReport:
             "rss_growth_pct": {r: p.rss_growth_pct for r, p in self.processes.items()},
             "processes": {r: {**asdict(p), "rss_growth_pct": p.rss_growth_pct}
                           for r, p in self.processes.items()},
+            "streams": {name: asdict(size) for name, size in self.streams.items()},
             "checks": self.checks,
             "ok": self.ok,
         }
@@ -136,6 +150,21 @@ async def _sample(report: SoakReport, roles: dict[str, int], started: float,
             return
         except TimeoutError:
             pass
+
+
+async def _stored(js: JetStreamContext) -> dict[str, tuple[int, float]]:
+    """Each stream's messages and MiB stored; a stream NATS does not answer for is left
+    out."""
+    from events.streams import stream_configs
+
+    stored = {}
+    for cfg in stream_configs():
+        try:
+            state = (await js.stream_info(cfg.name)).state
+        except NatsError:
+            continue
+        stored[cfg.name] = (state.messages, state.bytes / 2**20)
+    return stored
 
 
 def _reading_at(samples: Sequence[Sample], role: str, t_s: float) -> Sample | None:
@@ -214,6 +243,13 @@ async def run_soak(settings: Settings, *, duration_s: float, rate: float, rate_f
             stop = asyncio.Event()
             t0 = time.monotonic()
             sampler = asyncio.create_task(_sample(report, roles, t0, t0 + warm_up, stop))
+
+            async def streams_after_warm_up() -> None:
+                await asyncio.sleep(warm_up)
+                for name, (_, mib) in (await _stored(rt.js)).items():
+                    report.streams[name] = StreamSize(warm_mib=mib)
+
+            streams_warm = asyncio.create_task(streams_after_warm_up())
             rides: set[asyncio.Task[None]] = set()  # those still running
             console.print(f"[dim]soak: {rate:.2f} rides/s for {duration_s:.0f} s "
                           f"({rate_from}); memory after {warm_up:.0f} s and at the end[/]")
@@ -227,6 +263,10 @@ async def run_soak(settings: Settings, *, duration_s: float, rate: float, rate_f
             await asyncio.gather(*rides)
             stop.set()
             await sampler
+            await streams_warm
+            for name, (messages, mib) in (await _stored(rt.js)).items():
+                size = report.streams.setdefault(name, StreamSize())
+                size.end_mib, size.end_messages = mib, messages
             elapsed = time.monotonic() - t0
             results = [r for _, r in started]
             report.rides = len(results)
@@ -263,12 +303,21 @@ def print_soak(report: SoakReport, console: Console) -> None:
             console.print(f"  {'':<9} by minute: RSS "
                           f"{', '.join(_mb(r) for r, _ in by_minute)} MB; CPU per ride "
                           f"{', '.join(_mb(c) for _, c in by_minute)} ms")
+    if report.streams:
+        console.print(f"  {'streams':<9} stored "
+                      + ", ".join(f"{name} {_mib(s.warm_mib)} → {_mib(s.end_mib)} MiB"
+                                  for name, s in report.streams.items())
+                      + " (nats-server holds the block each writes, up to 8 MiB)")
     for name, check in report.checks.items():
         console.print(f"  {'ok  ' if check.get('ok') else 'FAIL'} {name}", markup=False)
 
 
 def _ms(v: float | None) -> str:
     return "—" if v is None else f"{v * 1000:.0f}"
+
+
+def _mib(v: float | None) -> str:
+    return "—" if v is None else f"{v:.1f}"
 
 
 def _mb(v: float | None) -> str:  # or any figure already in its unit

@@ -20,6 +20,7 @@ from ridehail.load.soak import (
     ProcessMemory,
     Sample,
     SoakReport,
+    StreamSize,
     _per_minute,
     default_rate,
     print_soak,
@@ -93,10 +94,14 @@ def test_each_minute_of_a_soak_gives_memory_at_its_end_and_cpu_per_ride_started_
     assert only["rss_mb"] == {} and only["cpu_ms_per_ride"] == {}
 
     report = SoakReport(150, 2 / 60, "--rate", 30, rides=6, per_minute=[first, second, last],
-                        processes={"nats": ProcessMemory(1, 120, 122, 122)})
+                        processes={"nats": ProcessMemory(1, 120, 122, 122)},
+                        streams={"RIDES": StreamSize(3.94, 4.12, 6000),
+                                 "DLQ": StreamSize(None, 0.0, 0)})
     out = io.StringIO()
-    print_soak(report, Console(file=out, width=160))
+    print_soak(report, Console(file=out, width=200))
     assert "by minute: RSS 120, 122, 122 MB; CPU per ride 100, 400, 150 ms" in out.getvalue()
+    # what each stream stores, after the warm-up and at the end ("—": not read then)
+    assert "stored RIDES 3.9 → 4.1 MiB, DLQ — → 0.0 MiB" in out.getvalue()
 
 
 async def test_bench_and_anchor_report_sane_figures(stack: Stack) -> None:
@@ -207,5 +212,9 @@ async def test_a_short_soak_reports_memory_per_process_and_latency_per_minute(
     figures = json.loads(json.dumps(report.as_dict(), default=str))
     assert set(figures["rss_growth_pct"]) >= {"api", "temporal", "nats"}
     assert figures["soak"]["rate_per_s"] == 1.0
-    print_soak(report, Console(file=out, width=120))
-    assert "RSS" in out.getvalue()
+    # what the streams store: the rides' events went to RIDES during the soak
+    assert set(figures["streams"]) == {"RIDES", "DRIVERS", "NOTIFICATIONS", "DLQ"}
+    rides = figures["streams"]["RIDES"]
+    assert rides["end_mib"] > rides["warm_mib"] > 0 and rides["end_messages"] >= 6 * 10
+    print_soak(report, Console(file=out, width=200))
+    assert "RSS" in out.getvalue() and "stored RIDES" in out.getvalue()
