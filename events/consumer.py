@@ -141,7 +141,8 @@ class ConsumerRunner:
 
     async def run(self, stop: asyncio.Event) -> None:
         self._stop = stop
-        await ensure_consumers(self.js, self.spec)
+        if not await self._ensure_consumers(stop):
+            return
         loops = [
             asyncio.create_task(self._pull(durable, subject, stop), name=durable)
             for durable, subject in durable_names(self.spec)
@@ -152,6 +153,35 @@ class ConsumerRunner:
             for t in loops:
                 t.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
+
+    async def _ensure_consumers(self, stop: asyncio.Event) -> bool:
+        """Create the group's durables, waiting out NATS while its requests fail or go
+        unanswered, blocked meanwhile (as on a handler's transient failure); False if
+        stopped first. Anything else (JetStream refusing the configuration) ends the
+        consumer."""
+        name = self.spec.name
+        attempt = 0
+        last_log = 0.0
+        while True:
+            try:
+                await ensure_consumers(self.js, self.spec)
+            except Exception as e:
+                if not is_transient(e):
+                    raise
+                attempt += 1
+                blocked = self.health.block(name, describe(e))
+                if (now := time.monotonic()) - last_log >= BLOCKED_LOG_EVERY_S:
+                    last_log = now
+                    log.warning("%s: blocked creating its durables since %s (%d tries): %s; "
+                                "retrying until it clears", name,
+                                blocked.since.isoformat(timespec="seconds"), blocked.attempts,
+                                blocked.reason)
+                if await _sleep_unless(stop, transient_delay(attempt)):
+                    return False
+                continue
+            if self.health.clear(name) is not None:
+                log.warning("%s: durables created after %d tries", name, attempt + 1)
+            return True
 
     async def _pull(self, durable: str, subject: str, stop: asyncio.Event) -> None:
         sub = None

@@ -1,12 +1,15 @@
 """Consumers under infrastructure failures, against a real nats-server: a transient
 failure is retried in place for as long as it lasts, in order, and never dead-lettered;
 the consumer reports itself blocked meanwhile; a DLQ publish failing during a NATS
-outage does not end the consumer, and the message is handled once NATS is back."""
+outage does not end the consumer, and the message is handled once NATS is back; nor does
+NATS not answering while the consumer creates its durables."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -144,6 +147,46 @@ async def test_a_failing_dlq_publish_does_not_end_the_consumer(
 
         await eventually(next_handled, "the next event to be handled", timeout=30)
         assert not runner.done()
+    finally:
+        stop.set()
+        await runner
+
+
+async def test_a_consumer_started_while_nats_is_frozen_waits_then_runs(
+        nc: NATS, own_nats: RestartableNats) -> None:
+    # a JetStream request that gets no answer in time (nats-server frozen: the connection
+    # still looks up) must not end a consumer that is creating its durables
+    js = nc.jetstream(timeout=0.5)
+    ride_id = uuid.uuid4().hex
+    handled: list[str] = []
+
+    async def handler(event: CloudEvent, msg: Msg) -> None:
+        handled.append(event.type)
+
+    spec = ConsumerSpec(name="frozen-start-test", stream="RIDES", prefix="rides",
+                        handler=handler)
+    stop = asyncio.Event()
+    health = ConsumerHealth()
+    assert own_nats.server.proc is not None
+    pid = own_nats.server.proc.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        runner = asyncio.create_task(ConsumerRunner(js, spec, health).run(stop))
+        await asyncio.sleep(2)  # a few of its requests time out meanwhile
+        assert not runner.done(), runner
+        # blocked meanwhile, as /readyz and the metrics tell
+        assert "TimeoutError" in health.blocked()["frozen-start-test"].reason
+        assert health.by_group()["frozen-start-test"] > 0
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    try:
+        await js.publish(f"rides.{ride_id}.trip_started", _event(ride_id, "trip_started"))
+
+        async def was_handled() -> bool:
+            return handled == ["ride.trip_started"]
+
+        await eventually(was_handled, "the event to be handled once NATS answers", timeout=30)
+        assert not runner.done() and health.blocked() == {}
     finally:
         stop.set()
         await runner
