@@ -141,7 +141,10 @@ class ConsumerRunner:
 
     async def run(self, stop: asyncio.Event) -> None:
         self._stop = stop
-        if not await self._ensure_consumers(stop):
+        # NATS failing or not answering while the durables are created is waited out,
+        # blocked, like a handler's transient failure; JetStream refusing them ends it
+        if not await self._until_it_clears(self.spec.name, "creating its durables",
+                                           lambda: ensure_consumers(self.js, self.spec)):
             return
         loops = [
             asyncio.create_task(self._pull(durable, subject, stop), name=durable)
@@ -154,33 +157,34 @@ class ConsumerRunner:
                 t.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
 
-    async def _ensure_consumers(self, stop: asyncio.Event) -> bool:
-        """Create the group's durables, waiting out NATS while its requests fail or go
-        unanswered, blocked meanwhile (as on a handler's transient failure); False if
-        stopped first. Anything else (JetStream refusing the configuration) ends the
-        consumer."""
-        name = self.spec.name
-        attempt = 0
+    async def _until_it_clears(self, blocked_as: str, doing: str,
+                               attempt: Callable[[], Awaitable[None]]) -> bool:
+        """Run ``attempt``, retrying a transient failure in place for as long as it lasts,
+        with ``blocked_as`` blocked meanwhile (told in the log once a minute). False if
+        asked to stop meanwhile; any other failure is raised."""
+        tries = 0
         last_log = 0.0
         while True:
             try:
-                await ensure_consumers(self.js, self.spec)
+                await attempt()
             except Exception as e:
                 if not is_transient(e):
                     raise
-                attempt += 1
-                blocked = self.health.block(name, describe(e))
+                tries += 1
+                blocked = self.health.block(blocked_as, describe(e))
                 if (now := time.monotonic()) - last_log >= BLOCKED_LOG_EVERY_S:
                     last_log = now
-                    log.warning("%s: blocked creating its durables since %s (%d tries): %s; "
-                                "retrying until it clears", name,
+                    log.warning("%s: blocked on %s since %s (%d tries): %s; retrying until "
+                                "it clears", blocked_as, doing,
                                 blocked.since.isoformat(timespec="seconds"), blocked.attempts,
                                 blocked.reason)
-                if await _sleep_unless(stop, transient_delay(attempt)):
+                if await _sleep_unless(self._stop, transient_delay(tries)):
                     return False
                 continue
-            if self.health.clear(name) is not None:
-                log.warning("%s: durables created after %d tries", name, attempt + 1)
+            cleared = self.health.clear(blocked_as)
+            if cleared is not None:
+                log.warning("%s: unblocked after %.0fs and %d tries", blocked_as,
+                            cleared.seconds, cleared.attempts)
             return True
 
     async def _pull(self, durable: str, subject: str, stop: asyncio.Event) -> None:
@@ -278,31 +282,8 @@ class ConsumerRunner:
         """Run the handler, retrying transient failures in place for as long as they last
         (the message held, so nothing behind it overtakes it). False if asked to stop
         meanwhile."""
-        attempt = 0
-        last_log = 0.0
-        while True:
-            try:
-                await self.spec.handler(event, msg)
-            except Exception as e:
-                if not is_transient(e):
-                    raise
-                attempt += 1
-                blocked = self.health.block(durable, describe(e))
-                now = time.monotonic()
-                if now - last_log >= BLOCKED_LOG_EVERY_S:
-                    last_log = now
-                    log.warning("%s: blocked on %s %s since %s (%d tries): %s; retrying "
-                                "until it clears", durable, event.type, event.id,
-                                blocked.since.isoformat(timespec="seconds"), blocked.attempts,
-                                blocked.reason)
-                if await _sleep_unless(self._stop, transient_delay(attempt)):
-                    return False
-                continue
-            cleared = self.health.clear(durable)
-            if cleared is not None:
-                log.warning("%s: unblocked after %.0fs and %d tries", durable, cleared.seconds,
-                            cleared.attempts)
-            return True
+        return await self._until_it_clears(durable, f"{event.type} {event.id}",
+                                           lambda: self.spec.handler(event, msg))
 
     async def _dead_letter(self, msg: Msg, error: str) -> None:
         meta = msg.metadata

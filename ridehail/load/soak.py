@@ -167,6 +167,14 @@ async def _stored(js: JetStreamContext) -> dict[str, tuple[int, float]]:
     return stored
 
 
+def _stream_sizes(warm: dict[str, tuple[int, float]], end: dict[str, tuple[int, float]]
+                  ) -> dict[str, StreamSize]:
+    return {name: StreamSize(warm[name][1] if name in warm else None,
+                             end[name][1] if name in end else None,
+                             end[name][0] if name in end else None)
+            for name in dict.fromkeys([*warm, *end])}
+
+
 def _reading_at(samples: Sequence[Sample], role: str, t_s: float) -> Sample | None:
     """The role's reading nearest to ``t_s`` seconds into the soak."""
     return min((s for s in samples if s.role == role), key=lambda s: abs(s.t_s - t_s),
@@ -244,12 +252,11 @@ async def run_soak(settings: Settings, *, duration_s: float, rate: float, rate_f
             t0 = time.monotonic()
             sampler = asyncio.create_task(_sample(report, roles, t0, t0 + warm_up, stop))
 
-            async def streams_after_warm_up() -> None:
+            async def stored_after_warm_up() -> dict[str, tuple[int, float]]:
                 await asyncio.sleep(warm_up)
-                for name, (_, mib) in (await _stored(rt.js)).items():
-                    report.streams[name] = StreamSize(warm_mib=mib)
+                return await _stored(rt.js)
 
-            streams_warm = asyncio.create_task(streams_after_warm_up())
+            stored_warm = asyncio.create_task(stored_after_warm_up())
             rides: set[asyncio.Task[None]] = set()  # those still running
             console.print(f"[dim]soak: {rate:.2f} rides/s for {duration_s:.0f} s "
                           f"({rate_from}); memory after {warm_up:.0f} s and at the end[/]")
@@ -263,10 +270,7 @@ async def run_soak(settings: Settings, *, duration_s: float, rate: float, rate_f
             await asyncio.gather(*rides)
             stop.set()
             await sampler
-            await streams_warm
-            for name, (messages, mib) in (await _stored(rt.js)).items():
-                size = report.streams.setdefault(name, StreamSize())
-                size.end_mib, size.end_messages = mib, messages
+            report.streams = _stream_sizes(await stored_warm, await _stored(rt.js))
             elapsed = time.monotonic() - t0
             results = [r for _, r in started]
             report.rides = len(results)
