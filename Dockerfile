@@ -26,6 +26,9 @@ COPY api ./api
 COPY events ./events
 COPY workflows ./workflows
 COPY activities ./activities
+COPY store ./store
+COPY infra ./infra
+COPY domain ./domain
 RUN pip install --no-deps . \
     && pip check \
     && useradd --system --uid 10001 --no-create-home --home-dir /app ridehail

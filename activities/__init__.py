@@ -11,7 +11,7 @@ from activities.matching import MatchingActivities
 from activities.payments import PaymentActivities, SandboxGateway
 from activities.pricing import PricingActivities
 from events.outbox import Outbox
-from ridehail.store.db import Database
+from store.db import Database
 
 
 def build_activities(db: Database, outbox: Outbox) -> list[Callable[..., Any]]:

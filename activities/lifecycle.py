@@ -5,9 +5,9 @@ from __future__ import annotations
 from temporalio import activity
 
 from activities.facts import fact
+from domain.money import to_decimal
 from events.catalog import FareAdjusted, Payload, RideCancelled, RideCompleted, RideFailed
 from events.outbox import Outbox
-from ridehail.domain.money import to_decimal
 from workflows.contract import Step
 from workflows.types import RideEnd
 

@@ -20,15 +20,15 @@ from temporalio import activity
 
 from activities.facts import fact
 from activities.pricing import map_point
+from domain.geo import Point, driver_cell
+from domain.matching import Located, rank_candidates
+from domain.money import to_decimal
 from events.catalog import DriverAssigned, DriverOffered, DriverReleased, OfferExpired
 from events.envelope import CloudEvent
 from events.outbox import Outbox
-from ridehail.domain.geo import Point, driver_cell
-from ridehail.domain.matching import Located, rank_candidates
-from ridehail.domain.money import to_decimal
-from ridehail.store import transitions
-from ridehail.store.db import Database
-from ridehail.store.tables import Driver, Offer, utcnow
+from store import transitions
+from store.db import Database
+from store.tables import Driver, Offer, utcnow
 from workflows.contract import Step
 from workflows.types import OfferClosed, OfferMade, OfferRef, ReleaseRequest, ReserveRequest
 

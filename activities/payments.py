@@ -21,15 +21,15 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.facts import fact, step_key
+from domain.meter import Figures, settle_trip, trip_so_far
+from domain.money import to_decimal
+from domain.payments import cancellation_fee_cents, final_charge_cents, hold_cents
 from events.catalog import PaymentAuthorized, PaymentDeclined, PaymentMoved
 from events.envelope import CloudEvent
 from events.outbox import Outbox
-from ridehail.domain.meter import Figures, settle_trip, trip_so_far
-from ridehail.domain.money import to_decimal
-from ridehail.domain.payments import cancellation_fee_cents, final_charge_cents, hold_cents
-from ridehail.store.db import Database
-from ridehail.store.meter import read_meter
-from ridehail.store.tables import LedgerEntry
+from store.db import Database
+from store.meter import read_meter
+from store.tables import LedgerEntry
 from workflows.contract import PAYMENT_DECLINED, Step  # a declined card is never retried
 from workflows.types import (
     Authorization,

@@ -1,7 +1,7 @@
 """The pricing activity: the ride's fare from its live quote, or priced now.
 
-The rules are in ``ridehail.domain.pricing``, quotes and zone surge in
-``ridehail.store.quotes``.
+The rules are in ``domain.pricing``, quotes and zone surge in
+``store.quotes``.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 from sqlmodel import Session
 from temporalio import activity
 
-from ridehail.domain.geo import Point
-from ridehail.store.db import Database
-from ridehail.store.quotes import live_quote, price, quote_covers
-from ridehail.store.tables import Ride
+from domain.geo import Point
+from store.db import Database
+from store.quotes import live_quote, price, quote_covers
+from store.tables import Ride
 from workflows import types as wt
 from workflows.contract import Step
 from workflows.types import FareQuote, QuoteRequest
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 def map_point(p: wt.Point | Point) -> Point:
-    """The boundary type of a point (``workflows.types.Point``) as the one ``ridehail.domain.geo``
+    """The boundary type of a point (``workflows.types.Point``) as the one ``domain.geo``
     computes with."""
     return p if isinstance(p, Point) else Point(lat=p.lat, lng=p.lng)
 

@@ -17,10 +17,10 @@ from api.ratelimit import RateLimit
 from api.services import Services
 from api.streams import Streams
 from events.outbox import Outbox
-from ridehail.config import Settings
-from ridehail.connections import connect_nats, connect_temporal
-from ridehail.store.db import Database
-from ridehail.telemetry import tracing_on
+from infra.config import Settings
+from infra.connections import connect_nats, connect_temporal
+from infra.telemetry import tracing_on
+from store.db import Database
 
 DESCRIPTION = """\
 Book rides and drive them.

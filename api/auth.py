@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import Scope
 
 from api.problems import Problem
-from ridehail.tokens import ALGORITHM, ROLES, Role, issue_token
+from infra.tokens import ALGORITHM, ROLES, Role, issue_token
 
 __all__ = ["ROLES", "Principal", "Role", "issue_token", "principal", "require", "verify"]
 # Ids become NATS subject tokens (``drivers.<id>.online``) and database keys: no dots,

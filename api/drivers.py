@@ -18,11 +18,11 @@ from api.problems import Problem, error_responses
 from api.schemas import Coordinates, DriverOut, DriverProfileIn, OfferOut
 from api.services import Deps
 from api.streams import SSE, driver_offers, wants_event_stream
+from domain.geo import driver_cell
 from events import catalog as c
 from events.envelope import CloudEvent, new_event
-from ridehail.domain.geo import driver_cell
-from ridehail.store.meter import record_point
-from ridehail.store.tables import Driver, Offer, utcnow
+from store.meter import record_point
+from store.tables import Driver, Offer, utcnow
 
 router = APIRouter(prefix="/v1/drivers/me", tags=["drivers"])
 SOURCE = "ridehail/api"

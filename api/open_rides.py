@@ -21,7 +21,7 @@ import hashlib
 from sqlalchemy import bindparam, text
 from sqlmodel import Session, col, select
 
-from ridehail.store.tables import Ride
+from store.tables import Ride
 
 FINAL = ("completed", "cancelled", "failed")
 

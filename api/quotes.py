@@ -11,9 +11,9 @@ from api.auth import Rider
 from api.problems import error_responses
 from api.schemas import QuoteIn, QuoteOut
 from api.services import Deps
-from ridehail.domain.money import fmt
-from ridehail.store.quotes import make_quote
-from ridehail.store.tables import Quote
+from domain.money import fmt
+from store.quotes import make_quote
+from store.tables import Quote
 
 router = APIRouter(prefix="/v1", tags=["rides"])
 

@@ -31,9 +31,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.auth import remember_caller, verify
 from api.problems import Problem, problem_response
-from ridehail.config import Settings
-from ridehail.store.db import Database
-from ridehail.store.tables import RateLimitHit
+from infra.config import Settings
+from store.db import Database
+from store.tables import RateLimitHit
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from sqlmodel import Session, col, select
 from api.auth import ROLES, Principal
 from api.problems import Problem, invalid
 from api.schemas import ID_PATTERN
-from ridehail.store.tables import Offer, Ride
+from store.tables import Offer, Ride
 
 NOT_FOUND = "No such ride"
 

@@ -38,15 +38,15 @@ from api.schemas import (
 )
 from api.services import Deps
 from api.streams import SSE, ride_events, wants_event_stream
+from domain.geo import zone_cell
+from domain.status import FINAL, RideStatus
 from events import catalog as c
 from events.envelope import CloudEvent, new_event
 from events.history import ride_history
-from ridehail.domain.geo import zone_cell
-from ridehail.domain.status import FINAL, RideStatus
-from ridehail.store import transitions
-from ridehail.store.meter import start_meter, stop_meter
-from ridehail.store.quotes import live_quote
-from ridehail.store.tables import IdempotencyKey, Offer, Ride, utcnow
+from store import transitions
+from store.meter import start_meter, stop_meter
+from store.quotes import live_quote
+from store.tables import IdempotencyKey, Offer, Ride, utcnow
 
 router = APIRouter(prefix="/v1/rides", tags=["rides"])
 SOURCE = "ridehail/api"

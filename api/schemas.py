@@ -13,10 +13,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from ridehail.domain.geo import Point
-from ridehail.domain.money import fmt
-from ridehail.domain.status import RideStatus
-from ridehail.store.tables import Driver, Offer, Ride
+from domain.geo import Point
+from domain.money import fmt
+from domain.status import RideStatus
+from store.tables import Driver, Offer, Ride
 
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 # A ride, quote or other id as it appears in a path or a body.

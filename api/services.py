@@ -12,8 +12,8 @@ from temporalio.client import Client
 
 from events.health import ConsumerHealth
 from events.outbox import Outbox
-from ridehail.config import Settings
-from ridehail.store.db import Database
+from infra.config import Settings
+from store.db import Database
 
 
 @dataclass

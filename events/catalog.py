@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ridehail.domain.geo import Point
+from domain.geo import Point
 
 
 class Payload(BaseModel):

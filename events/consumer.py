@@ -36,7 +36,7 @@ from events.envelope import CloudEvent, InvalidEvent, logical_subject, parse_eve
 from events.failures import PermanentError, describe, is_transient
 from events.health import ConsumerHealth
 from events.topology import ACK_WAIT_S, ConsumerGroup
-from ridehail.logs import ride_context, ride_extra
+from infra.logs import ride_context, ride_extra
 
 log = logging.getLogger(__name__)
 

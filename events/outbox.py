@@ -27,8 +27,8 @@ from events import tracecontext
 from events.envelope import APPLIED_HEADER, CloudEvent
 from events.projection import project_inline
 from events.ridemetrics import RideMetrics
-from ridehail.store.db import Database, insert_unless_present
-from ridehail.store.tables import OutboxEvent, utcnow
+from store.db import Database, insert_unless_present
+from store.tables import OutboxEvent, utcnow
 
 log = logging.getLogger(__name__)
 _OUTBOX: Table = OutboxEvent.__table__  # type: ignore[attr-defined]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlalchemy import Table, bindparam, select
 from sqlmodel import Session
 
-from ridehail.store.db import insert_unless_present
-from ridehail.store.tables import ProcessedEvent, utcnow
+from store.db import insert_unless_present
+from store.tables import ProcessedEvent, utcnow
 
 _PROCESSED: Table = ProcessedEvent.__table__  # type: ignore[attr-defined]
 

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 from sqlmodel import Session
 
+from domain.geo import driver_cell, zone_cell
+from domain.money import to_cents
+from domain.status import BEFORE_TRIP, FINAL, RideStatus
 from events import catalog as c
 from events.envelope import CloudEvent
 from events.processed import first_time
-from ridehail.domain.geo import driver_cell, zone_cell
-from ridehail.domain.money import to_cents
-from ridehail.domain.status import BEFORE_TRIP, FINAL, RideStatus
-from ridehail.store import transitions
-from ridehail.store.tables import Driver, Ride
+from store import transitions
+from store.tables import Driver, Ride
 
 RIDE_PROJECTOR = "ride-projector"
 DRIVER_PROJECTOR = "driver-projector"

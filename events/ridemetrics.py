@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from sqlmodel import Session
 
 from events.envelope import CloudEvent
-from ridehail.store.tables import Ride
+from store.tables import Ride
 
 Observation = Callable[[], None]
 OUTCOMES = {"ride.completed": "completed", "ride.cancelled": "cancelled",

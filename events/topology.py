@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from domain.notifications import NOTIFYING_TYPES
 from events.catalog import RIDE_COMMANDS
 from events.envelope import PARTITIONS
-from ridehail.domain.notifications import NOTIFYING_TYPES
 
 # A message not acknowledged within this is redelivered (to another process, if the one
 # holding it died). Handlers that take longer keep it by reporting progress.

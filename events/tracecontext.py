@@ -32,8 +32,8 @@ from sqlalchemy import select
 from sqlmodel import Session, col
 
 from events.envelope import CloudEvent
-from ridehail.store.tables import OutboxEvent
-from ridehail.telemetry import tracing_on
+from infra.telemetry import tracing_on
+from store.tables import OutboxEvent
 
 __all__ = ["RideTraces", "event_context", "messaging_attributes", "process_span",
            "publish_span", "stamp", "tracing_on"]

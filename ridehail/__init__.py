@@ -1,3 +1,3 @@
-"""ridehail's own layers: pure rules (``domain``), persistence (``store``), operations
-(``ops``) and the load tools (``load``) as subpackages; settings, connections and the
-composition root (CLI, components, dev stack, worker) as the modules here."""
+"""The ``ridehail`` program: the command (``cli``), the processes it runs
+(``processes``), one-shot operations on a running system (``ops``) and the load tools
+(``load``). It stands on every other package and none imports it."""

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from ridehail.config import Settings
+from infra.config import Settings
 from ridehail.load.chaos.command import register as register_chaos
 from ridehail.load.commands import register_bench, register_simulate
 from ridehail.opscli import register as register_operations
@@ -46,7 +46,7 @@ def run_service(main: Coroutine[Any, Any, None]) -> None:
 
 
 def _logging(verbose: bool) -> None:
-    from ridehail.logs import configure_logging
+    from infra.logs import configure_logging
 
     configure_logging(verbose, _settings().log_format)
 
@@ -59,7 +59,7 @@ def dev(
 ) -> None:
     """Run the whole stack on this machine: Temporal dev server, nats-server, the worker,
     the consumers, the outbox relay and the API."""
-    from ridehail.devstack import DevStackError, run_dev
+    from ridehail.processes.devstack import DevStackError, run_dev
 
     _logging(verbose)
     settings = with_secret(_settings(data_dir, api_port=api_port).with_dev_secret())
@@ -67,7 +67,7 @@ def dev(
     def say(line: str) -> None:
         console.print(f"[bold cyan]ridehail[/] {escape(line)}", soft_wrap=True)
 
-    from ridehail.telemetry import shutdown_tracing
+    from infra.telemetry import shutdown_tracing
 
     try:
         run_service(run_dev(settings, say, verbose))
@@ -85,7 +85,7 @@ def token(
     ttl: Annotated[int, typer.Option(help="seconds until it expires")] = 3600,
 ) -> None:
     """Print a signed bearer token (HS256 with RIDEHAIL_JWT_SECRET)."""
-    from ridehail.tokens import ROLES, issue_token
+    from infra.tokens import ROLES, issue_token
 
     if role not in ROLES:
         console.print(f"[red]error:[/] --role must be one of {', '.join(ROLES)}")
@@ -105,9 +105,9 @@ def _run_component(name: str, verbose: bool, body,  # type: ignore[no-untyped-de
     """Run one long-running component until SIGINT/SIGTERM."""
     _logging(verbose)
     settings = settings or _settings()
-    from ridehail.components import metrics_served, observe, run_logged, runtime
-    from ridehail.devstack import install_stop_handlers
-    from ridehail.telemetry import shutdown_tracing
+    from infra.telemetry import shutdown_tracing
+    from ridehail.processes.components import metrics_served, observe, run_logged, runtime
+    from ridehail.processes.devstack import install_stop_handlers
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -133,7 +133,7 @@ Verbose = Annotated[bool, typer.Option("--verbose", "-v")]
 def api(verbose: Verbose = False) -> None:
     """Run the HTTP API alone."""
     settings = with_secret(_settings())  # before the heavy imports: fail fast
-    from ridehail.components import run_api
+    from ridehail.processes.components import run_api
 
     _run_component("api", verbose, run_api, settings)
 
@@ -141,7 +141,7 @@ def api(verbose: Verbose = False) -> None:
 @app.command()
 def worker(verbose: Verbose = False) -> None:
     """Run the Temporal worker alone (task queue `rides`)."""
-    from ridehail.components import run_temporal_worker
+    from ridehail.processes.components import run_temporal_worker
 
     _run_component("worker", verbose, run_temporal_worker)
 
@@ -153,7 +153,7 @@ def consumers(
 ) -> None:
     """Run the event consumers (workflow-trigger, ride-projector, driver-projector,
     notifier), all or the ones named."""
-    from ridehail.components import CONSUMERS, run_consumers
+    from ridehail.processes.components import CONSUMERS, run_consumers
 
     chosen = tuple(names or CONSUMERS)
     unknown = set(chosen) - set(CONSUMERS)
@@ -168,7 +168,7 @@ def consumers(
 @app.command()
 def relay(verbose: Verbose = False) -> None:
     """Run the outbox relay alone: publishes events whose publish after commit failed."""
-    from ridehail.components import run_relay
+    from ridehail.processes.components import run_relay
 
     _run_component("relay", verbose, run_relay)
 
@@ -214,7 +214,7 @@ def db_upgrade(
     as_json: Annotated[bool, typer.Option("--json", help="the revisions, as JSON")] = False,
 ) -> None:
     """Apply the schema migrations to RIDEHAIL_DATABASE_URL (PostgreSQL or SQLite)."""
-    from ridehail.store import migrate
+    from store import migrate
 
     settings = _settings()
     before = migrate.current(settings.db_url)

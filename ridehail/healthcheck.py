@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
-from ridehail.config import Settings
+from infra.config import Settings
 
 COMPONENTS = ("api", "worker", "consumers", "relay")
 TIMEOUT_S = 3.0

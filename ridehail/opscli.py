@@ -23,7 +23,7 @@ from ridehail.terminal import settings_or_exit as _settings
 def unfit_servers_exit() -> Iterator[None]:
     """A server that does not fit ridehail ends the command with its explanation."""
     from events.fitcheck import NatsUnfit
-    from ridehail.temporalcheck import TemporalUnfit
+    from ridehail.processes.temporalcheck import TemporalUnfit
 
     try:
         yield
@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
     def _once(name: str, body, *, temporal: bool = False):  # type: ignore[no-untyped-def]
         """Run a one-shot operation with a runtime (no stream or table creation)."""
         settings = _settings()
-        from ridehail.components import runtime
+        from ridehail.processes.components import runtime
 
         async def main():  # type: ignore[no-untyped-def]
             async with runtime(settings, name, temporal=temporal, prepare=False) as rt:
@@ -220,7 +220,7 @@ def register(app: typer.Typer) -> None:
         async def run() -> list[r.ReplayOutcome]:
             if directory is not None:
                 return await r.replay_files(r.history_files(directory))
-            from ridehail.connections import connect_temporal
+            from infra.connections import connect_temporal
 
             client = await connect_temporal(settings)
             return await r.replay_live(client, query or "", limit)

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ridehail.config import Settings
+from infra.config import Settings
 
 BACKUPS = "stream-backups"
 
@@ -109,7 +109,7 @@ CONNECT_TIMEOUT_S = 10.0
 
 
 async def _connect(s: Settings, name: str):  # type: ignore[no-untyped-def]
-    from ridehail.connections import connect_nats
+    from infra.connections import connect_nats
 
     try:
         return await asyncio.wait_for(connect_nats(s, name), CONNECT_TIMEOUT_S)

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ridehail.config import Settings, SettingsError
+from infra.config import Settings, SettingsError
 
 # Diagnostics (progress, errors, what a command is doing) on stderr; results on stdout.
 # Neither wraps nor cuts lines when it is not a terminal: a pipe gets whole lines.

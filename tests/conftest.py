@@ -20,9 +20,9 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from ridehail.config import Settings
-from ridehail.connections import connect_temporal
-from ridehail.devservers import SEARCH_ATTRIBUTES, ServerProcess, binary
+from infra.config import Settings
+from infra.connections import connect_temporal
+from ridehail.processes.devservers import SEARCH_ATTRIBUTES, ServerProcess, binary
 from tests.support.servers import (
     RestartableNats,
     free_port,

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import SearchAttributeUpdate
 
-from ridehail.domain.status import RideStatus
+from domain.status import RideStatus
 from workflows.contract import DRIVER_ID, RIDE_STATUS, Step
 from workflows.inbox import CancelRequest, Inbox
 from workflows.patches import Patches

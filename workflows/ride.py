@@ -21,7 +21,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from ridehail.domain.status import RideStatus
+    from domain.status import RideStatus
     from workflows.contract import (
         EVENT_SIGNALS,
         RIDE_EVENT_SIGNAL,

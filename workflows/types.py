@@ -9,15 +9,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ridehail.domain.status import RideStatus
+from domain.status import RideStatus
 
 
 class Point(BaseModel):
     """A point on the map as it crosses the Temporal boundary.
 
     The workflow sandbox may import only the standard library, temporalio and pydantic,
-    so this is a twin of ``ridehail.domain.geo.Point`` (which brings h3 along) rather than an
-    import of it. ``from_attributes`` lets a ``ridehail.domain.geo.Point`` be passed where this one
+    so this is a twin of ``domain.geo.Point`` (which brings h3 along) rather than an
+    import of it. ``from_attributes`` lets a ``domain.geo.Point`` be passed where this one
     is expected (the trigger builds ``RideInput`` from the event's points).
     """
 

@@ -28,7 +28,8 @@ import time
 import httpx
 import psutil
 
-from ridehail.tokens import issue_token
+from infra.tokens import issue_token
+from ridehail.processes.devstack import ridehail_command
 
 RIDE = {"pickup": {"lat": 40.75, "lng": -73.99}, "dropoff": {"lat": 40.76, "lng": -73.97}}
 
@@ -86,7 +87,7 @@ def main() -> int:
            "RIDEHAIL_NATS_URL": f"nats://127.0.0.1:{nats_port}",
            "RIDEHAIL_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
            "RIDEHAIL_TEMPORAL_UI_PORT": str(free_port())}
-    dev = subprocess.Popen([sys.executable, "-m", "ridehail.cli", "dev"], env=env,
+    dev = subprocess.Popen(ridehail_command("dev"), env=env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     api = f"http://127.0.0.1:{api_port}"
     try:

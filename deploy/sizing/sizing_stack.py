@@ -30,10 +30,16 @@ import httpx
 import psycopg
 from sizing_figures import rss_mib
 
-from ridehail.devservers import SEARCH_ATTRIBUTES, binary, die_with_parent, free_port, terminate
-from ridehail.domain.status import RideStatus
+from domain.status import RideStatus
 from ridehail.healthcheck import COMPONENTS as KINDS  # api, worker, consumers, relay
 from ridehail.load.apiclient import Api, poll_until
+from ridehail.processes.devservers import (
+    SEARCH_ATTRIBUTES,
+    binary,
+    die_with_parent,
+    free_port,
+    terminate,
+)
 
 STOP_TIMEOUT_S = 30.0
 

@@ -1,6 +1,6 @@
 """The ``notifier`` consumer: tells riders and drivers what happened to their rides.
 
-For each ride event, the rule in ``ridehail.domain.notifications`` names the notices; each is
+For each ride event, the rule in ``domain.notifications`` names the notices; each is
 stored and published as ``notification.sent`` on ``notifications.<user_id>.sent`` in one
 transaction with the processed-event record.
 """
@@ -11,14 +11,14 @@ from nats.aio.msg import Msg
 from sqlalchemy import Table, bindparam, insert
 from sqlmodel import Session, col, select
 
+from domain.notifications import NOTIFYING_TYPES, notifications_for
 from events.catalog import NotificationSent
 from events.consumer import ConsumerSpec
 from events.envelope import CloudEvent, derived_id, new_event
 from events.outbox import Outbox
 from events.processed import first_time
 from events.projection import NotYetKnown
-from ridehail.domain.notifications import NOTIFYING_TYPES, notifications_for
-from ridehail.store.tables import Notification, Ride, utcnow
+from store.tables import Notification, Ride, utcnow
 
 NAME = "notifier"
 SOURCE = "ridehail/notifier"

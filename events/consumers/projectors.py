@@ -15,7 +15,7 @@ from events.projection import (
     project_driver_event,
     project_ride_event,
 )
-from ridehail.store.db import Database
+from store.db import Database
 
 
 class Projectors:

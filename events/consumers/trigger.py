@@ -39,16 +39,16 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from domain.geo import Point, zone_cell
+from domain.status import FINAL, RideStatus
 from events.catalog import RIDE_COMMANDS, RideRequested
 from events.consumer import ConsumerSpec
 from events.envelope import CloudEvent
 from events.failures import PermanentError
 from events.health import ConsumerHealth
-from ridehail.config import Settings
-from ridehail.domain.geo import Point, zone_cell
-from ridehail.domain.status import FINAL, RideStatus
-from ridehail.store.db import Database
-from ridehail.store.tables import Ride
+from infra.config import Settings
+from store.db import Database
+from store.tables import Ride
 from workflows.contract import (
     RIDE_STATUS,
     RIDER_ID,

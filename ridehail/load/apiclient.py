@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ridehail.domain.geo import Point
+from domain.geo import Point
 from ridehail.load.city import coords
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ class Api:
         new pool for ``base_url``."""
         import httpx
 
-        from ridehail.tokens import issue_token
+        from infra.tokens import issue_token
 
         self._issue = issue_token
         self._secret = secret

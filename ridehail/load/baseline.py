@@ -7,7 +7,7 @@ signals (accept, arrive, start, end) and the same waits (the offer's answer with
 timeout, then arrival, start and end) — with no NATS, no database and no API: its
 activities return at once. It runs on the same Temporal server as ridehail, on a task
 queue of its own, under a worker built with ridehail's worker settings
-(``ridehail.worker.build_worker``).
+(``ridehail.processes.worker.build_worker``).
 
 Its driver is a bare Temporal client that answers as soon as the workflow waits: it
 starts the workflow with an update that returns once the offer is out
@@ -184,12 +184,12 @@ _WIRING = frozenset({"client", "task_queue", "activities", "workflows", "nexus_s
 
 async def ridehail_worker_settings(client: Client) -> dict[str, Any]:
     """The tuning options of ridehail's worker, read from a worker built by
-    ``ridehail.worker.build_worker`` exactly as ridehail builds it. That worker is never
+    ``ridehail.processes.worker.build_worker`` exactly as ridehail builds it. That worker is never
     run; it is built on a connection of its own, because a client refuses a second worker
     on a task queue it already serves (the ``rides`` worker may share ``client``)."""
     from temporalio.client import Client as _Client
 
-    from ridehail.worker import build_worker
+    from ridehail.processes.worker import build_worker
 
     probe = await _Client.connect(client.service_client.config.target_host,
                                   namespace=client.namespace,

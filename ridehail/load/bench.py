@@ -40,8 +40,8 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from ridehail.config import Settings
-from ridehail.domain.status import RideStatus
+from domain.status import RideStatus
+from infra.config import Settings
 from ridehail.load.apiclient import TERMINAL_EVENTS, Api, ApiError
 from ridehail.load.benchchecks import caught_up, check_ridehail, unreachable
 from ridehail.load.benchfigures import (
@@ -299,13 +299,13 @@ async def run_bench(settings: Settings, *, rides: int, drivers: int, concurrency
     """The whole bench against the stack ``settings`` point at. With both sides, the
     rides run in ``rounds`` alternating blocks (ridehail, anchor, ridehail, …) so that a
     change in the machine's background load weighs on both alike."""
-    from ridehail.components import runtime
     from ridehail.load.baseline import (
         build_baseline_worker,
         drive_ride,
         ridehail_local_steps,
         ridehail_worker_settings,
     )
+    from ridehail.processes.components import runtime
 
     console = console or Console()
     city = city or City()

@@ -11,16 +11,16 @@ from typing import TYPE_CHECKING
 
 from nats.js import JetStreamContext
 
-from ridehail.config import Settings
+from infra.config import Settings
 from ridehail.load.benchfigures import BenchReport, RunFigures
 
 if TYPE_CHECKING:
-    from ridehail.components import Runtime
+    from ridehail.processes.components import Runtime
 
 
 def unreachable(settings: Settings, api: bool = True) -> list[str]:
     """The stack's services that do not answer (``name host:port``)."""
-    from ridehail.devservers import answering
+    from ridehail.processes.devservers import answering
 
     wanted = {"NATS": settings.nats_host_port, "Temporal": settings.temporal_host_port}
     if api:

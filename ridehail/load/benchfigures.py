@@ -13,7 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ridehail.domain.status import FINAL, RideStatus
+from domain.status import FINAL, RideStatus
 from ridehail.load.procwatch import ProcessUsage
 
 

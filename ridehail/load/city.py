@@ -7,7 +7,7 @@ import math
 import random
 from dataclasses import dataclass
 
-from ridehail.domain.geo import EARTH_RADIUS_M, Point, haversine_m
+from domain.geo import EARTH_RADIUS_M, Point, haversine_m
 
 
 @dataclass(frozen=True)

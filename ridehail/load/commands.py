@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from ridehail.config import Settings
+from infra.config import Settings
 from ridehail.load.apiclient import ApiError
 from ridehail.load.bench import BenchReport, print_report, run_bench, unreachable
 from ridehail.load.city import City
@@ -145,7 +145,7 @@ def register_simulate(app: typer.Typer) -> None:
         """Simulate a small city — drivers moving and answering offers, riders requesting
         rides — through the HTTP API of the running stack, with a live view; Ctrl-C stops
         it with a summary."""
-        from ridehail.devservers import answering
+        from ridehail.processes.devservers import answering
 
         settings = with_secret(settings_or_exit())
         try:

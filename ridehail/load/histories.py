@@ -16,11 +16,11 @@ from pathlib import Path
 
 import httpx
 
-from ridehail.config import Settings
-from ridehail.connections import connect_temporal
-from ridehail.devservers import binary
+from infra.config import Settings
+from infra.connections import connect_temporal
 from ridehail.load.apiclient import Api
 from ridehail.load.scenarios import SCENARIOS, Scene, Timeouts
+from ridehail.processes.devservers import binary
 from workflows.contract import workflow_id
 
 

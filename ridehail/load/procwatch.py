@@ -14,7 +14,7 @@ from typing import Any
 
 import psutil
 
-from ridehail.config import Settings
+from infra.config import Settings
 
 
 @dataclass
@@ -114,8 +114,8 @@ def stack_processes(settings: Settings) -> dict[str, int]:
 
 
 def _worker_child(api_pid: int) -> int | None:
-    """The worker process ``ridehail dev`` runs beside its own (ridehail.devstack)."""
-    from ridehail.devstack import runs_component
+    """The worker process ``ridehail dev`` runs beside its own (ridehail.processes.devstack)."""
+    from ridehail.processes.devstack import runs_component
 
     try:
         for child in psutil.Process(api_pid).children():

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ridehail.domain.status import RideStatus
+from domain.status import RideStatus
 from ridehail.load.apiclient import Api, poll_until
 
 

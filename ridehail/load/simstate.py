@@ -13,8 +13,8 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from ridehail.domain.geo import Point
-from ridehail.domain.status import FINAL, RideStatus
+from domain.geo import Point
+from domain.status import FINAL, RideStatus
 from ridehail.load.city import City
 
 DRIVER_STATUSES = ("available", "reserved", "on_trip", "offline")

@@ -25,9 +25,9 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 
-from ridehail.config import Settings
-from ridehail.domain.geo import Point, haversine_m, zone_cell
-from ridehail.domain.status import FINAL, RideStatus
+from domain.geo import Point, haversine_m, zone_cell
+from domain.status import FINAL, RideStatus
+from infra.config import Settings
 from ridehail.load.apiclient import Api, ApiError
 from ridehail.load.city import coords, towards
 from ridehail.load.simstate import (
@@ -262,7 +262,7 @@ class Simulation:
     async def sample_rates(self, settings: Settings) -> None:
         """Events a second on RIDES and DRIVERS (from the streams' last sequence), and API
         calls a second, over the last few seconds."""
-        from ridehail.connections import connect_nats
+        from infra.connections import connect_nats
 
         js = None
         with contextlib.suppress(Exception):

@@ -25,7 +25,7 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from rich.console import Console
 
-from ridehail.config import Settings
+from infra.config import Settings
 from ridehail.load.apiclient import Api
 from ridehail.load.benchchecks import caught_up, check_ridehail
 from ridehail.load.benchfigures import BenchReport, RideResult, figures, percentiles
@@ -224,8 +224,8 @@ async def run_soak(settings: Settings, *, duration_s: float, rate: float, rate_f
                    drivers: int, city: City, seed: int, ride_timeout_s: float,
                    console: Console) -> SoakReport:
     from events.dlq import dlq_depth
-    from ridehail.components import runtime
     from ridehail.load.bench import RidehailWorkload
+    from ridehail.processes.components import runtime
 
     warm_up = min(MAX_WARM_UP_S, duration_s * 0.2)
     report = SoakReport(duration_s, rate, rate_from, warm_up)

@@ -27,12 +27,12 @@ from sqlmodel import Session, col, select
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
+from domain.status import FINAL
 from events.dlq import list_dead_letters
 from events.envelope import CloudEvent, InvalidEvent, parse_event
-from ridehail.config import Settings
-from ridehail.domain.status import FINAL
-from ridehail.store.db import Database
-from ridehail.store.tables import LedgerEntry, OutboxEvent, Ride, utcnow
+from infra.config import Settings
+from store.db import Database
+from store.tables import LedgerEntry, OutboxEvent, Ride, utcnow
 from workflows.contract import WORKFLOW_TYPE
 
 OUTBOX_GRACE = timedelta(minutes=1)

@@ -37,8 +37,8 @@ from events.projection import (
 )
 from events.topology import DRIVER_PROJECTOR as DRIVER_PROJECTOR_GROUP
 from events.topology import RIDE_PROJECTOR as RIDE_PROJECTOR_GROUP
-from ridehail.store.db import Database
-from ridehail.store.tables import Driver, ProcessedEvent, Ride
+from store.db import Database
+from store.tables import Driver, ProcessedEvent, Ride
 
 BATCH = 200
 

@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from ridehail.config import Settings
+from infra.config import Settings
 from tests.support.stack import Stack, running_stack
 
 CHROMIUM = os.environ.get("RIDEHAIL_TEST_CHROMIUM") or shutil.which("chromium")

@@ -27,7 +27,7 @@ from ridehail.load.soak import (
     remember_throughput,
     run_soak,
 )
-from ridehail.store.tables import Ride
+from store.tables import Ride
 from tests.support.stack import Stack
 from workflows.steps import runs_locally
 

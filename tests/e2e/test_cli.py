@@ -12,11 +12,11 @@ from pathlib import Path
 
 import jwt
 
+from domain.status import RideStatus
 from events.dlq import list_dead_letters
-from ridehail.config import Settings
-from ridehail.domain.status import RideStatus
+from infra.config import Settings
 from ridehail.ops.audit import run_audit
-from ridehail.store.tables import LedgerEntry, OutboxEvent, Ride, utcnow
+from store.tables import LedgerEntry, OutboxEvent, Ride, utcnow
 from tests.support.rides import DROPOFF, PICKUP
 from tests.support.stack import Stack, eventually, running_stack
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ridehail.config import Settings
-from ridehail.devservers import answering
-from ridehail.devstack import runs_component
-from ridehail.domain.status import RideStatus
+from domain.status import RideStatus
+from infra.config import Settings
+from ridehail.processes.devservers import answering
+from ridehail.processes.devstack import ridehail_command, runs_component
 from tests.support.devprocess import (
     RIDEHAIL,
     DevProcess,
@@ -99,7 +99,7 @@ def test_dev_reuses_servers_already_running(
         assert "reusing the nats-server" in log and "reusing the temporal" in log, log
         # it started no server of its own: its only child is its worker process
         assert [command(p) for p in descendants(dev.proc.pid)] == [
-            [sys.executable, "-m", "ridehail.cli", "worker"]]
+            ridehail_command("worker")]
         assert dev.interrupt() == []
     finally:
         dev.kill()

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx
 
-from ridehail.config import Settings
-from ridehail.logs import JsonFormatter
+from infra.config import Settings
+from infra.logs import JsonFormatter
 from tests.support.servers import free_port
 
 RIDEHAIL = str(Path(sys.executable).parent / "ridehail")

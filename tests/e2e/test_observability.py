@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from ridehail.config import Settings
+from infra.config import Settings
 from tests.support.devprocess import RIDEHAIL, DevProcess, dev_environment, run_ride
 from tests.support.otlp import ReceivedSpan, otlp_receiver
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from sqlmodel import select
 
-from ridehail.domain.status import RideStatus
-from ridehail.store.tables import Driver, LedgerEntry
+from domain.status import RideStatus
+from store.tables import Driver, LedgerEntry
 from tests.support.rides import DROPOFF, PICKUP, driver_online, wait_offer
 from tests.support.stack import Stack, eventually
 

@@ -10,11 +10,11 @@ import random
 from rich.console import Console
 from sqlmodel import select
 
-from ridehail.domain.geo import haversine_m
+from domain.geo import haversine_m
 from ridehail.load.city import City, towards
 from ridehail.load.simstate import SimConfig, SimState, print_summary
 from ridehail.load.simulate import run_simulation
-from ridehail.store.tables import Driver
+from store.tables import Driver
 from tests.support.stack import Stack, eventually
 
 DRIVERS = 4

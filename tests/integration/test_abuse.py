@@ -18,8 +18,8 @@ import httpx
 import jwt
 import pytest
 
-from ridehail.config import Settings, SettingsError
-from ridehail.tokens import issue_token
+from infra.config import Settings, SettingsError
+from infra.tokens import issue_token
 from tests.support.stack import Stack, running_stack
 
 PICKUP = {"lat": 40.75, "lng": -73.99}
@@ -66,7 +66,7 @@ async def test_one_open_ride_per_rider_even_when_requests_race(api: Stack) -> No
     # once cancelled (ended), the rider may ask again: the API alone leaves it
     # requested, so end it the way the saga would, in the read model
     def end(session) -> None:  # type: ignore[no-untyped-def]
-        from ridehail.store.tables import Ride
+        from store.tables import Ride
         ride = session.get(Ride, ride_id)
         ride.status = "cancelled"
         session.add(ride)
@@ -171,7 +171,7 @@ def test_a_short_secret_is_refused_at_start(tmp_path: Path) -> None:
 
 
 def test_the_secret_and_the_database_are_private_from_the_start(tmp_path: Path) -> None:
-    from ridehail.store.db import Database
+    from store.db import Database
 
     old = os.umask(0o022)  # a usual umask: files would be world-readable
     try:
@@ -195,7 +195,7 @@ async def test_readyz_shows_details_to_admins_only(servers: Settings, tmp_path: 
     from api.app import create_app
     from api.services import Services
     from events.outbox import Outbox
-    from ridehail.store.db import Database
+    from store.db import Database
 
     db = Database(f"sqlite:///{tmp_path / 'ready.db'}")
     nc = await nats.connect(servers.nats_url)

@@ -19,9 +19,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from api.app import create_app
 from api.services import Services
 from events.outbox import Outbox
-from ridehail.config import Settings
-from ridehail.connections import connect_temporal
-from ridehail.store.db import Database
+from infra.config import Settings
+from infra.connections import connect_temporal
+from store.db import Database
 from tests.support.servers import RestartableNats, free_port
 from tests.support.stack import Stack, eventually
 

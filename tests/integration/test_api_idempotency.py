@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlmodel import Session, col, func, select
 
-from ridehail.store.tables import IdempotencyKey, OutboxEvent, Ride
+from store.tables import IdempotencyKey, OutboxEvent, Ride
 from tests.support.stack import Stack
 
 BODY = {"pickup": {"lat": 40.75, "lng": -73.99}, "dropoff": {"lat": 40.76, "lng": -73.97}}

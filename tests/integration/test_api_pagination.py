@@ -10,8 +10,8 @@ from typing import Any
 
 from sqlmodel import Session
 
-from ridehail.domain.status import RideStatus
-from ridehail.store.tables import Ride, utcnow
+from domain.status import RideStatus
+from store.tables import Ride, utcnow
 from tests.support.stack import Stack
 
 BODY = {"pickup": {"lat": 40.75, "lng": -73.99}, "dropoff": {"lat": 40.76, "lng": -73.97}}

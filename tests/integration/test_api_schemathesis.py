@@ -13,8 +13,8 @@ from pathlib import Path
 
 from sqlmodel import Session
 
-from ridehail.domain.status import RideStatus
-from ridehail.store.tables import Offer, Ride, utcnow
+from domain.status import RideStatus
+from store.tables import Offer, Ride, utcnow
 from tests.support.stack import Stack
 
 HOOKS = Path(__file__).parents[1] / "support" / "schemathesis_hooks.py"

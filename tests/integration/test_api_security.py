@@ -15,8 +15,8 @@ import jwt
 import pytest
 from sqlmodel import Session
 
-from ridehail.domain.status import RideStatus
-from ridehail.store.tables import Offer, Ride, utcnow
+from domain.status import RideStatus
+from store.tables import Offer, Ride, utcnow
 from tests.support.problems import RFC9110_PHRASES
 from tests.support.stack import Stack
 

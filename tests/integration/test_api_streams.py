@@ -8,8 +8,8 @@ import asyncio
 import time
 from typing import Any
 
-from ridehail.config import Settings
-from ridehail.domain.status import RideStatus
+from domain.status import RideStatus
+from infra.config import Settings
 from ridehail.load.apiclient import SseEvent, sse_events
 from tests.support.stack import Stack, eventually, running_stack
 

@@ -17,9 +17,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from ridehail.config import Settings
-from ridehail.connections import connect_nats, connect_temporal
-from ridehail.devservers import answering, binary
+from infra.config import Settings
+from infra.connections import connect_nats, connect_temporal
+from ridehail.processes.devservers import answering, binary
 from tests.support.servers import free_port
 from tests.support.stack import eventually
 
@@ -162,8 +162,8 @@ async def test_temporal_standard_environment_and_ridehail_names_win(
     assert Settings(data_dir=tmp_path).temporal_address == "127.0.0.1:1"
     # an API key turns TLS on, as Temporal's own tools do
     monkeypatch.setenv("TEMPORAL_API_KEY", "key")
-    from ridehail.config import temporal_environment
-    from ridehail.connections import temporal_tls
+    from infra.config import temporal_environment
+    from infra.connections import temporal_tls
 
     assert temporal_tls(Settings(data_dir=tmp_path), temporal_environment()) is True
     assert temporal_tls(Settings(data_dir=tmp_path, temporal_tls=False),

@@ -16,6 +16,7 @@ import nats
 from nats.aio.msg import Msg
 from sqlmodel import col, select
 
+from domain.status import RideStatus
 from events.consumer import ConsumerRunner, ConsumerSpec
 from events.dlq import list_dead_letters, redrive
 from events.envelope import CloudEvent
@@ -23,10 +24,9 @@ from events.history import ride_history
 from events.lag import all_caught_up
 from events.outbox import Outbox
 from events.streams import ensure_streams
-from ridehail.components import consumer_specs
-from ridehail.config import Settings
-from ridehail.domain.status import RideStatus
-from ridehail.store.tables import OutboxEvent, ProcessedEvent
+from infra.config import Settings
+from ridehail.processes.components import consumer_specs
+from store.tables import OutboxEvent, ProcessedEvent
 from tests.support.rides import DROPOFF, PICKUP, driver_online, raw_event, wait_offer
 from tests.support.servers import RestartableNats
 from tests.support.stack import Stack, eventually, running_stack

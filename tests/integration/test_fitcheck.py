@@ -10,7 +10,6 @@ import dataclasses
 import json
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,11 +25,12 @@ from events.fitcheck import NatsUnfit, fit_check, parse_version
 from events.migrate_streams import migrate
 from events.streams import stream_configs
 from events.topology import WORKFLOW_TRIGGER
-from ridehail.components import runtime
-from ridehail.config import Settings
-from ridehail.connections import connect_temporal
-from ridehail.devservers import DevStack, DevStackError, ServerProcess, binary
-from ridehail.temporalcheck import missing_search_attributes, namespace_exists
+from infra.config import Settings
+from infra.connections import connect_temporal
+from ridehail.processes.components import runtime
+from ridehail.processes.devservers import DevStack, DevStackError, ServerProcess, binary
+from ridehail.processes.devstack import ridehail_command
+from ridehail.processes.temporalcheck import missing_search_attributes, namespace_exists
 from tests.support.servers import free_port
 from tests.support.stack import Stack, eventually, running_stack
 
@@ -89,7 +89,7 @@ async def test_a_server_without_jetstream_is_refused(tmp_path: Path, settings: S
         assert "nats-server -js" in message  # how to fix it
 
         check = await asyncio.to_thread(
-            subprocess.run, [sys.executable, "-m", "ridehail.cli", "streams", "check", "--json"],
+            subprocess.run, ridehail_command("streams", "check", "--json"),
             env={**os.environ, "RIDEHAIL_NATS_URL": url}, capture_output=True, text=True,
             timeout=60)
         assert check.returncode == 1, check.stderr
@@ -268,7 +268,7 @@ async def test_durables_with_another_configuration_are_fixed_or_refused(
 def test_streams_migrate_refuses_an_unreachable_server() -> None:
     port = free_port()
     run = subprocess.run(
-        [sys.executable, "-m", "ridehail.cli", "streams", "migrate"],
+        ridehail_command("streams", "migrate"),
         env={**os.environ, "RIDEHAIL_NATS_URL": f"nats://127.0.0.1:{port}"},
         capture_output=True, text=True, timeout=60)
     assert run.returncode == 2

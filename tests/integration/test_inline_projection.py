@@ -11,12 +11,12 @@ from nats.aio.msg import Msg
 from sqlalchemy import func
 from sqlmodel import Session, select
 
+from domain.status import RideStatus
 from events.consumer import ConsumerRunner, ConsumerSpec
 from events.dlq import list_dead_letters
 from events.envelope import APPLIED_HEADER, CloudEvent
 from events.lag import all_caught_up
-from ridehail.domain.status import RideStatus
-from ridehail.store.tables import ProcessedEvent
+from store.tables import ProcessedEvent
 from tests.support.rides import NEAR, TRIP, accept, answer, driver_online, raw_event, request_ride
 from tests.support.stack import Stack, eventually
 

@@ -13,8 +13,8 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
 
-from ridehail.store import migrate, tables  # noqa: F401
-from ridehail.store.db import create_tables, make_engine
+from store import migrate, tables  # noqa: F401
+from store.db import create_tables, make_engine
 
 
 def describe(engine: Engine) -> dict:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from sqlmodel import select
 
+from domain.status import RideStatus
 from events.lag import all_caught_up
-from ridehail.components import runtime
-from ridehail.config import Settings
-from ridehail.domain.status import RideStatus
+from infra.config import Settings
 from ridehail.ops.rebuild import rebuild_projections
-from ridehail.store.tables import Driver, Ride
+from ridehail.processes.components import runtime
+from store.tables import Driver, Ride
 from tests.support.rides import DROPOFF, PICKUP, driver_online
 from tests.support.stack import Stack, eventually, running_stack
 

@@ -21,11 +21,11 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities import build_activities
+from domain.geo import Point
+from domain.payments import hold_cents
 from events.history import ride_history
-from ridehail.config import Settings
-from ridehail.domain.geo import Point
-from ridehail.domain.payments import hold_cents
-from ridehail.store.quotes import make_quote
+from infra.config import Settings
+from store.quotes import make_quote
 from tests.support.rides import ledger
 from tests.support.stack import Stack, running_stack
 from workflows.contract import Step

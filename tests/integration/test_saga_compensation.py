@@ -20,9 +20,9 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities import build_activities
-from ridehail.config import Settings
-from ridehail.domain.payments import hold_cents
-from ridehail.domain.status import RideStatus
+from domain.payments import hold_cents
+from domain.status import RideStatus
+from infra.config import Settings
 from tests.support.rides import (
     BEFORE_MATCHING,
     NEAR,

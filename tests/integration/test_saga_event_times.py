@@ -14,9 +14,9 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from ridehail.config import Settings
-from ridehail.domain.payments import CANCELLATION_FEE_CENTS, hold_cents
-from ridehail.domain.status import RideStatus
+from domain.payments import CANCELLATION_FEE_CENTS, hold_cents
+from domain.status import RideStatus
+from infra.config import Settings
 from tests.support.rides import (
     BEFORE_MATCHING,
     NEAR,

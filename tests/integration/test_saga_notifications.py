@@ -11,9 +11,9 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from sqlmodel import select
 
+from domain.status import RideStatus
 from events.envelope import parse_event
-from ridehail.domain.status import RideStatus
-from ridehail.store.tables import Notification
+from store.tables import Notification
 from tests.support.rides import (
     FARTHER,
     NEAR,

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from temporalio.api.sdk.v1 import WorkflowMetadata
 
-from ridehail.domain.payments import hold_cents
-from ridehail.domain.status import RideStatus
+from domain.payments import hold_cents
+from domain.status import RideStatus
 from tests.support.rides import (
     BEFORE_MATCHING,
     FARTHER,

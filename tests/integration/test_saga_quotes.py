@@ -3,7 +3,7 @@ done since (the saga's quote step, end to end)."""
 
 from __future__ import annotations
 
-from ridehail.domain.status import RideStatus
+from domain.status import RideStatus
 from tests.support.rides import (
     DROPOFF,
     FARTHEST,

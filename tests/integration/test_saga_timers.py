@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from ridehail.config import Settings
-from ridehail.domain.payments import hold_cents
-from ridehail.domain.status import RideStatus
+from domain.payments import hold_cents
+from domain.status import RideStatus
+from infra.config import Settings
 from tests.support.rides import (
     BEFORE_MATCHING,
     FARTHER,

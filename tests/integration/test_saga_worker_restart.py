@@ -17,9 +17,9 @@ from pathlib import Path
 
 from temporalio.api.enums.v1 import EventType
 
-from ridehail.config import Settings
-from ridehail.domain.payments import hold_cents
-from ridehail.domain.status import RideStatus
+from domain.payments import hold_cents
+from domain.status import RideStatus
+from infra.config import Settings
 from tests.support.rides import (
     BEFORE_MATCHING,
     NEAR,

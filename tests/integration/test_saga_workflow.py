@@ -13,8 +13,8 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from ridehail.domain.payments import CANCELLATION_FEE_CENTS
-from ridehail.domain.status import RideStatus
+from domain.payments import CANCELLATION_FEE_CENTS
+from domain.status import RideStatus
 from tests.support.saga_doubles import FARE_CENTS, Rider, SagaDoubles, ride_input, start_ride
 from workflows.contract import STATUS_QUERY, TASK_QUEUE, Step
 from workflows.ride import RideWorkflow

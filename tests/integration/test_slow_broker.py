@@ -10,8 +10,8 @@ import time
 
 from sqlmodel import col, select
 
-from ridehail.config import Settings
-from ridehail.store.tables import OutboxEvent
+from infra.config import Settings
+from store.tables import OutboxEvent
 from tests.support.servers import RestartableNats
 from tests.support.stack import eventually, running_stack
 

@@ -13,8 +13,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from ridehail.config import Settings
-from ridehail.telemetry import tracing_on
+from infra.config import Settings
+from infra.telemetry import tracing_on
 from tests.support.rides import accept, drive, driver_online, request_ride
 from tests.support.stack import eventually, running_stack
 from tests.support.tracing import in_memory_tracing, trace_hex

@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator
 import pytest
 from temporalio.service import RPCError, RPCStatusCode
 
-from ridehail.config import Settings
-from ridehail.domain.payments import hold_cents
-from ridehail.domain.status import RideStatus
-from ridehail.store.tables import Ride
+from domain.payments import hold_cents
+from domain.status import RideStatus
+from infra.config import Settings
+from store.tables import Ride
 from tests.support.dlq import dead_letter
 from tests.support.rides import (
     NEAR,

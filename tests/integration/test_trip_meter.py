@@ -9,9 +9,9 @@ from __future__ import annotations
 from decimal import Decimal
 from itertools import pairwise
 
-from ridehail.domain.geo import Point, haversine_m
-from ridehail.domain.pricing import estimate_trip, fare_cents
-from ridehail.domain.status import RideStatus
+from domain.geo import Point, haversine_m
+from domain.pricing import estimate_trip, fare_cents
+from domain.status import RideStatus
 from tests.support.problems import PROBLEM_JSON
 from tests.support.rides import (
     DROPOFF,

@@ -15,8 +15,8 @@ from temporalio import workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.converter import decode_typed_search_attributes
 
+from domain.status import RideStatus
 from events.history import ride_history
-from ridehail.domain.status import RideStatus
 from ridehail.load.apiclient import Api
 from ridehail.load.scenarios import (
     Scene,

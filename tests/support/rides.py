@@ -20,10 +20,10 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import PayloadConverter
 from temporalio.testing import WorkflowEnvironment
 
-from ridehail.domain.geo import Point
-from ridehail.domain.pricing import estimate_trip, fare_cents
-from ridehail.domain.status import FINAL, RideStatus
-from ridehail.store.tables import Driver, LedgerEntry, Offer
+from domain.geo import Point
+from domain.pricing import estimate_trip, fare_cents
+from domain.status import FINAL, RideStatus
+from store.tables import Driver, LedgerEntry, Offer
 from tests.support.stack import Stack, eventually
 from workflows.types import RideOutcome
 
@@ -65,7 +65,7 @@ FARTHEST = {"lat": 40.7560, "lng": -73.9905}  # ~670 m
 
 # The driver's report of the test trip: a distance the route estimate (2624 m) agrees
 # with, and a duration the seconds between the trip's start and end events agree with
-# (within the meter's tolerance, ridehail.domain.meter), so it is charged as reported.
+# (within the meter's tolerance, domain.meter), so it is charged as reported.
 TRIP = {"distance_m": 2300, "duration_s": 30}
 
 

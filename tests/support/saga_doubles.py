@@ -19,7 +19,7 @@ from temporalio import activity
 from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
-from ridehail.domain.payments import cancellation_fee_cents, final_charge_cents, hold_cents
+from domain.payments import cancellation_fee_cents, final_charge_cents, hold_cents
 from workflows.contract import PAYMENT_DECLINED, RIDE_EVENT_SIGNAL, TASK_QUEUE, Step
 from workflows.ride import RideWorkflow
 from workflows.types import (

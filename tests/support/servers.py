@@ -6,8 +6,8 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from ridehail.config import Settings
-from ridehail.devservers import ServerProcess, nats_server, temporal_server
+from infra.config import Settings
+from ridehail.processes.devservers import ServerProcess, nats_server, temporal_server
 
 
 def free_port() -> int:

@@ -17,7 +17,9 @@ from temporalio.client import Client
 
 from api.auth import issue_token
 from events.streams import stream_configs
-from ridehail.components import (
+from infra.config import Settings
+from infra.connections import connect_nats
+from ridehail.processes.components import (
     CONSUMERS,
     Runtime,
     run_api,
@@ -26,9 +28,7 @@ from ridehail.components import (
     run_temporal_worker,
     runtime,
 )
-from ridehail.config import Settings
-from ridehail.connections import connect_nats
-from ridehail.devservers import answering
+from ridehail.processes.devservers import answering
 from tests.support.problems import PROBLEM_JSON, problem_shape_errors
 
 T = TypeVar("T")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from ridehail.store.db import Database
+from store.db import Database
 
 
 def _database(tmp_path: Path) -> Database:

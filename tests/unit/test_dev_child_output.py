@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from ridehail.config import Settings
-from ridehail.devstack import ComponentProcess
+from infra.config import Settings
+from ridehail.processes.devstack import ComponentProcess
 
 
 async def test_output_is_forwarded_past_blank_lines_and_the_running_line_sets_ready(

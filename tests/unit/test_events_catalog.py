@@ -7,10 +7,10 @@ import json
 
 import pytest
 
+from domain.geo import Point
 from events.catalog import CATALOG, DriverLocationUpdated, RideRequested, current_version
 from events.envelope import CloudEvent, InvalidEvent, logical_subject, new_event, parse_event
 from events.schema_registry import breaking_changes, check, generated_schema, schema_path
-from ridehail.domain.geo import Point
 
 
 def test_committed_schemas_match_the_models() -> None:

@@ -20,7 +20,7 @@ from events.fitcheck import (
 )
 from events.streams import stream_configs
 from events.topology import CONSUMER_GROUPS, NOTIFIER, RIDE_PROJECTOR, WORKFLOW_TRIGGER
-from ridehail.config import Settings
+from infra.config import Settings
 
 
 def test_versions_compare_as_numbers() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from ridehail.config import Settings
+from infra.config import Settings
 from ridehail.healthcheck import problems, running_component
 from tests.support.servers import free_port
 

@@ -12,11 +12,11 @@ import pytest
 from sqlmodel import Session, select
 
 from activities.matching import nearby_available, reserve_nearest
-from ridehail.domain.geo import Point, driver_cell
-from ridehail.domain.matching import rank_candidates
-from ridehail.store import transitions
-from ridehail.store.db import Database
-from ridehail.store.tables import Driver, Offer, utcnow
+from domain.geo import Point, driver_cell
+from domain.matching import rank_candidates
+from store import transitions
+from store.db import Database
+from store.tables import Driver, Offer, utcnow
 from workflows.types import ReserveRequest
 
 T = TypeVar("T")

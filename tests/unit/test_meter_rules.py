@@ -1,8 +1,8 @@
-"""The trip meter's rule (ridehail.domain.meter): which trip the fare is computed from."""
+"""The trip meter's rule (domain.meter): which trip the fare is computed from."""
 
 from __future__ import annotations
 
-from ridehail.domain.meter import MIN_METER_POINTS, Figures, settle_trip, trip_so_far
+from domain.meter import MIN_METER_POINTS, Figures, settle_trip, trip_so_far
 
 
 def test_figures_that_agree_with_the_meter_are_charged_as_reported() -> None:

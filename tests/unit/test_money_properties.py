@@ -10,14 +10,14 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ridehail.domain.money import fmt, to_cents, to_decimal
-from ridehail.domain.payments import (
+from domain.money import fmt, to_cents, to_decimal
+from domain.payments import (
     CANCELLATION_FEE_CENTS,
     cancellation_fee_cents,
     final_charge_cents,
     hold_cents,
 )
-from ridehail.domain.pricing import MINIMUM_CENTS, SURGE_MAX, fare_cents, surge_multiplier
+from domain.pricing import MINIMUM_CENTS, SURGE_MAX, fare_cents, surge_multiplier
 
 settings.register_profile("ridehail", deadline=None, max_examples=300)
 settings.load_profile("ridehail")

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from domain.notifications import NOTIFYING_TYPES, notifications_for
 from events import catalog as c
 from events.envelope import new_event
-from ridehail.domain.notifications import NOTIFYING_TYPES, notifications_for
 
 RIDE = "ride1"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from sqlalchemy import event, inspect
 
 from events.outbox import Staged, _behind_unpublished
-from ridehail.store.db import Database
+from store.db import Database
 
 INDEX = "ix_outbox_unpublished"
 

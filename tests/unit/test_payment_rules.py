@@ -8,13 +8,13 @@ import pytest
 
 from activities.payments import Declined as CardDeclined
 from activities.payments import GatewayUnavailable, SandboxGateway
-from ridehail.domain.payments import (
+from domain.payments import (
     CANCELLATION_FEE_CENTS,
     cancellation_fee_cents,
     final_charge_cents,
     hold_cents,
 )
-from ridehail.domain.pricing import fare_cents
+from domain.pricing import fare_cents
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 
 from activities.pricing import map_point
-from ridehail.domain.geo import Point, driver_cell, haversine_m, zone_cell
-from ridehail.domain.pricing import (
+from domain.geo import Point, driver_cell, haversine_m, zone_cell
+from domain.pricing import (
     BASE_CENTS,
     MINIMUM_CENTS,
     PER_KM_CENTS,
@@ -19,10 +19,10 @@ from ridehail.domain.pricing import (
     fare_cents,
     surge_multiplier,
 )
-from ridehail.domain.status import RideStatus
-from ridehail.store.db import Database
-from ridehail.store.quotes import live_quote, make_quote, quote_covers, zone_surge
-from ridehail.store.tables import Driver, Ride, utcnow
+from domain.status import RideStatus
+from store.db import Database
+from store.quotes import live_quote, make_quote, quote_covers, zone_surge
+from store.tables import Driver, Ride, utcnow
 from workflows import types as wt
 
 TIMES_SQUARE = Point(lat=40.758, lng=-73.9855)
@@ -122,7 +122,7 @@ def test_map_point_converts_the_workflow_boundary_point() -> None:
     p = map_point(wt.Point(lat=1.5, lng=2.5))
     assert isinstance(p, Point) and (p.lat, p.lng) == (1.5, 2.5)
     assert map_point(TIMES_SQUARE) is TIMES_SQUARE
-    # and the other way: the trigger hands the event's ridehail.domain.geo.Point to RideInput
+    # and the other way: the trigger hands the event's domain.geo.Point to RideInput
     ride = wt.RideInput(ride_id="x", rider_id="r", pickup=TIMES_SQUARE, dropoff=UNION_SQUARE)
     assert isinstance(ride.pickup, wt.Point) and ride.pickup.lat == TIMES_SQUARE.lat
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import logging
 
+from domain.geo import Point
 from events.catalog import RideRequested
 from events.envelope import new_event, parse_event
 from events.tracecontext import event_context, messaging_attributes
-from ridehail.domain.geo import Point
-from ridehail.logs import JsonFormatter, TextFormatter, ride_context
-from ridehail.telemetry import tracing_on
+from infra.logs import JsonFormatter, TextFormatter, ride_context
+from infra.telemetry import tracing_on
 from tests.support.tracing import in_memory_tracing
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -78,7 +78,7 @@ def test_log_lines_carry_the_trace_id_when_tracing_is_on() -> None:
 
 
 def test_tracing_is_on_only_with_an_endpoint_and_not_disabled(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from ridehail.config import OtelSettings
+    from infra.config import OtelSettings
 
     for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
                  "OTEL_SDK_DISABLED", "OTEL_EXPORTER_OTLP_PROTOCOL"):

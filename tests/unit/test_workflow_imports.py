@@ -1,5 +1,5 @@
 """Workflow modules import only the standard library, temporalio, pydantic, each other
-and the ride statuses (``ridehail.domain.status``, itself standard library only):
+and the ride statuses (``domain.status``, itself standard library only):
 anything else (SQLModel, NATS, h3 …) has no place in deterministic workflow code, and
 would reach the sandbox through ``imports_passed_through``."""
 
@@ -13,8 +13,8 @@ import pytest
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 ALLOWED = {"temporalio", "pydantic", "workflows", "__future__"}
-STATUS = Path(__file__).resolve().parents[2] / "ridehail" / "domain" / "status.py"
-ALLOWED_MODULES = {"ridehail.domain.status"}
+STATUS = Path(__file__).resolve().parents[2] / "domain" / "status.py"
+ALLOWED_MODULES = {"domain.status"}
 
 
 def _imported_roots(path: Path) -> set[str]:

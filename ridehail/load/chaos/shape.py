@@ -13,13 +13,12 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ridehail.config import Settings
-from ridehail.devservers import (
+from infra.config import Settings
+from ridehail.processes.devservers import (
     ServerProcess,
     answering,
     binary,
@@ -27,6 +26,7 @@ from ridehail.devservers import (
     temporal_server,
     terminate,
 )
+from ridehail.processes.devstack import ridehail_command
 
 COMPONENTS = ("api", "worker", "consumers", "relay")
 READY_TIMEOUT_S = 90.0
@@ -123,7 +123,7 @@ class Component:
             out.write(f"--- starting {self.name} at {time.strftime('%X')}\n".encode())
             out.flush()
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "ridehail.cli", self.name], env=self.env,
+                ridehail_command(self.name), env=self.env,
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True)
 

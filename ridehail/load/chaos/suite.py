@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter as Tally
@@ -24,6 +23,7 @@ from typing import Any
 from ridehail.load.apiclient import Api
 from ridehail.load.chaos.shape import COMPONENTS, Shape
 from ridehail.load.chaos.workload import RideRecord, Workload
+from ridehail.processes.devstack import ridehail_command
 
 KILL_DOWN_S = 3.0  # how long a killed process stays down before it is restarted
 WARM_UP_S = 4.0  # the fault comes this long after the round's first requests
@@ -119,7 +119,7 @@ def judge(rec: RideRecord) -> list[str]:
 
 
 def audit(shape: Shape) -> dict[str, Any]:
-    done = subprocess.run([sys.executable, "-m", "ridehail.cli", "audit", "--json"],
+    done = subprocess.run(ridehail_command("audit", "--json"),
                           env=shape.env, capture_output=True, text=True, timeout=300)
     try:
         return json.loads(done.stdout)

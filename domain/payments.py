@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from datetime import datetime
 
-from ridehail.domain.pricing import fare_cents
+from domain.pricing import fare_cents
 
 HOLD_BUFFER = 0.25  # the hold exceeds the quote by 25% ...
 HOLD_MIN_EXTRA_CENTS = 500  # ... and by at least 5.00, to cover a longer trip

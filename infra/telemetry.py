@@ -16,7 +16,7 @@ import logging
 
 from opentelemetry import trace
 
-from ridehail.config import OtelSettings
+from infra.config import OtelSettings
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 JetStream (store in ``<data dir>/nats``).
 
 A server already answering at its address is reused only if it fits ridehail (the
-fit-checks of ``events.fitcheck`` and ``ridehail.temporalcheck``); otherwise one of
+fit-checks of ``events.fitcheck`` and ``ridehail.processes.temporalcheck``); otherwise one of
 ridehail's own is started, on a free port when the default one is taken. While the
 stack runs, a server it started that dies is started again on its data.
 """
@@ -27,8 +27,8 @@ from pathlib import Path
 from temporalio.client import Client
 
 from events.fitcheck import FitReport, fit_check
-from ridehail.config import Settings
-from ridehail.temporalcheck import SEARCH_ATTRIBUTES, TemporalUnfit, prepare_temporal
+from infra.config import Settings
+from ridehail.processes.temporalcheck import SEARCH_ATTRIBUTES, TemporalUnfit, prepare_temporal
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def nats_server(settings: Settings) -> ServerProcess:
 
 async def connect_temporal_when_up(settings: Settings, timeout: float = STARTUP_TIMEOUT_S
                                    ) -> Client:
-    from ridehail.connections import connect_temporal
+    from infra.connections import connect_temporal
 
     deadline = time.monotonic() + timeout
     while True:
@@ -194,7 +194,7 @@ class DevStack:
     """The embedded servers this process started (none if all were already running).
 
     A server already answering at its address is reused only if it fits ridehail (the
-    fit-checks of ``events.fitcheck`` and ``ridehail.temporalcheck``). One that does not
+    fit-checks of ``events.fitcheck`` and ``ridehail.processes.temporalcheck``). One that does not
     fit is refused when its address was set explicitly (``RIDEHAIL_NATS_URL``,
     ``RIDEHAIL_TEMPORAL_ADDRESS``); at the default address, ridehail starts a server of
     its own on a free port instead and says why. ``settings`` then points at it."""
@@ -355,7 +355,7 @@ async def probe_nats(settings: Settings) -> FitReport:
 async def probe_temporal(settings: Settings) -> str | None:
     """Why the Temporal server at the settings' address does not fit, or None if it does
     (its namespace and search attributes registered where missing)."""
-    from ridehail.connections import connect_temporal
+    from infra.connections import connect_temporal
 
     try:
         client = await asyncio.wait_for(connect_temporal(settings), 10)

@@ -1,7 +1,7 @@
 """Pricing rules: the tariff, trip estimates from H3, the fare formula and surge.
 
 Plain functions of their arguments; ``activities.pricing`` applies them in the saga and
-``ridehail.store.quotes`` when a rider asks for a quote.
+``store.quotes`` when a rider asks for a quote.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import h3
 
-from ridehail.domain.geo import Point, haversine_m
+from domain.geo import Point, haversine_m
 
 # Tariff (cents). A city would load these from configuration; one tariff suffices here.
 BASE_CENTS = 250

@@ -10,17 +10,17 @@ import h3
 from sqlalchemy import bindparam
 from sqlmodel import Session, col, func, select
 
-from ridehail.domain.geo import DRIVER_CELL_RES, Point, haversine_m, zone_cell
-from ridehail.domain.money import CURRENCY
-from ridehail.domain.pricing import (
+from domain.geo import DRIVER_CELL_RES, Point, haversine_m, zone_cell
+from domain.money import CURRENCY
+from domain.pricing import (
     QUOTE_MATCH_M,
     QUOTE_TTL,
     estimate_trip,
     fare_cents,
     surge_multiplier,
 )
-from ridehail.domain.status import OPEN
-from ridehail.store.tables import Driver, Quote, Ride, utcnow
+from domain.status import OPEN
+from store.tables import Driver, Quote, Ride, utcnow
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from datetime import datetime
 from sqlalchemy import Executable, Table, bindparam, update
 from sqlmodel import Session
 
-from ridehail.store.tables import Driver, Offer
+from store.tables import Driver, Offer
 
 _DRIVERS: Table = Driver.__table__  # type: ignore[attr-defined]
 _OFFERS: Table = Offer.__table__  # type: ignore[attr-defined]

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Column, DateTime, Index, Text, TypeDecorator, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
-from ridehail.domain.status import RideStatus
+from domain.status import RideStatus
 
 
 def utcnow() -> datetime:
@@ -26,7 +26,7 @@ class UTCDateTime(TypeDecorator):
 
     def process_bind_param(self, value, dialect):  # type: ignore[no-untyped-def]
         if value is not None and value.tzinfo is None:
-            raise ValueError("naive datetime stored; use ridehail.store.tables.utcnow()")
+            raise ValueError("naive datetime stored; use store.tables.utcnow()")
         return value.astimezone(UTC) if value is not None else None
 
     def process_result_value(self, value, dialect):  # type: ignore[no-untyped-def]
@@ -149,7 +149,7 @@ class Offer(SQLModel, table=True):
 class TripMeter(SQLModel, table=True):
     """The server's own measure of a trip: the assigned driver's location reports between
     ``trip_started`` and ``trip_ended``, summed as great-circle steps
-    (``ridehail.store.meter``)."""
+    (``store.meter``)."""
 
     __tablename__ = "trip_meters"
 

@@ -28,8 +28,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ridehail.config import DEV_ADDRESSES, DEV_FILE, Settings
-from ridehail.devservers import (
+from infra.config import DEV_ADDRESSES, DEV_FILE, Settings
+from ridehail.processes.devservers import (
     STARTUP_TIMEOUT_S,
     DevStack,
     DevStackError,
@@ -48,9 +48,15 @@ RESTART_MAX_DELAY_S = 30.0
 RESTART_RESET_S = 60.0
 
 
+def ridehail_command(*args: str) -> list[str]:
+    """The ``ridehail`` command with ``args``, run by this interpreter (``python -m
+    ridehail``): how a parent process starts a child of it, wherever it is installed."""
+    return [sys.executable, "-m", "ridehail", *args]
+
+
 def component_command(name: str) -> list[str]:
     """How ``ridehail dev`` starts a component in a child process."""
-    return [sys.executable, "-m", "ridehail.cli", name]
+    return ridehail_command(name)
 
 
 def runs_component(cmdline: list[str], name: str) -> bool:
@@ -148,7 +154,7 @@ def install_stop_handlers(stop: asyncio.Event) -> None:
 
 
 async def run_dev(settings: Settings, say: Callable[[str], None], verbose: bool = False) -> None:
-    from ridehail.components import (
+    from ridehail.processes.components import (
         metrics_served,
         observe,
         run_api,
@@ -210,7 +216,7 @@ def _write_dev_file(settings: Settings) -> None:
 def _with_metrics_ports(settings: Settings) -> Settings:
     """Metrics on for the worker and this process: on free ports unless set. The worker's
     is chosen here, so the banner can say it before the child listens."""
-    from ridehail.processmetrics import free_port
+    from ridehail.processes.processmetrics import free_port
 
     update: dict[str, int] = {}
     if not settings.worker_metrics_port:

@@ -25,14 +25,18 @@ from events.consumers.trigger import WorkflowTrigger
 from events.fitcheck import require_fit
 from events.health import ConsumerHealth
 from events.outbox import Outbox
-from ridehail.config import Settings
-from ridehail.connections import connect_nats, connect_temporal
-from ridehail.processmetrics import ProcessMetrics, serve_metrics, temporal_metrics_runtime
-from ridehail.store.db import Database
-from ridehail.store.migrate import prepare_schema
-from ridehail.telemetry import setup_tracing
-from ridehail.temporalcheck import prepare_temporal
-from ridehail.worker import build_worker, run_worker
+from infra.config import Settings
+from infra.connections import connect_nats, connect_temporal
+from infra.telemetry import setup_tracing
+from ridehail.processes.processmetrics import (
+    ProcessMetrics,
+    serve_metrics,
+    temporal_metrics_runtime,
+)
+from ridehail.processes.temporalcheck import prepare_temporal
+from ridehail.processes.worker import build_worker, run_worker
+from store.db import Database
+from store.migrate import prepare_schema
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +193,7 @@ async def run_api(rt: Runtime, stop: asyncio.Event) -> None:
     services = Services(rt.settings, rt.db, rt.nc, rt.js, rt.outbox, rt.temporal,
                         rt.consumer_health)
     app = create_app(rt.settings, services)
-    # uvicorn's loggers go through the process's logging set-up (ridehail.logs): with -v
+    # uvicorn's loggers go through the process's logging set-up (infra.logs): with -v
     # its access log, one line a request; otherwise its warnings only
     verbose = logging.getLogger().isEnabledFor(logging.INFO)
     config = uvicorn.Config(app, host=rt.settings.api_host, port=rt.settings.api_port,

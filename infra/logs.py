@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
-from ridehail.telemetry import current_trace_id
+from infra.telemetry import current_trace_id
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Loggers that say how they set themselves up (alembic's "setup plugin …" lines on

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, TypeVar
 
-from ridehail.domain.geo import Point, haversine_m
+from domain.geo import Point, haversine_m
 
 
 class Located(Protocol):

@@ -19,8 +19,8 @@ from temporalio.worker import (
 import workflows.ride
 from activities import build_activities
 from events.outbox import Outbox
-from ridehail.logs import ride_context
-from ridehail.store.db import Database
+from infra.logs import ride_context
+from store.db import Database
 from workflows.contract import TASK_QUEUE
 from workflows.ride import RideWorkflow
 

@@ -133,7 +133,7 @@ def make_engine(url: str) -> Engine:
 def create_tables(engine: Engine) -> None:
     """Create the tables the models declare, and the indexes a model gained after its
     table was created (``create_all`` leaves an existing table as it is)."""
-    from ridehail.store import tables  # noqa: F401  (registers the tables on the metadata)
+    from store import tables  # noqa: F401  (registers the tables on the metadata)
 
     SQLModel.metadata.create_all(engine)
     for table in SQLModel.metadata.sorted_tables:

@@ -9,8 +9,8 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import TLSConfig
 
-from ridehail.config import Settings, temporal_environment
-from ridehail.telemetry import tracing_on
+from infra.config import Settings, temporal_environment
+from infra.telemetry import tracing_on
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """The trip meter in the database: started with the trip, fed by the assigned driver's
-location reports, stopped when the trip ends (``ridehail.domain.meter`` has the rule
+location reports, stopped when the trip ends (``domain.meter`` has the rule
 that uses it). Each call runs in the caller's transaction: the API's, with the event
 that starts, feeds or ends the trip, so the meter and the events never disagree."""
 
@@ -9,8 +9,8 @@ from datetime import datetime
 
 from sqlmodel import Session
 
-from ridehail.domain.geo import Point, haversine_m
-from ridehail.store.tables import Driver, TripMeter
+from domain.geo import Point, haversine_m
+from store.tables import Driver, TripMeter
 
 
 def start_meter(session: Session, ride_id: str, driver_id: str, at: datetime) -> None:

@@ -10,7 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
-from ridehail.store.db import create_tables, make_engine
+from store.db import create_tables, make_engine
 
 # pg_advisory_lock key: one process at a time migrates (several replicas start at once)
 _MIGRATION_LOCK = 0x52494445
@@ -18,7 +18,7 @@ _MIGRATION_LOCK = 0x52494445
 
 def alembic_config(url: str) -> Config:
     config = Config()
-    config.set_main_option("script_location", "ridehail.store:migrations")
+    config.set_main_option("script_location", "store:migrations")
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
 

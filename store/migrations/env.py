@@ -6,8 +6,8 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
-from ridehail.store import tables
-from ridehail.store.db import make_engine
+from store import tables
+from store.db import make_engine
 
 config = context.config
 target_metadata = SQLModel.metadata
@@ -42,7 +42,7 @@ def run_on(connection: Connection) -> None:
 
 def run_online() -> None:
     given = config.attributes.get("connection")
-    if given is not None:  # ridehail.store.migrate holds a lock on it
+    if given is not None:  # store.migrate holds a lock on it
         run_on(given)
         return
     engine = make_engine(config.get_main_option("sqlalchemy.url") or "")
