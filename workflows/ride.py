@@ -8,13 +8,15 @@ the hold voided (or the late-cancellation fee captured), a captured fare refunde
 The workflow decides; it never touches I/O. Api events reach it as signals named for
 their type (``driver_accepted``, ``trip_ended`` …; ``ride_event`` from older triggers),
 de-duplicated by event id (``workflows.inbox``), each with the time the api committed
-it; activities do the work and publish the facts. Matching and the trip are in
-``workflows.matching``.
+it; activities do the work and publish the facts. Matching and the trip are a helper
+the workflow creates when the ride starts and owns (``workflows.matching.Matching``); what
+both read and write is the ride's ``RideState``.
 """
 
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
 
 from temporalio import workflow
@@ -32,10 +34,10 @@ with workflow.unsafe.imports_passed_through():
         Step,
     )
     from workflows.inbox import CancelRequest
-    from workflows.matching import Cancelled, Matching, NoDriver, Trip
+    from workflows.matching import Cancelled, Matching, NoDriver, RideState, Trip
     from workflows.patches import Patches
     from workflows.saga import CompensationFailure, Saga, shielded
-    from workflows.steps import failure_of
+    from workflows.steps import StepRunner, failure_of
     from workflows.types import (
         Authorization,
         AuthorizeRequest,
@@ -59,9 +61,19 @@ REFUND_FARE = "refund the fare"
 
 
 @workflow.defn(name=WORKFLOW_TYPE)
-class RideWorkflow(Matching):
+class RideWorkflow:
+    """One ride's saga, and the handlers of the signals and the query that reach it.
+    Matching and the trip are its ``Matching``, created where the ride starts."""
+
+    # Set where the ride starts (``run``), before its first step.
+    _ride: RideInput
+    _patches: Patches
+    _step: StepRunner
+    _matching: Matching
+
     def __init__(self) -> None:
-        super().__init__()
+        # Signals and the status query can come before the ride starts.
+        self._state = RideState()
         self._cancellation: CancelRequest | None = None  # the one that ended the ride
         self._fee_cents = 0
         self._cut_short_fare: Capture | None = None  # a trip in progress, cancelled
@@ -70,7 +82,7 @@ class RideWorkflow(Matching):
     # --- api events: one signal per kind, and the one every kind used to come as --------
 
     def _receive(self, event: RideSignal) -> None:
-        self._inbox.receive(event, workflow.now())
+        self._state.inbox.receive(event, workflow.now())
 
     @workflow.signal(name=RIDE_EVENT_SIGNAL)
     def ride_event(self, event: RideSignal) -> None:
@@ -102,7 +114,7 @@ class RideWorkflow(Matching):
 
     @workflow.query(name=STATUS_QUERY)
     def status(self) -> RideStatus:
-        return self._status
+        return self._state.status
 
     # --- the saga ---------------------------------------------------------------------
 
@@ -111,6 +123,8 @@ class RideWorkflow(Matching):
         self._ride = ride
         saga = Saga(ride.ride_id)
         self._patches = Patches()
+        self._step = StepRunner(local=self._patches.local_steps)
+        self._matching = Matching(ride, self._state, self._patches, self._step)
         if not self._patches.local_steps:  # the trigger starts the workflow with these set
             workflow.upsert_search_attributes(
                 [
@@ -123,7 +137,7 @@ class RideWorkflow(Matching):
                 # The saga can be started by a later event of the ride (the trigger's
                 # signal-with-start, when the request itself was held up): a cancel
                 # already here ends the ride before any hold or offer.
-                self._raise_if_cancelled()
+                self._state.raise_if_cancelled()
             return await self._book(saga)
         except Cancelled as cancelled:
             self._cancellation = cancelled.request
@@ -146,14 +160,14 @@ class RideWorkflow(Matching):
         saga.add(SETTLE_HOLD, self._settle_hold)
         await self._authorize_payment(quote)
         saga.add(RELEASE_DRIVER, self._release_on_ending)
-        trip = await self._match_and_drive(quote)
+        trip = await self._matching.match_and_drive(quote)
         saga.add(REFUND_FARE, self._refund)
         if self._patches.release_before_capture():
             # The driver is free for the next rider as soon as the trip ends, instead of
             # waiting for the payment gateway (docs/VERSIONING.md).
             await self._free_driver(saga)
             capture = await self._capture_fare(quote, trip, saga)
-        else:  # rides that reached the end of their trip before this change
+        else:  # rides whose trip ended before the RELEASE_BEFORE_CAPTURE patch was deployed
             capture = await self._capture_fare(quote, trip, saga)
             await self._free_driver(saga)
         await self._record_completed(capture, trip)
@@ -171,6 +185,7 @@ class RideWorkflow(Matching):
                 pickup=ride.pickup,
                 dropoff=ride.dropoff,
                 quote_id=ride.quote_id,
+                requested_at=ride.requested_at,
             ),
             FareQuote,
             summary="price the ride" + (f" from quote {ride.quote_id}" if ride.quote_id else ""),
@@ -186,7 +201,7 @@ class RideWorkflow(Matching):
         )
 
     async def _free_driver(self, saga: Saga) -> None:
-        await self._release("trip_completed")
+        await self._matching.release("trip_completed")
         saga.discard(RELEASE_DRIVER)
 
     async def _capture_fare(self, quote: FareQuote, trip: Trip, saga: Saga) -> Capture:
@@ -226,7 +241,7 @@ class RideWorkflow(Matching):
             summary="record the completed ride",
         )
         charged = f"Completed, charged {capture.amount_cents / 100:.2f}"
-        self._set_status(RideStatus.COMPLETED, charged)
+        self._state.set_status(RideStatus.COMPLETED, charged)
 
     # --- endings ----------------------------------------------------------------------
 
@@ -258,7 +273,7 @@ class RideWorkflow(Matching):
         by = f"Cancelled by the {cancel.by_role}" + (f", fee {fee / 100:.2f}" if fee else "")
         if fare:
             by += f", charged {fare.amount_cents / 100:.2f} for the trip so far"
-        self._set_status(RideStatus.CANCELLED, by)
+        self._state.set_status(RideStatus.CANCELLED, by)
         return self._outcome(cancellation_fee_cents=fee)
 
     async def _end_failed(self, saga: Saga, reason: str, detail: str | None) -> RideOutcome:
@@ -280,7 +295,7 @@ class RideWorkflow(Matching):
             RideEnd(ride_id=self._ride.ride_id, reason=reason, detail=detail),
             summary=f"record the failure: {reason}",
         )
-        self._set_status(RideStatus.FAILED, f"Failed: {reason}")
+        self._state.set_status(RideStatus.FAILED, f"Failed: {reason}")
         return self._outcome(failure_reason=reason)
 
     # --- compensations ----------------------------------------------------------------
@@ -292,15 +307,16 @@ class RideWorkflow(Matching):
         ride = self._ride
         cancel = self._cancellation
         by_event_time = self._patches.committed_facts
-        if cancel is not None and by_event_time and self._trip_started_at is not None:
-            await self._charge_trip_so_far(cancel)
+        started_at, assigned_at = self._state.trip_started_at, self._state.assigned_at
+        if cancel is not None and by_event_time and started_at is not None:
+            await self._charge_trip_so_far(cancel, started_at)
             return
-        if cancel is not None and cancel.by_role == "rider" and self._assigned_at is not None:
+        if cancel is not None and cancel.by_role == "rider" and assigned_at is not None:
             fee = await self._step(
                 Step.CHARGE_CANCELLATION_FEE,
                 FeeRequest(
                     ride_id=ride.ride_id,
-                    assigned_at=self._assigned_at,
+                    assigned_at=assigned_at,
                     # when the rider asked, not when the workflow heard (CONTRACT.md §5)
                     cancelled_at=cancel.asked_at(by_event_time),
                     free_cancel_s=ride.free_cancel_s,
@@ -318,10 +334,10 @@ class RideWorkflow(Matching):
             summary="release the payment hold",
         )
 
-    async def _charge_trip_so_far(self, cancel: CancelRequest) -> None:
+    async def _charge_trip_so_far(self, cancel: CancelRequest, started_at: datetime) -> None:
         """A trip in progress that is cancelled (by the rider or an admin) is charged
         what the meter says so far: metered distance, time from the start to the cancel."""
-        assert self._quote is not None and self._trip_started_at is not None
+        assert self._quote is not None  # quoted before any driver was matched
         self._cut_short_fare = await self._step(
             Step.CAPTURE_PAYMENT,
             CaptureRequest(
@@ -330,7 +346,7 @@ class RideWorkflow(Matching):
                 distance_m=0,
                 duration_s=0,
                 metered=True,
-                started_at=self._trip_started_at,
+                started_at=started_at,
                 ended_at=cancel.asked_at(True),
                 cut_short=True,
             ),
@@ -342,7 +358,7 @@ class RideWorkflow(Matching):
     async def _release_on_ending(self) -> None:
         cancel = self._cancellation
         reason = f"{cancel.by_role}_cancelled" if cancel else "ride_failed"
-        await self._release(reason, compensation=True)
+        await self._matching.release(reason, compensation=True)
 
     async def _refund(self) -> None:
         """A ride that does not complete keeps none of the rider's money."""
@@ -358,7 +374,10 @@ class RideWorkflow(Matching):
 
     def _outcome(self, **kw: Any) -> RideOutcome:
         return RideOutcome(
-            ride_id=self._ride.ride_id, status=self._status, driver_id=self._driver_id, **kw
+            ride_id=self._ride.ride_id,
+            status=self._state.status,
+            driver_id=self._state.driver_id,
+            **kw,
         )
 
 

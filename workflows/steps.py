@@ -12,6 +12,7 @@ policy and run at least once, so both are idempotent (keyed on the ride and step
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal, TypeVar, overload
 
@@ -66,65 +67,72 @@ def runs_locally(name: str) -> bool:
     return Step(name) not in GATEWAY_STEPS
 
 
-@overload
-async def run_step(
-    name: Step, arg: BaseModel, result_type: type[R], *, summary: str,
-    compensation: bool = ..., optional: Literal[False] = ..., local: bool = ...,
-) -> R: ...
-@overload
-async def run_step(
-    name: Step, arg: BaseModel, result_type: type[R], *, summary: str,
-    compensation: bool = ..., optional: Literal[True], local: bool = ...,
-) -> R | None: ...
-@overload
-async def run_step(
-    name: Step, arg: BaseModel, result_type: None = ..., *, summary: str,
-    compensation: bool = ..., optional: bool = ..., local: bool = ...,
-) -> None: ...
-async def run_step(
-    name: Step,
-    arg: BaseModel,
-    result_type: type[R] | None = None,
-    *,
-    summary: str,
-    compensation: bool = False,
-    optional: bool = False,
-    local: bool = False,
-) -> R | None:
-    """Run activity ``name``; ``optional`` when it may answer None, ``summary`` for the
-    history in the Temporal UI; ``local`` to run a bookkeeping step (any step but the
-    payment gateway's) as a local activity."""
-    expected: Any = result_type
-    if optional and result_type is not None:
-        expected = result_type | None
-    options: dict[str, Any] = dict(
-        result_type=expected,
-        start_to_close_timeout=STEP_TIMEOUT,
-        retry_policy=COMPENSATION_RETRY if compensation else STEP_RETRY,
-        # On a workflow cancellation, wait for a running step to finish before
-        # compensating: a capture still in flight must be seen by the refund.
-        cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-        summary=summary,
-    )
-    activity = name.value  # the plain string the history records
-    if not local or not runs_locally(name):
-        result: R | None = await workflow.execute_activity(activity, arg, **options)
-        return result
-    try:
-        result = await workflow.execute_local_activity(activity, arg, **options)
-        return result
-    except (ApplicationError, TemporalTimeoutError) as e:
-        # A local activity's final failure arrives unwrapped; wrap it as a regular
-        # activity's is, so that the saga handles both alike and names the step.
-        raise ActivityError(
-            f"local activity {activity} failed",
-            scheduled_event_id=0,
-            started_event_id=0,
-            identity="",
-            activity_type=activity,
-            activity_id="",
-            retry_state=None,
-        ) from e
+@dataclass(frozen=True)
+class StepRunner:
+    """Runs the ride's steps. ``local``: the ride runs its bookkeeping steps (every step
+    but the payment gateway's) as local activities — ``Patches.local_steps``, decided
+    where the ride starts."""
+
+    local: bool
+
+    @overload
+    async def __call__(
+        self, name: Step, arg: BaseModel, result_type: type[R], *, summary: str,
+        compensation: bool = ..., optional: Literal[False] = ...,
+    ) -> R: ...
+    @overload
+    async def __call__(
+        self, name: Step, arg: BaseModel, result_type: type[R], *, summary: str,
+        compensation: bool = ..., optional: Literal[True],
+    ) -> R | None: ...
+    @overload
+    async def __call__(
+        self, name: Step, arg: BaseModel, result_type: None = ..., *, summary: str,
+        compensation: bool = ...,
+    ) -> None: ...
+    async def __call__(
+        self,
+        name: Step,
+        arg: BaseModel,
+        result_type: type[R] | None = None,
+        *,
+        summary: str,
+        compensation: bool = False,
+        optional: bool = False,
+    ) -> R | None:
+        """Run activity ``name``; ``optional`` when it may answer None, ``summary`` for
+        the history in the Temporal UI, ``compensation`` for the bounded retries."""
+        expected: Any = result_type
+        if optional and result_type is not None:
+            expected = result_type | None
+        options: dict[str, Any] = dict(
+            result_type=expected,
+            start_to_close_timeout=STEP_TIMEOUT,
+            retry_policy=COMPENSATION_RETRY if compensation else STEP_RETRY,
+            # On a workflow cancellation, wait for a running step to finish before
+            # compensating: a capture still in flight must be seen by the refund.
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            summary=summary,
+        )
+        activity = name.value  # the plain string the history records
+        if not self.local or not runs_locally(name):
+            result: R | None = await workflow.execute_activity(activity, arg, **options)
+            return result
+        try:
+            result = await workflow.execute_local_activity(activity, arg, **options)
+            return result
+        except (ApplicationError, TemporalTimeoutError) as e:
+            # A local activity's final failure arrives unwrapped; wrap it as a regular
+            # activity's is, so that the saga handles both alike and names the step.
+            raise ActivityError(
+                f"local activity {activity} failed",
+                scheduled_event_id=0,
+                started_event_id=0,
+                identity="",
+                activity_type=activity,
+                activity_id="",
+                retry_state=None,
+            ) from e
 
 
 def failure_of(e: ActivityError) -> tuple[str, str | None]:

@@ -77,89 +77,98 @@ class SagaDoubles:
         return [arg for name, arg in self.calls if name == step]
 
     def activities(self) -> list[Callable[..., Any]]:
-        @activity.defn(name=Step.QUOTE_FARE)
-        async def quote_fare(req: QuoteRequest) -> FareQuote:
-            self.record(Step.QUOTE_FARE, req)
-            return FareQuote(fare_cents=FARE_CENTS, currency=CURRENCY, surge_multiplier=1.0,
-                             distance_m=2300, duration_s=540)
+        """Every double, to register with a worker."""
+        return [self.quote_fare, self.authorize_payment, self.void_payment,
+                self.capture_payment, self.refund_payment, self.charge_cancellation_fee,
+                self.reserve_driver, self.expire_offer, self.decline_offer, self.assign_driver,
+                self.release_driver, self.complete_ride, self.cancel_ride, self.fail_ride]
 
-        @activity.defn(name=Step.AUTHORIZE_PAYMENT)
-        async def authorize_payment(req: AuthorizeRequest) -> Authorization:
-            self.record(Step.AUTHORIZE_PAYMENT, req)
-            if self.decline_card:
-                raise ApplicationError("card declined", type=PAYMENT_DECLINED,
-                                       non_retryable=True)
-            self._held = hold_cents(req.quote.fare_cents)
-            return Authorization(amount_cents=self._held, currency=CURRENCY)
+    # --- pricing and payment ----------------------------------------------------------
 
-        @activity.defn(name=Step.VOID_PAYMENT)
-        async def void_payment(req: SettleRequest) -> None:
-            self.record(Step.VOID_PAYMENT, req)
+    @activity.defn(name=Step.QUOTE_FARE)
+    async def quote_fare(self, req: QuoteRequest) -> FareQuote:
+        self.record(Step.QUOTE_FARE, req)
+        return FareQuote(fare_cents=FARE_CENTS, currency=CURRENCY, surge_multiplier=1.0,
+                         distance_m=2300, duration_s=540)
 
-        @activity.defn(name=Step.CAPTURE_PAYMENT)
-        async def capture_payment(req: CaptureRequest) -> Capture:
-            self.record(Step.CAPTURE_PAYMENT, req)
-            amount = final_charge_cents(req.distance_m, req.duration_s,
-                                        req.quote.surge_multiplier, self._held)
-            return Capture(amount_cents=amount, currency=CURRENCY)
+    @activity.defn(name=Step.AUTHORIZE_PAYMENT)
+    async def authorize_payment(self, req: AuthorizeRequest) -> Authorization:
+        self.record(Step.AUTHORIZE_PAYMENT, req)
+        if self.decline_card:
+            raise ApplicationError("card declined", type=PAYMENT_DECLINED, non_retryable=True)
+        self._held = hold_cents(req.quote.fare_cents)
+        return Authorization(amount_cents=self._held, currency=CURRENCY)
 
-        @activity.defn(name=Step.REFUND_PAYMENT)
-        async def refund_payment(req: SettleRequest) -> Capture:
-            self.record(Step.REFUND_PAYMENT, req)
-            return Capture(amount_cents=0, currency=CURRENCY)
+    @activity.defn(name=Step.VOID_PAYMENT)
+    async def void_payment(self, req: SettleRequest) -> None:
+        self.record(Step.VOID_PAYMENT, req)
 
-        @activity.defn(name=Step.CHARGE_CANCELLATION_FEE)
-        async def charge_cancellation_fee(req: FeeRequest) -> Capture:
-            self.record(Step.CHARGE_CANCELLATION_FEE, req)
-            fee = cancellation_fee_cents(req.assigned_at, req.cancelled_at, req.free_cancel_s,
-                                         self._held)
-            return Capture(amount_cents=fee, currency=CURRENCY)
+    @activity.defn(name=Step.CAPTURE_PAYMENT)
+    async def capture_payment(self, req: CaptureRequest) -> Capture:
+        self.record(Step.CAPTURE_PAYMENT, req)
+        amount = final_charge_cents(req.distance_m, req.duration_s,
+                                    req.quote.surge_multiplier, self._held)
+        return Capture(amount_cents=amount, currency=CURRENCY)
 
-        @activity.defn(name=Step.RESERVE_DRIVER)
-        async def reserve_driver(req: ReserveRequest) -> OfferMade | None:
-            self.record(Step.RESERVE_DRIVER, req)
-            free = [d for d in self.drivers if d not in req.exclude]
-            if not free:
-                return None
-            offer = OfferMade(offer_id=f"offer-{req.attempt}", driver_id=free[0],
-                              expires_at=datetime.now(UTC) + timedelta(seconds=15))
-            self.offers.put_nowait(offer)
-            return offer
+    @activity.defn(name=Step.REFUND_PAYMENT)
+    async def refund_payment(self, req: SettleRequest) -> Capture:
+        self.record(Step.REFUND_PAYMENT, req)
+        return Capture(amount_cents=0, currency=CURRENCY)
 
-        def offer_step(step: Step) -> Callable[..., Any]:
-            @activity.defn(name=step)
-            async def answer(ref: OfferRef) -> OfferClosed | None:
-                self.record(step, ref)
-                if step == Step.ASSIGN_DRIVER:
-                    return None
-                # no driver answers behind the workflow's back here: an expiry expires
-                return OfferClosed(outcome="expired" if step == Step.EXPIRE_OFFER
-                                   else "declined")
+    @activity.defn(name=Step.CHARGE_CANCELLATION_FEE)
+    async def charge_cancellation_fee(self, req: FeeRequest) -> Capture:
+        self.record(Step.CHARGE_CANCELLATION_FEE, req)
+        fee = cancellation_fee_cents(req.assigned_at, req.cancelled_at, req.free_cancel_s,
+                                     self._held)
+        return Capture(amount_cents=fee, currency=CURRENCY)
 
-            return answer
+    # --- drivers ----------------------------------------------------------------------
 
-        @activity.defn(name=Step.RELEASE_DRIVER)
-        async def release_driver(req: ReleaseRequest) -> None:
-            self.record(Step.RELEASE_DRIVER, req)
+    @activity.defn(name=Step.RESERVE_DRIVER)
+    async def reserve_driver(self, req: ReserveRequest) -> OfferMade | None:
+        self.record(Step.RESERVE_DRIVER, req)
+        free = [d for d in self.drivers if d not in req.exclude]
+        if not free:
+            return None
+        offer = OfferMade(offer_id=f"offer-{req.attempt}", driver_id=free[0],
+                          expires_at=datetime.now(UTC) + timedelta(seconds=15))
+        self.offers.put_nowait(offer)
+        return offer
 
-        @activity.defn(name=Step.COMPLETE_RIDE)
-        async def complete_ride(end: RideEnd) -> None:
-            self.record(Step.COMPLETE_RIDE, end)
-            if self.fail_completion:
-                raise ApplicationError("the ride could not be recorded", non_retryable=True)
+    @activity.defn(name=Step.EXPIRE_OFFER)
+    async def expire_offer(self, ref: OfferRef) -> OfferClosed:
+        self.record(Step.EXPIRE_OFFER, ref)
+        # no driver answers behind the workflow's back here: an expiry expires
+        return OfferClosed(outcome="expired")
 
-        def ending(step: Step) -> Callable[..., Any]:
-            @activity.defn(name=step)
-            async def end(end: RideEnd) -> None:
-                self.record(step, end)
+    @activity.defn(name=Step.DECLINE_OFFER)
+    async def decline_offer(self, ref: OfferRef) -> OfferClosed:
+        self.record(Step.DECLINE_OFFER, ref)
+        return OfferClosed(outcome="declined")
 
-            return end
+    @activity.defn(name=Step.ASSIGN_DRIVER)
+    async def assign_driver(self, ref: OfferRef) -> None:
+        self.record(Step.ASSIGN_DRIVER, ref)
 
-        return [quote_fare, authorize_payment, void_payment, capture_payment, refund_payment,
-                charge_cancellation_fee, reserve_driver, offer_step(Step.EXPIRE_OFFER),
-                offer_step(Step.DECLINE_OFFER), offer_step(Step.ASSIGN_DRIVER),
-                release_driver, complete_ride, ending(Step.CANCEL_RIDE),
-                ending(Step.FAIL_RIDE)]
+    @activity.defn(name=Step.RELEASE_DRIVER)
+    async def release_driver(self, req: ReleaseRequest) -> None:
+        self.record(Step.RELEASE_DRIVER, req)
+
+    # --- how the ride ended -----------------------------------------------------------
+
+    @activity.defn(name=Step.COMPLETE_RIDE)
+    async def complete_ride(self, end: RideEnd) -> None:
+        self.record(Step.COMPLETE_RIDE, end)
+        if self.fail_completion:
+            raise ApplicationError("the ride could not be recorded", non_retryable=True)
+
+    @activity.defn(name=Step.CANCEL_RIDE)
+    async def cancel_ride(self, end: RideEnd) -> None:
+        self.record(Step.CANCEL_RIDE, end)
+
+    @activity.defn(name=Step.FAIL_RIDE)
+    async def fail_ride(self, end: RideEnd) -> None:
+        self.record(Step.FAIL_RIDE, end)
 
 
 def ride_input(ride_id: str, **kw: Any) -> RideInput:
