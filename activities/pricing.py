@@ -30,6 +30,14 @@ def map_point(p: wt.Point | Point) -> Point:
     return p if isinstance(p, Point) else Point(lat=p.lat, lng=p.lng)
 
 
+def _requested_at(session: Session, ride_id: str) -> datetime:
+    """When the ride was requested, as its row says: for a ride whose workflow did not
+    pass it (started before ``QuoteRequest.requested_at``); now, for a ride the read
+    model does not know."""
+    ride = session.get(Ride, ride_id)
+    return ride.created_at if ride else datetime.now(UTC)
+
+
 class PricingActivities:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -44,8 +52,7 @@ class PricingActivities:
             if req.quote_id:
                 # the quote must have been live when the ride was requested (the api
                 # checked that), however long the saga took to get here
-                ride = session.get(Ride, req.ride_id)
-                requested_at = ride.created_at if ride else datetime.now(UTC)
+                requested_at = req.requested_at or _requested_at(session, req.ride_id)
                 quote = live_quote(session, req.quote_id, req.rider_id, requested_at)
                 if quote is not None and quote_covers(quote, pickup, dropoff):
                     return FareQuote(

@@ -1,7 +1,8 @@
 """Rides: request, read, follow and steer them.
 
 A request or a driver's report is a state change plus an event, committed together
-through the outbox; the saga reacts to the event. A ride is visible to its rider, to a
+through the outbox; the saga reacts to the event. The rules of requesting a ride are in
+``api.booking``, and here is how they are answered. A ride is visible to its rider, to a
 driver it was offered or assigned to, and to admins; to anyone else it does not exist
 (404, never 403, so ride ids cannot be probed). Checks run in this order: the token
 (401), the role (403), visibility (404), then whether the caller may do this to the ride
@@ -10,18 +11,15 @@ as it is now (409).
 
 from __future__ import annotations
 
-import hashlib
-import uuid
 from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from sqlalchemy import bindparam, or_
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from api import booking
 from api.auth import Caller, Principal, Rider
-from api.open_rides import open_ride_of, serialise_rider
 from api.problems import Problem, error_responses, invalid
 from api.ride_access import decode_cursor, encode_cursor, get_visible, visible
 from api.schemas import (
@@ -38,15 +36,13 @@ from api.schemas import (
 )
 from api.services import Deps
 from api.streams import SSE, ride_events, wants_event_stream
-from domain.geo import zone_cell
 from domain.status import FINAL, RideStatus
 from events import catalog as c
 from events.envelope import CloudEvent, new_event
 from events.history import ride_history
 from store import transitions
 from store.meter import start_meter, stop_meter
-from store.quotes import live_quote
-from store.tables import IdempotencyKey, Offer, Ride, utcnow
+from store.tables import Offer, Ride, utcnow
 
 router = APIRouter(prefix="/v1/rides", tags=["rides"])
 SOURCE = "ridehail/api"
@@ -59,15 +55,6 @@ IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
 
 
 # --- request and read -------------------------------------------------------------------
-
-
-def _body_hash(body: RideIn) -> str:
-    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
-
-
-# A concurrent repeat (PostgreSQL) loses the key's insert and is answered as a repeat on
-# the next try; more than a couple of tries means something else is wrong.
-IDEMPOTENT_TRIES = 3
 
 
 @router.post(
@@ -105,67 +92,33 @@ async def request_ride(
     """Ask for a ride. The saga starts at once; follow it with `GET /v1/rides/{id}` or
     its events. One at a time: while one of your rides has not ended, another request is
     a 409 naming it (`open_ride_id`)."""
-    digest = _body_hash(body)
-    replayed = False
-
-    def work(session: Session) -> tuple[Ride, list[CloudEvent]]:
-        nonlocal replayed
-        serialise_rider(session, who.sub)
-        if idempotency_key:
-            seen = session.get(IdempotencyKey, (who.sub, idempotency_key))
-            if seen is not None:
-                if seen.request_hash != digest:
-                    raise invalid("header.Idempotency-Key", "reused with another body",
-                                  "This Idempotency-Key was used with a different body")
-                ride = session.get(Ride, seen.ride_id)
-                if ride is None:  # cannot happen: the key commits with its ride
-                    raise Problem(409, "The ride of this Idempotency-Key is gone")
-                replayed = True
-                return ride, []
-        unfinished = open_ride_of(session, who.sub)
-        if unfinished is not None:
-            raise Problem(409, f"You have a ride that has not ended: {unfinished.ride_id} "
-                               f"({unfinished.status}); cancel it or wait for it to end",
-                          open_ride_id=unfinished.ride_id)
-        now = utcnow()
-        if body.quote_id and live_quote(session, body.quote_id, who.sub, now) is None:
-            raise invalid("body.quote_id", "no live quote",
-                          "The quote is unknown, not yours or expired; request a new one")
-        pickup, dropoff = body.pickup.point, body.dropoff.point
-        ride = Ride(
-            ride_id=uuid.uuid4().hex, rider_id=who.sub, status=RideStatus.REQUESTED,
-            pickup_lat=pickup.lat, pickup_lng=pickup.lng,
-            dropoff_lat=dropoff.lat, dropoff_lng=dropoff.lng,
-            pickup_zone=zone_cell(pickup), payment_method=body.payment_method,
-            quote_id=body.quote_id, created_at=now, updated_at=now,
-        )
-        session.add(ride)
-        if idempotency_key:
-            session.add(IdempotencyKey(rider_id=who.sub, key=idempotency_key,
-                                       request_hash=digest, ride_id=ride.ride_id))
-        event = new_event(
-            "ride.requested",
-            c.RideRequested(ride_id=ride.ride_id, rider_id=who.sub, pickup=pickup,
-                            dropoff=dropoff, quote_id=body.quote_id,
-                            payment_method=body.payment_method),
-            source=SOURCE, subject=ride.ride_id, time=now,
-        )
-        return ride, [event]
-
-    for attempt in range(1, IDEMPOTENT_TRIES + 1):
-        try:
-            ride = await svc.outbox.write(work)
-            break
-        except IntegrityError:
-            # Only the key can collide (ride ids are random): a concurrent request with
-            # the same key committed first. The next try finds its key and answers as a
-            # repeat — or 422 if its body differed.
-            if not idempotency_key or attempt == IDEMPOTENT_TRIES:
-                raise Problem(409, "A concurrent request got in the way; retry") from None
-    response.headers["Location"] = f"/v1/rides/{ride.ride_id}"
-    if replayed:
+    try:
+        booked = await booking.book_ride(svc.outbox, who.sub, body, idempotency_key)
+    except booking.Refused as refused:
+        raise _refusal(refused) from None
+    response.headers["Location"] = f"/v1/rides/{booked.ride.ride_id}"
+    if booked.replayed:
         response.headers["Idempotent-Replayed"] = "true"
-    return RideOut.of(ride)
+    return RideOut.of(booked.ride)
+
+
+def _refusal(refused: booking.Refused) -> Problem:
+    """The problem that answers a ride request the rules turned down."""
+    match refused:
+        case booking.KeyReused():
+            return invalid("header.Idempotency-Key", "reused with another body",
+                           "This Idempotency-Key was used with a different body")
+        case booking.RideStillOpen(ride_id=ride_id, status=status):
+            return Problem(409, f"You have a ride that has not ended: {ride_id} ({status}); "
+                                "cancel it or wait for it to end", open_ride_id=ride_id)
+        case booking.QuoteNotLive():
+            return invalid("body.quote_id", "no live quote",
+                           "The quote is unknown, not yours or expired; request a new one")
+        case booking.KeyWithoutRide():
+            return Problem(409, "The ride of this Idempotency-Key is gone")
+        case booking.Contended():
+            return Problem(409, "A concurrent request got in the way; retry")
+    raise TypeError(f"no answer for {refused!r}")  # each kind of refusal has its case
 
 
 @router.get("", response_model=RidePage, responses=error_responses(401, 422))
@@ -323,54 +276,76 @@ def _pending_offer(session: Session, ride: Ride, driver_id: str) -> Offer:
     return live[0]
 
 
-def _answer(event_type: str, verb: str, outcome: str):  # type: ignore[no-untyped-def]
-    async def answer(ride_id: RideId, who: Caller, svc: Deps) -> Accepted:
-        _must_be_driver(who, f"{verb} a ride")
+async def _answer_offer(svc: Deps, ride_id: str, who: Principal, event_type: str,
+                        verb: str, outcome: str) -> Accepted:
+    """The offered driver's answer (``verb``: accept or decline): it closes their open
+    offer as ``outcome`` and tells the saga with ``event_type``."""
+    _must_be_driver(who, f"{verb} a ride")
 
-        def decide(session: Session, ride: Ride) -> c.Payload:
-            offer = _pending_offer(session, ride, who.sub)
-            # The answer is recorded with its event, conditionally: the saga's expiry of
-            # the offer honours an answer given in time however late it hears of it,
-            # and one of the two wins (CONTRACT.md section 5).
-            if not transitions.close_offer(session, offer.offer_id, outcome):
-                raise Problem(409, "You have no open offer for this ride (it expired or was "
-                                   "answered)")
-            return c.DriverAnswered(ride_id=ride_id, driver_id=who.sub, offer_id=offer.offer_id)
+    def decide(session: Session, ride: Ride) -> c.Payload:
+        offer = _pending_offer(session, ride, who.sub)
+        # The answer is recorded with its event, conditionally: the saga's expiry of the
+        # offer honours an answer given in time however late it hears of it, and one of
+        # the two wins (CONTRACT.md section 5).
+        if not transitions.close_offer(session, offer.offer_id, outcome):
+            raise Problem(409, "You have no open offer for this ride (it expired or was "
+                               "answered)")
+        return c.DriverAnswered(ride_id=ride_id, driver_id=who.sub, offer_id=offer.offer_id)
 
-        return await _steer(svc, ride_id, who, event_type, decide)
-
-    answer.__doc__ = (f"As the driver it is offered to, {verb} the ride while the offer is "
-                      "open (409 once it expired or was answered).")
-    return answer
+    return await _steer(svc, ride_id, who, event_type, decide)
 
 
-def _report(event_type: str, verb: str, needs: str):  # type: ignore[no-untyped-def]
-    async def report(ride_id: RideId, who: Caller, svc: Deps) -> Accepted:
-        _must_be_driver(who, verb)
-
-        def decide(session: Session, ride: Ride) -> c.Payload:
-            _must_be_assigned(ride, who, verb)
-            if ride.status != needs:
-                raise _conflict(ride, verb)
-            if event_type == "ride.trip_started":
-                start_meter(session, ride_id, who.sub, utcnow())
-            return c.DriverReported(ride_id=ride_id, driver_id=who.sub)
-
-        return await _steer(svc, ride_id, who, event_type, decide)
-
-    report.__doc__ = f"As the assigned driver, {verb} (the ride must be `{needs}`)."
-    return report
+def _driver_report(ride: Ride, who: Principal, verb: str, needs: RideStatus) -> c.Payload:
+    """The assigned driver's report on ``ride`` (``verb``: what they report), which must
+    be ``needs`` now."""
+    _must_be_assigned(ride, who, verb)
+    if ride.status != needs:
+        raise _conflict(ride, verb)
+    return c.DriverReported(ride_id=ride.ride_id, driver_id=who.sub)
 
 
-for _path, _handler in (
-    ("accept", _answer("ride.driver_accepted", "accept", "accepted")),
-    ("decline", _answer("ride.driver_declined", "decline", "declined")),
-    ("arrive", _report("ride.driver_arrived", "report arrival", RideStatus.DRIVER_ASSIGNED)),
-    ("start", _report("ride.trip_started", "start the trip", RideStatus.DRIVER_ARRIVED)),
-):
-    router.add_api_route(f"/{{ride_id}}/{_path}", _handler, methods=["POST"], status_code=202,
-                         response_model=Accepted, name=f"{_path}_ride",
-                         responses=error_responses(401, 403, 404, 409, 422))
+# A route's docstring is its description in the OpenAPI document: the backslashes keep
+# the next two on one line there.
+@router.post("/{ride_id}/accept", status_code=202, response_model=Accepted,
+             responses=error_responses(401, 403, 404, 409, 422))
+async def accept_ride(ride_id: RideId, who: Caller, svc: Deps) -> Accepted:
+    """As the driver it is offered to, accept the ride while the offer is open (409 \
+once it expired or was answered)."""
+    return await _answer_offer(svc, ride_id, who, "ride.driver_accepted", "accept", "accepted")
+
+
+@router.post("/{ride_id}/decline", status_code=202, response_model=Accepted,
+             responses=error_responses(401, 403, 404, 409, 422))
+async def decline_ride(ride_id: RideId, who: Caller, svc: Deps) -> Accepted:
+    """As the driver it is offered to, decline the ride while the offer is open (409 \
+once it expired or was answered)."""
+    return await _answer_offer(svc, ride_id, who, "ride.driver_declined", "decline", "declined")
+
+
+@router.post("/{ride_id}/arrive", status_code=202, response_model=Accepted,
+             responses=error_responses(401, 403, 404, 409, 422))
+async def arrive_ride(ride_id: RideId, who: Caller, svc: Deps) -> Accepted:
+    """As the assigned driver, report arrival (the ride must be `driver_assigned`)."""
+    _must_be_driver(who, "report arrival")
+
+    def decide(session: Session, ride: Ride) -> c.Payload:
+        return _driver_report(ride, who, "report arrival", RideStatus.DRIVER_ASSIGNED)
+
+    return await _steer(svc, ride_id, who, "ride.driver_arrived", decide)
+
+
+@router.post("/{ride_id}/start", status_code=202, response_model=Accepted,
+             responses=error_responses(401, 403, 404, 409, 422))
+async def start_ride(ride_id: RideId, who: Caller, svc: Deps) -> Accepted:
+    """As the assigned driver, start the trip (the ride must be `driver_arrived`)."""
+    _must_be_driver(who, "start the trip")
+
+    def decide(session: Session, ride: Ride) -> c.Payload:
+        report = _driver_report(ride, who, "start the trip", RideStatus.DRIVER_ARRIVED)
+        start_meter(session, ride_id, who.sub, utcnow())  # the trip meter runs from now
+        return report
+
+    return await _steer(svc, ride_id, who, "ride.trip_started", decide)
 
 
 @router.post("/{ride_id}/complete", status_code=202, response_model=Accepted,

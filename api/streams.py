@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from nats.aio.client import Client as NATS
@@ -27,7 +27,7 @@ from nats.js import JetStreamContext
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import Receive, Scope, Send
 
-from api.fanout import RideFanout, SharedFeed, StreamSlots
+from api.fanout import LiveRide, RideFanout, SharedFeed, StreamSlots
 from api.metrics import Metrics
 from api.problems import title_of
 from api.schemas import OfferOut
@@ -104,7 +104,7 @@ class Streams:
             await task  # let its cancellation finish before we move on
         raise StreamClosing()
 
-    def response(self, name: str, events: AsyncIterator[ServerSentEvent],
+    def response(self, name: str, events: AsyncGenerator[ServerSentEvent, None],
                  subject: str | None = None) -> EventSourceResponse:
         """The SSE response for ``events``, counted in the open-streams gauge and, for
         ``subject``, against its cap (a 429 problem when it has too many open)."""
@@ -117,7 +117,7 @@ class Streams:
             try:
                 # aclosing: however this ends (disconnect included), the inner generator
                 # is closed, so what it holds on NATS is released now, not at GC.
-                async with contextlib.aclosing(events) as inner:  # type: ignore[type-var]
+                async with contextlib.aclosing(events) as inner:
                     async for event in inner:
                         yield event
             except StreamClosing:
@@ -171,53 +171,73 @@ async def ride_events(streams: Streams, ride_id: str, after_seq: int,
     before the history is read, so an event published in between is in one or both (and
     sent once: by sequence). What the fan-out missed is read back from the stream.
     """
-    last = after_seq
-
-    async def catch_up() -> AsyncIterator[tuple[int, CloudEvent]]:
-        nonlocal last
-        for seq, event in await ride_history(streams.js, ride_id, last):
-            if seq > last:
-                last = seq
-                yield seq, event
-
-    async def ended_in_stream() -> bool:
-        return await ride_has_ended() and any(
-            e.type in TERMINAL_TYPES for _, e in await ride_history(streams.js, ride_id))
-
-    async with streams.rides.listen(ride_id) as live:
-        async for seq, event in catch_up():
+    follower = _RideFollower(streams, ride_id, after_seq, ride_has_ended)
+    async with (streams.rides.listen(ride_id) as live,
+                # however the stream ends, the follower stops where it is
+                contextlib.aclosing(follower.events(live)) as events):
+        async for seq, event in events:
             yield ride_event(seq, event)
             if event.type in TERMINAL_TYPES:
                 return
-        if await ended_in_stream():  # a client resuming after the last event
+
+
+class _RideFollower:
+    """One client's stream of a ride's events: where it is (``last``, the stream
+    sequence of the last event it was given) and how it finds what comes next."""
+
+    def __init__(self, streams: Streams, ride_id: str, after_seq: int,
+                 ride_has_ended: Callable[[], Awaitable[bool]]) -> None:
+        self.streams = streams
+        self.ride_id = ride_id
+        self.last = after_seq
+        self.ride_has_ended = ride_has_ended
+
+    async def events(self, live: LiveRide) -> AsyncGenerator[tuple[int, CloudEvent], None]:
+        """The ride's events after ``last``, in order, each once: the history, then live
+        ones (and those the fan-out missed, read back from the stream). It ends by itself
+        only when the ride's last event is at or before ``last`` (a client resuming after
+        the end); otherwise its reader stops after the ride's last event."""
+        for item in await self.catch_up():
+            yield item
+        if await self.ended_in_stream():  # a client resuming after the last event
             return
         while True:
             if live.missed:
                 live.missed = False
-                async for seq, event in catch_up():
-                    yield ride_event(seq, event)
-                    if event.type in TERMINAL_TYPES:
-                        return
+                for item in await self.catch_up():
+                    yield item
             try:
-                seq, event = await streams.until_closing(live.next(IDLE_CHECK_S))
+                seq, event = await self.streams.until_closing(live.next(IDLE_CHECK_S))
             except FeedIdle:
-                if not await ride_has_ended():
+                if not await self.ride_has_ended():
                     continue
                 # it ended: its last event is in the stream, after what we sent (then it
                 # comes now) or at or before it (a client resuming after the end)
-                async for seq, event in catch_up():
-                    yield ride_event(seq, event)
-                    if event.type in TERMINAL_TYPES:
-                        return
-                if await ended_in_stream():
+                for item in await self.catch_up():
+                    yield item
+                if await self.ended_in_stream():
                     return
                 continue  # the relay has not published it yet
-            if seq <= last:
-                continue
-            last = seq
-            yield ride_event(seq, event)
-            if event.type in TERMINAL_TYPES:
-                return
+            if seq > self.last:
+                self.last = seq
+                yield seq, event
+
+    async def catch_up(self) -> list[tuple[int, CloudEvent]]:
+        """The ride's events after ``last``, read from the stream; ``last`` moves past
+        them."""
+        fresh = []
+        for seq, event in await ride_history(self.streams.js, self.ride_id, self.last):
+            if seq > self.last:
+                self.last = seq
+                fresh.append((seq, event))
+        return fresh
+
+    async def ended_in_stream(self) -> bool:
+        """The ride has ended and the event that ended it is in the stream."""
+        if not await self.ride_has_ended():
+            return False
+        history = await ride_history(self.streams.js, self.ride_id)
+        return any(e.type in TERMINAL_TYPES for _, e in history)
 
 
 # --- a driver's offers -----------------------------------------------------------------

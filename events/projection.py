@@ -15,20 +15,24 @@ apply in stream order.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
 from sqlmodel import Session
 
-from domain.geo import driver_cell, zone_cell
+from domain.geo import driver_cell
 from domain.money import to_cents
 from domain.status import BEFORE_TRIP, FINAL, RideStatus
 from events import catalog as c
 from events.envelope import CloudEvent
 from events.processed import first_time
 from store import transitions
+from store.rides import requested_ride
 from store.tables import Driver, Ride
 
 RIDE_PROJECTOR = "ride-projector"
 DRIVER_PROJECTOR = "driver-projector"
-# The driver has not yet been bound to the ride, or is bound but the trip hasn't started.
 
 
 class NotYetKnown(RuntimeError):
@@ -36,75 +40,120 @@ class NotYetKnown(RuntimeError):
 
 
 def apply_ride_event(ride: Ride | None, event: CloudEvent) -> Ride:
-    """The read model after ``event``: a pure function of the row and the event."""
+    """The read model after ``event``: a pure function of the row and the event.
+
+    ``ride.requested`` makes the row (a repeat leaves it as it is); every other event
+    needs the row, and changes it by its type's rule below (``_ON_RIDE_EVENT``), or only
+    in ``updated_at`` where the read model shows nothing of it (an offer, a driver's
+    answer, a request to cancel: the saga's own events show what came of them)."""
     p = event.payload()
     if isinstance(p, c.RideRequested):
         if ride is None:
-            ride = Ride(
-                ride_id=p.ride_id, rider_id=p.rider_id,
-                pickup_lat=p.pickup.lat, pickup_lng=p.pickup.lng,
-                dropoff_lat=p.dropoff.lat, dropoff_lng=p.dropoff.lng,
-                pickup_zone=zone_cell(p.pickup), payment_method=p.payment_method,
-                quote_id=p.quote_id, created_at=event.time, updated_at=event.time,
-            )
+            ride = requested_ride(p, event.time)
     elif ride is None:
         raise NotYetKnown(f"{event.type} for ride {event.subject} before it was requested")
-    final = ride.status in FINAL
-    match event.type, p:
-        case "ride.payment_authorized", c.PaymentAuthorized():
-            ride.currency = p.currency
-            ride.quoted_cents = to_cents(p.quoted_fare)
-            ride.surge_multiplier = p.surge_multiplier
-            ride.payment_status = "authorized"
-            ride.authorized_cents = to_cents(p.amount)
-            if not final:
-                ride.status = RideStatus.MATCHING
-        case "ride.payment_declined", c.PaymentDeclined():
-            ride.payment_status = "declined"
-        case "ride.driver_assigned", c.DriverAssigned():
-            if not final:
-                ride.status = RideStatus.DRIVER_ASSIGNED
-                ride.driver_id = p.driver_id
-                ride.assigned_at = event.time
-        case "ride.driver_released", c.DriverReleased():
-            # only a driver backing out sends the ride back to matching; a release that
-            # is part of the ride ending leaves the driver on the record
-            if (p.reason == "driver_cancelled" and ride.status in BEFORE_TRIP
-                    and ride.driver_id == p.driver_id):
-                ride.status, ride.driver_id, ride.assigned_at = RideStatus.MATCHING, None, None
-        case "ride.driver_arrived", c.DriverReported():
-            if ride.status == RideStatus.DRIVER_ASSIGNED:
-                ride.status = RideStatus.DRIVER_ARRIVED
-        case "ride.trip_started", c.DriverReported():
-            if ride.status in BEFORE_TRIP:
-                ride.status = RideStatus.IN_PROGRESS
-        case "ride.payment_captured", c.PaymentMoved():
-            ride.payment_status = "captured"
-            ride.captured_cents += to_cents(p.amount)
-            if p.purpose == "cancellation_fee":
-                ride.cancellation_fee_cents = to_cents(p.amount)
-        case "ride.payment_voided", c.PaymentMoved():
-            ride.payment_status = "voided"
-        case "ride.payment_refunded", c.PaymentMoved():
-            ride.payment_status = "refunded"
-        case "ride.completed", c.RideCompleted():
-            ride.status = RideStatus.COMPLETED
-            ride.final_cents = to_cents(p.final_fare)
-            if p.fare_adjusted is not None:
-                ride.fare_adjusted = p.fare_adjusted.model_dump_json()
-        case "ride.cancelled", c.RideCancelled():
-            ride.status = RideStatus.CANCELLED
-            if p.cancellation_fee is not None:
-                ride.cancellation_fee_cents = to_cents(p.cancellation_fee)
-            if p.final_fare is not None:
-                ride.final_cents = to_cents(p.final_fare)
-            if p.fare_adjusted is not None:
-                ride.fare_adjusted = p.fare_adjusted.model_dump_json()
-        case "ride.failed", c.RideFailed():
-            ride.status = RideStatus.FAILED
-            ride.failure_reason = p.reason
+    on_event = _ON_RIDE_EVENT.get(event.type)
+    if on_event is not None:
+        on_event(ride, p, event.time)
     ride.updated_at = max(ride.updated_at, event.time) if ride.updated_at else event.time
     return ride
+
+
+# --- each ride event's rule: what it changes in the row, given when it happened ----------
+
+
+def _on_payment_authorized(ride: Ride, p: c.PaymentAuthorized, at: datetime) -> None:
+    ride.currency = p.currency
+    ride.quoted_cents = to_cents(p.quoted_fare)
+    ride.surge_multiplier = p.surge_multiplier
+    ride.payment_status = "authorized"
+    ride.authorized_cents = to_cents(p.amount)
+    if ride.status not in FINAL:  # a hold that comes after the end does not reopen it
+        ride.status = RideStatus.MATCHING
+
+
+def _on_payment_declined(ride: Ride, p: c.PaymentDeclined, at: datetime) -> None:
+    ride.payment_status = "declined"
+
+
+def _on_driver_assigned(ride: Ride, p: c.DriverAssigned, at: datetime) -> None:
+    if ride.status not in FINAL:  # nor does an assignment
+        ride.status = RideStatus.DRIVER_ASSIGNED
+        ride.driver_id = p.driver_id
+        ride.assigned_at = at
+
+
+def _on_driver_released(ride: Ride, p: c.DriverReleased, at: datetime) -> None:
+    # Only a driver backing out sends the ride back to matching; a release that is part
+    # of the ride ending leaves the driver on the record.
+    if (p.reason == "driver_cancelled" and ride.status in BEFORE_TRIP
+            and ride.driver_id == p.driver_id):
+        ride.status, ride.driver_id, ride.assigned_at = RideStatus.MATCHING, None, None
+
+
+def _on_driver_arrived(ride: Ride, p: c.DriverReported, at: datetime) -> None:
+    if ride.status == RideStatus.DRIVER_ASSIGNED:
+        ride.status = RideStatus.DRIVER_ARRIVED
+
+
+def _on_trip_started(ride: Ride, p: c.DriverReported, at: datetime) -> None:
+    if ride.status in BEFORE_TRIP:
+        ride.status = RideStatus.IN_PROGRESS
+
+
+def _on_payment_captured(ride: Ride, p: c.PaymentMoved, at: datetime) -> None:
+    ride.payment_status = "captured"
+    ride.captured_cents += to_cents(p.amount)
+    if p.purpose == "cancellation_fee":
+        ride.cancellation_fee_cents = to_cents(p.amount)
+
+
+def _on_payment_voided(ride: Ride, p: c.PaymentMoved, at: datetime) -> None:
+    ride.payment_status = "voided"
+
+
+def _on_payment_refunded(ride: Ride, p: c.PaymentMoved, at: datetime) -> None:
+    ride.payment_status = "refunded"
+
+
+def _on_completed(ride: Ride, p: c.RideCompleted, at: datetime) -> None:
+    ride.status = RideStatus.COMPLETED
+    ride.final_cents = to_cents(p.final_fare)
+    if p.fare_adjusted is not None:
+        ride.fare_adjusted = p.fare_adjusted.model_dump_json()
+
+
+def _on_cancelled(ride: Ride, p: c.RideCancelled, at: datetime) -> None:
+    ride.status = RideStatus.CANCELLED
+    if p.cancellation_fee is not None:
+        ride.cancellation_fee_cents = to_cents(p.cancellation_fee)
+    if p.final_fare is not None:
+        ride.final_cents = to_cents(p.final_fare)
+    if p.fare_adjusted is not None:
+        ride.fare_adjusted = p.fare_adjusted.model_dump_json()
+
+
+def _on_failed(ride: Ride, p: c.RideFailed, at: datetime) -> None:
+    ride.status = RideStatus.FAILED
+    ride.failure_reason = p.reason
+
+
+# Event type -> its rule. The payload is the type's model (events.catalog: one model per
+# type), so each rule takes it as that model.
+_ON_RIDE_EVENT: dict[str, Callable[[Ride, Any, datetime], None]] = {
+    "ride.payment_authorized": _on_payment_authorized,
+    "ride.payment_declined": _on_payment_declined,
+    "ride.driver_assigned": _on_driver_assigned,
+    "ride.driver_released": _on_driver_released,
+    "ride.driver_arrived": _on_driver_arrived,
+    "ride.trip_started": _on_trip_started,
+    "ride.payment_captured": _on_payment_captured,
+    "ride.payment_voided": _on_payment_voided,
+    "ride.payment_refunded": _on_payment_refunded,
+    "ride.completed": _on_completed,
+    "ride.cancelled": _on_cancelled,
+    "ride.failed": _on_failed,
+}
 
 
 def apply_driver_event(driver: Driver | None, event: CloudEvent,

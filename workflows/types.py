@@ -34,6 +34,9 @@ class RideInput(BaseModel):
     dropoff: Point
     quote_id: str | None = None
     payment_method: str = "card"
+    # When the api committed the request (``ride.requested``'s ``time``); None for rides
+    # started before the trigger said it.
+    requested_at: datetime | None = None
     offer_timeout_s: float = 15
     matching_deadline_s: float = 120
     free_cancel_s: float = 120
@@ -65,6 +68,9 @@ class QuoteRequest(BaseModel):
     pickup: Point
     dropoff: Point
     quote_id: str | None = None
+    # When the ride was requested: its quote must have been live then. None from
+    # workflows that predate it (the activity then asks the read model).
+    requested_at: datetime | None = None
 
 
 class FareQuote(BaseModel):

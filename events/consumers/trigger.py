@@ -8,6 +8,9 @@ the workflow ignores an event id it has already seen, so a redelivered message h
 second effect. The consumer is ordered, so a ride's events reach its workflow in the
 order they were published.
 
+The workflow's input is what ``ride.requested`` says, and when the api committed it (the
+event's ``time``), so no step of the saga reads the database to learn what was asked.
+
 No ride event is dropped. An event whose workflow is not running is sent with
 signal-with-start, the ride's input rebuilt from the read model: if the workflow was
 never started (its request held up — dead-lettered, say), the event starts it, and the
@@ -25,6 +28,7 @@ and the read model's terminal status refuses it after that.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -48,7 +52,9 @@ from events.failures import PermanentError
 from events.health import ConsumerHealth
 from infra.config import Settings
 from store.db import Database
+from store.rides import Request, request_of
 from store.tables import Ride
+from workflows import types as wt
 from workflows.contract import (
     RIDE_STATUS,
     RIDER_ID,
@@ -64,28 +70,26 @@ log = logging.getLogger(__name__)
 NAME = "workflow-trigger"
 
 
-def ride_input(event: RideRequested, settings: Settings) -> RideInput:
+def ride_input(request: Request, requested_at: datetime, settings: Settings) -> RideInput:
+    """The workflow's input: the ride as it was requested, and when (so the saga's steps
+    need not read the database for it), with the timings of this deployment."""
     return RideInput(
-        ride_id=event.ride_id,
-        rider_id=event.rider_id,
-        pickup=event.pickup,
-        dropoff=event.dropoff,
-        quote_id=event.quote_id,
-        payment_method=event.payment_method,
+        ride_id=request.ride_id,
+        rider_id=request.rider_id,
+        pickup=request.pickup,
+        dropoff=request.dropoff,
+        quote_id=request.quote_id,
+        payment_method=request.payment_method,
+        requested_at=requested_at,
         offer_timeout_s=settings.offer_timeout_s,
         matching_deadline_s=settings.matching_deadline_s,
         free_cancel_s=settings.free_cancel_s,
     )
 
 
-def _requested_from(ride: Ride) -> RideRequested:
-    """The ride's request as the read model keeps it (what ``ride.requested`` said)."""
-    return RideRequested(
-        ride_id=ride.ride_id, rider_id=ride.rider_id,
-        pickup=Point(lat=ride.pickup_lat, lng=ride.pickup_lng),
-        dropoff=Point(lat=ride.dropoff_lat, lng=ride.dropoff_lng),
-        quote_id=ride.quote_id, payment_method=ride.payment_method,
-    )
+def _zone(p: wt.Point) -> str:
+    """The H3 surge zone of a point of the workflow's input."""
+    return zone_cell(Point(lat=p.lat, lng=p.lng))
 
 
 class WorkflowTrigger:
@@ -93,7 +97,9 @@ class WorkflowTrigger:
                  health: ConsumerHealth | None = None) -> None:
         self.client = client
         self.settings = settings
-        self.db = db  # the read model: the ride's input and whether it has ended
+        # the read model: whether the ride has ended, and its request for an event
+        # that reaches a workflow not running
+        self.db = db
         self.health = health
 
     def spec(self) -> ConsumerSpec:
@@ -116,7 +122,7 @@ class WorkflowTrigger:
             self._closed(event, f"the ride is {ride.status}")
             return
         try:
-            await self._start(ride_input(requested, self.settings))
+            await self._start(ride_input(requested, event.time, self.settings))
         except WorkflowAlreadyStartedError:
             pass  # it ran before and has closed: the start already happened
 
@@ -131,7 +137,8 @@ class WorkflowTrigger:
             if e.status != RPCStatusCode.NOT_FOUND:
                 raise
         # Not running: closed, or never started. Signal-with-start tells them apart
-        # atomically (it refuses a closed workflow's id).
+        # atomically (it refuses a closed workflow's id). This event, not the request,
+        # may be what starts the workflow, so its input comes from the read model.
         ride = await self._read_model(event.subject)
         if ride is None:
             raise PermanentError(f"{event.type} for ride {event.subject}, which the database "
@@ -139,8 +146,9 @@ class WorkflowTrigger:
         if ride.status in FINAL:
             self._closed(event, f"the ride is {ride.status}")
             return
+        request = request_of(ride)
         try:
-            await self._start(ride_input(_requested_from(ride), self.settings),
+            await self._start(ride_input(request, request.requested_at, self.settings),
                               start_signal=name, start_signal_args=[signal])
         except WorkflowAlreadyStartedError:
             self._closed(event, "its workflow has closed")
@@ -164,7 +172,7 @@ class WorkflowTrigger:
             static_summary=(
                 f"Ride {ride.ride_id} for rider {ride.rider_id}: "
                 # the H3 zones (res 7, a few km²), never the exact coordinates
-                f"zone {zone_cell(ride.pickup)} → zone {zone_cell(ride.dropoff)}, "
+                f"zone {_zone(ride.pickup)} → zone {_zone(ride.dropoff)}, "
                 f"paying by {ride.payment_method}"
             ),
             **signal,
