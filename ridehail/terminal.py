@@ -28,7 +28,7 @@ def settings_or_exit(data_dir: Path | None = None, **overrides: object) -> Setti
     if data_dir is not None:
         values["data_dir"] = data_dir
     try:
-        settings = Settings(**values)  # type: ignore[arg-type]
+        settings = Settings(**values)  # type: ignore[arg-type]  # pydantic checks each value
     except Exception as e:  # noqa: BLE001 — pydantic explains what is wrong
         console.print(f"[red]invalid settings:[/] {e}")
         raise typer.Exit(2) from None

@@ -52,10 +52,12 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import nats
+from nats.js import JetStreamContext
 from sizing_figures import (
     DEFAULT_CONFIGS,
     PostgresCpu,
@@ -97,6 +99,22 @@ def ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(1000 * seconds, 1)
 
 
+@dataclass
+class Window:
+    """What the measured rides and the catch-up after them saw: the load and its timing,
+    the CPU seconds by kind, the machine's ticks and the messages in each stream."""
+    load: Load
+    calls_before: int
+    load_avg_before: float
+    elapsed_s: float
+    window_s: float
+    drained: bool
+    cpu: dict[str, float | None]
+    ticks: tuple[int, int, int]  # busy, total, steal
+    streams_before: dict[str, int]
+    streams: dict[str, int]
+
+
 async def loaded(args: argparse.Namespace, stack: Stack, apis: list[Api], pg: PostgresCpu,
                  concurrency: int) -> dict[str, Any]:
     """Warm up, then the measured rides and the catch-up after them; the figures."""
@@ -109,46 +127,62 @@ async def loaded(args: argparse.Namespace, stack: Stack, apis: list[Api], pg: Po
             if warm.failures:
                 raise RuntimeError(f"warm-up ride failed: {warm.failures[0]}")
             await caught_up(js, args.drain_timeout)
-        streams_before = await stack.stream_messages()
-        load = Load(apis, args.ride_timeout, args.poll)
-        calls_before, load_avg = load.calls, round(os.getloadavg()[0], 2)
-        t0 = time.monotonic()
-        for p in stack.procs:
-            p.cpu_before = cpu_seconds(p.popen.pid)
-        client_before, machine_before = cpu_seconds(os.getpid()), machine_ticks()
-        pg.start()
-        sampling = asyncio.create_task(sample(stack, pg))
-        try:
-            elapsed = await load.run(args.rides, concurrency)
-            drained = await caught_up(js, args.drain_timeout)
-        finally:
-            sampling.cancel()
-        pg.poll()
-        cpu: dict[str, float | None] = dict.fromkeys(KINDS, 0.0)
-        for p in stack.procs:
-            p.cpu_load = cpu_seconds(p.popen.pid) - p.cpu_before
-            cpu[p.kind] = (cpu[p.kind] or 0.0) + p.cpu_load
-        cpu["client"] = cpu_seconds(os.getpid()) - client_before
-        busy, total, steal = (b - a for a, b in zip(machine_before, machine_ticks(), strict=True))
-        window = time.monotonic() - t0
-        stack.check_alive()
-        streams = await stack.stream_messages()
+        window = await measured(args, stack, apis, pg, js, concurrency)
     finally:
         await nc.close()
-    cpu.update(pg.totals() if pg.local else {"postgres": None, "postgres-shared": None})
+    window.cpu.update(pg.totals() if pg.local else {"postgres": None, "postgres-shared": None})
+    return run_figures(args, stack, pg, window, concurrency)
+
+
+async def measured(args: argparse.Namespace, stack: Stack, apis: list[Api], pg: PostgresCpu,
+                   js: JetStreamContext, concurrency: int) -> Window:
+    """The measured rides and the catch-up after them, sampled; the CPU of the stack's
+    processes and of this one over that window."""
+    streams_before = await stack.stream_messages()
+    load = Load(apis, args.ride_timeout, args.poll)
+    calls_before, load_avg = load.calls, round(os.getloadavg()[0], 2)
+    t0 = time.monotonic()
+    for p in stack.procs:
+        p.cpu_before = cpu_seconds(p.popen.pid)
+    client_before, machine_before = cpu_seconds(os.getpid()), machine_ticks()
+    pg.start()
+    sampling = asyncio.create_task(sample(stack, pg))
+    try:
+        elapsed = await load.run(args.rides, concurrency)
+        drained = await caught_up(js, args.drain_timeout)
+    finally:
+        sampling.cancel()
+    pg.poll()
+    cpu: dict[str, float | None] = dict.fromkeys(KINDS, 0.0)
+    for p in stack.procs:
+        p.cpu_load = cpu_seconds(p.popen.pid) - p.cpu_before
+        cpu[p.kind] = (cpu[p.kind] or 0.0) + p.cpu_load
+    cpu["client"] = cpu_seconds(os.getpid()) - client_before
+    busy, total, steal = (b - a for a, b in zip(machine_before, machine_ticks(), strict=True))
+    window = time.monotonic() - t0
+    stack.check_alive()
+    return Window(load, calls_before, load_avg, elapsed, window, drained, cpu,
+                  (busy, total, steal), streams_before, await stack.stream_messages())
+
+
+def run_figures(args: argparse.Namespace, stack: Stack, pg: PostgresCpu, w: Window,
+            concurrency: int) -> dict[str, Any]:
+    """One run's figures, as the tables and the JSON file give them."""
+    load, cpu = w.load, w.cpu
+    busy, total, steal = w.ticks
     machine_s = busy / os.sysconf("SC_CLK_TCK")
     cpu["other"] = machine_s - sum(v or 0.0 for k, v in cpu.items() if k != "other")
     done = len(load.durations)
     return {
         "concurrency": concurrency, "rides": args.rides, "completed": done,
         "failed": len(load.failures), "failures": load.failures[:10],
-        "load_s": round(elapsed, 2), "window_s": round(window, 2), "caught_up": drained,
-        "rides_per_s": round(done / elapsed, 3),
+        "load_s": round(w.elapsed_s, 2), "window_s": round(w.window_s, 2),
+        "caught_up": w.drained, "rides_per_s": round(done / w.elapsed_s, 3),
         "latency_s": {"p50": round(pct(load.durations, 0.5), 2) if done else None,
                       "p95": round(pct(load.durations, 0.95), 2) if done else None},
         "post_ride_ms": {q: ms(pct(load.request_latencies, v)) if done else None
                          for q, v in (("p50", 0.5), ("p95", 0.95))},
-        "http_calls": load.calls - calls_before,
+        "http_calls": load.calls - w.calls_before,
         "cpu_s": {k: None if v is None else round(v, 3) for k, v in cpu.items()},
         "cpu_ms_per_ride": {k: ms(v / done) if done and v is not None else None
                             for k, v in cpu.items()},
@@ -157,11 +191,11 @@ async def loaded(args: argparse.Namespace, stack: Stack, apis: list[Api], pg: Po
                       for p in stack.procs],
         "postgres": pg.figures(),
         "stream_messages_per_ride": {
-            name: round((n - streams_before.get(name, 0)) / max(done, 1), 2)
-            for name, n in sorted(streams.items())},
+            name: round((n - w.streams_before.get(name, 0)) / max(done, 1), 2)
+            for name, n in sorted(w.streams.items())},
         "machine": {"cpus": os.cpu_count(), "busy_pct": round(100 * busy / max(total, 1), 1),
                     "steal_pct": round(100 * steal / max(total, 1), 1),
-                    "busy_cpu_s": round(machine_s, 2), "load_avg_before": load_avg,
+                    "busy_cpu_s": round(machine_s, 2), "load_avg_before": w.load_avg_before,
                     "load_avg_after": round(os.getloadavg()[0], 2)},
     }
 

@@ -54,7 +54,8 @@ class SseEvent:
 
 async def sse_events(response: httpx.Response) -> AsyncIterator[SseEvent]:
     """The events of a ``text/event-stream`` response (comments and pings skipped)."""
-    event, data, last_id = "message", [], None
+    event, last_id = "message", None
+    data: list[str] = []
     async for line in response.aiter_lines():
         if not line:
             if data:
@@ -100,7 +101,7 @@ class Api:
     def headers(self, role: str, sub: str) -> dict[str, str]:
         token = self._tokens.get((role, sub))
         if token is None:
-            token = self._issue(self._secret, role, sub, 24 * 3600)  # type: ignore[arg-type]
+            token = self._issue(self._secret, role, sub, 24 * 3600)  # type: ignore[arg-type]  # a plain str; the API judges the role
             self._tokens[(role, sub)] = token
         return {"Authorization": f"Bearer {token}"}
 

@@ -108,7 +108,7 @@ class BaselineRideWorkflow:
             self._seen.add(event.event_id)
             self._inbox.append(event.type)
 
-    @workflow.update(name="reached")
+    @workflow.update
     async def reached(self, stage: str) -> str:
         """Returns once the ride has reached ``stage`` (or failed)."""
         want = STAGES.index(stage)
@@ -194,7 +194,7 @@ async def ridehail_worker_settings(client: Client) -> dict[str, Any]:
     probe = await _Client.connect(client.service_client.config.target_host,
                                   namespace=client.namespace,
                                   data_converter=client.data_converter)
-    config = build_worker(probe, None, None).config()  # type: ignore[arg-type]
+    config = build_worker(probe, None, None).config()  # type: ignore[arg-type]  # settings only: never runs
     return {k: v for k, v in config.items() if k not in _WIRING}
 
 

@@ -65,8 +65,9 @@ __all__ = ["BenchReport", "RideResult", "RunFigures", "percentiles", "print_repo
            "run_bench", "unreachable"]
 
 if TYPE_CHECKING:
+    from temporalio.client import Client
 
-    pass
+    from ridehail.processes.components import Runtime
 
 RIDER_PREFIX = "bench-r"
 DRIVER_PREFIX = "bench-d"
@@ -292,6 +293,15 @@ def blocks_of(rides: int, rounds: int) -> list[int]:
     return [rides // rounds + (i < rides % rounds) for i in range(rounds)]
 
 
+# the options of ridehail's worker the report shows, the anchor's worker having the same
+WORKER_SETTINGS_SHOWN = (
+    "max_concurrent_activities", "max_concurrent_workflow_tasks", "max_cached_workflows",
+    "workflow_task_poller_behavior", "activity_task_poller_behavior",
+    "disable_eager_activity_execution", "max_concurrent_local_activities",
+    "graceful_shutdown_timeout")
+ANCHOR_ROLES = ("temporal", "bench")  # the processes the anchor's rides cost
+
+
 async def run_bench(settings: Settings, *, rides: int, drivers: int, concurrency: int,
                     baseline: bool, ridehail: bool = True, rounds: int = 3,
                     city: City | None = None, seed: int = 7, ride_timeout_s: float = 120.0,
@@ -299,93 +309,35 @@ async def run_bench(settings: Settings, *, rides: int, drivers: int, concurrency
     """The whole bench against the stack ``settings`` point at. With both sides, the
     rides run in ``rounds`` alternating blocks (ridehail, anchor, ridehail, …) so that a
     change in the machine's background load weighs on both alike."""
-    from ridehail.load.baseline import (
-        build_baseline_worker,
-        drive_ride,
-        ridehail_local_steps,
-        ridehail_worker_settings,
-    )
     from ridehail.processes.components import runtime
 
     console = console or Console()
-    city = city or City()
     report = BenchReport(machine=machine_info())
     roles = stack_processes(settings)
-    report.measured = {role: f"pid {pid}: {describe_role(role, roles)}"
-                       for role, pid in roles.items()
-                       if not (role == "bench" and pid == roles.get("api"))}
-    if "api" not in roles:
-        report.measured["api"] = (f"no process seen listening on port {settings.api_port}: "
-                                  "CPU and memory of the API and worker not measured")
+    report.measured = _measured(settings, roles)
     sizes = blocks_of(rides, rounds if ridehail and baseline else 1)
 
     async with contextlib.AsyncExitStack() as stack:
         rt = await stack.enter_async_context(
             runtime(settings, "bench", temporal=True, prepare=False))
         assert rt.temporal is not None
-        client = rt.temporal
-        report.worker_settings = {
-            k: str(v) for k, v in (await ridehail_worker_settings(client)).items()
-            if k in ("max_concurrent_activities", "max_concurrent_workflow_tasks",
-                     "max_cached_workflows", "workflow_task_poller_behavior",
-                     "activity_task_poller_behavior", "disable_eager_activity_execution",
-                     "max_concurrent_local_activities", "graceful_shutdown_timeout")}
+        report.worker_settings = await _worker_settings(rt.temporal)
         phases: list[Phase] = []
-        work: RidehailWorkload | None = None
+        side: RidehailSide | None = None
         if ridehail:
-            from events.dlq import dlq_depth
-
-            dlq_before = await dlq_depth(rt.js)
-            seq_before = (await rt.js.stream_info("RIDES")).state.last_seq
             api = Api(settings.api_url, settings.require_jwt_secret(),
                       max_connections=4 * concurrency + 20)
             stack.push_async_callback(api.aclose)
-            work = RidehailWorkload(api, city, drivers, seed, ride_timeout_s)
-            console.print(f"[dim]{drivers} drivers going online …[/]")
-            await work.drivers_online()
-            # when the API runs in this process (tests), "bench" is the same process
-            mine = {k: v for k, v in roles.items()
-                    if not (k == "bench" and v == roles.get("api"))}
-            phases.append(Phase("ridehail", work.ride, mine, drain=lambda: caught_up(rt.js)))
+            work = RidehailWorkload(api, city or City(), drivers, seed, ride_timeout_s)
+            side = await RidehailSide.start(rt, work, roles, console)
+            phases.append(side.phase)
         if baseline:
-            run = uuid.uuid4().hex[:8]
-
-            def anchor_ride(kind: str, local_steps: list[str]
-                            ) -> Callable[[int], Awaitable[RideResult]]:
-                async def one(i: int) -> RideResult:
-                    async with asyncio.timeout(ride_timeout_s):
-                        assigned, end, status = await drive_ride(
-                            client, f"{run}-{kind}-{i}", local_steps=local_steps)
-                    return RideResult(status, assigned, end)
-                return one
-
-            await stack.enter_async_context(await build_baseline_worker(client))
-            # what the anchor costs: the Temporal server, and this process (its worker and
-            # its client); ridehail's own processes sit idle meanwhile
-            anchor = ("temporal", "bench")
-            mine = {k: v for k, v in roles.items() if k in anchor}
-            others = {k: v for k, v in roles.items() if k not in anchor}
-            # the anchor runs ridehail's step kinds (its step table), and, as a second
-            # figure, every step as a regular activity
-            report.local_steps = ridehail_local_steps()
-            phases.append(Phase("baseline", anchor_ride("same", report.local_steps), mine,
-                                others=others))
-            phases.append(Phase("baseline_all_regular", anchor_ride("regular", []), mine,
-                                others=others))
-        with _progress(console) as progress:
-            tasks = {p.name: progress.add_task(f"{p.name:<8}", total=rides, rate="")
-                     for p in phases}
-            for size in sizes:
-                for phase in phases:
-                    await phase.block(size, concurrency, progress, tasks[phase.name])
+            phases += await _anchor_phases(stack, rt.temporal, roles, report, ride_timeout_s)
+        await _run_blocks(phases, sizes, rides, concurrency, console)
         for phase in phases:
             setattr(report, phase.name, phase.figures(concurrency, len(sizes)))
-        if work is not None and report.ridehail is not None:
-            await work.drivers_offline()
-            events = (await rt.js.stream_info("RIDES")).state.last_seq - seq_before
-            report.ridehail.events_per_s = events / report.ridehail.elapsed_s
-            await check_ridehail(settings, report, report.ridehail, phases[0].drained, rt,
-                                  dlq_before)
+        if side is not None and report.ridehail is not None:
+            await side.finish(settings, report, report.ridehail, rt)
         if report.baseline is not None:
             base = report.baseline
             report.checks["baseline rides ended"] = {
@@ -393,3 +345,97 @@ async def run_bench(settings: Settings, *, rides: int, drivers: int, concurrency
     return report
 
 
+def _own(roles: dict[str, int]) -> dict[str, int]:
+    """The stack's processes without "bench" where it is the API's (when the API runs in
+    this process, as in the tests, "bench" is the same process)."""
+    return {k: v for k, v in roles.items() if not (k == "bench" and v == roles.get("api"))}
+
+
+def _measured(settings: Settings, roles: dict[str, int]) -> dict[str, str]:
+    """What process each role's figures are read from, or why the API's are not."""
+    measured = {role: f"pid {pid}: {describe_role(role, roles)}"
+                for role, pid in _own(roles).items()}
+    if "api" not in roles:
+        measured["api"] = (f"no process seen listening on port {settings.api_port}: "
+                           "CPU and memory of the API and worker not measured")
+    return measured
+
+
+async def _worker_settings(client: Client) -> dict[str, str]:
+    from ridehail.load.baseline import ridehail_worker_settings
+
+    return {k: str(v) for k, v in (await ridehail_worker_settings(client)).items()
+            if k in WORKER_SETTINGS_SHOWN}
+
+
+class RidehailSide:
+    """ridehail's side of the bench: its phase, and what the checks at the end compare
+    with (the DLQ's depth and the last RIDES event before it)."""
+
+    def __init__(self, work: RidehailWorkload, phase: Phase, dlq_before: int,
+                 seq_before: int) -> None:
+        self.work = work
+        self.phase = phase
+        self.dlq_before = dlq_before
+        self.seq_before = seq_before
+
+    @classmethod
+    async def start(cls, rt: Runtime, work: RidehailWorkload, roles: dict[str, int],
+                    console: Console) -> RidehailSide:
+        """Read the DLQ and RIDES, then bring the bench's drivers online."""
+        from events.dlq import dlq_depth
+
+        dlq_before = await dlq_depth(rt.js)
+        seq_before = (await rt.js.stream_info("RIDES")).state.last_seq
+        console.print(f"[dim]{len(work.drivers)} drivers going online …[/]")
+        await work.drivers_online()
+        phase = Phase("ridehail", work.ride, _own(roles), drain=lambda: caught_up(rt.js))
+        return cls(work, phase, dlq_before, seq_before)
+
+    async def finish(self, settings: Settings, report: BenchReport, figures_: RunFigures,
+                     rt: Runtime) -> None:
+        """Take the drivers offline, count the events, run the end-of-run checks."""
+        await self.work.drivers_offline()
+        events = (await rt.js.stream_info("RIDES")).state.last_seq - self.seq_before
+        figures_.events_per_s = events / figures_.elapsed_s
+        await check_ridehail(settings, report, figures_, self.phase.drained, rt,
+                             self.dlq_before)
+
+
+async def _anchor_phases(stack: contextlib.AsyncExitStack, client: Client,
+                         roles: dict[str, int], report: BenchReport,
+                         ride_timeout_s: float) -> list[Phase]:
+    """The anchor's two phases, its worker started: ridehail's step kinds (its step
+    table), and, as a second figure, every step as a regular activity. What the anchor
+    costs is the Temporal server and this process (its worker and its client); ridehail's
+    own processes sit idle meanwhile."""
+    from ridehail.load.baseline import build_baseline_worker, drive_ride, ridehail_local_steps
+
+    run = uuid.uuid4().hex[:8]
+
+    def anchor_ride(kind: str, local_steps: list[str]
+                    ) -> Callable[[int], Awaitable[RideResult]]:
+        async def one(i: int) -> RideResult:
+            async with asyncio.timeout(ride_timeout_s):
+                assigned, end, status = await drive_ride(
+                    client, f"{run}-{kind}-{i}", local_steps=local_steps)
+            return RideResult(status, assigned, end)
+        return one
+
+    await stack.enter_async_context(await build_baseline_worker(client))
+    mine = {k: v for k, v in roles.items() if k in ANCHOR_ROLES}
+    others = {k: v for k, v in roles.items() if k not in ANCHOR_ROLES}
+    report.local_steps = ridehail_local_steps()
+    return [Phase("baseline", anchor_ride("same", report.local_steps), mine, others=others),
+            Phase("baseline_all_regular", anchor_ride("regular", []), mine, others=others)]
+
+
+async def _run_blocks(phases: list[Phase], sizes: list[int], rides: int, concurrency: int,
+                      console: Console) -> None:
+    """Each block size in turn, every phase once in it, with a progress bar per phase."""
+    with _progress(console) as progress:
+        tasks = {p.name: progress.add_task(f"{p.name:<8}", total=rides, rate="")
+                 for p in phases}
+        for size in sizes:
+            for phase in phases:
+                await phase.block(size, concurrency, progress, tasks[phase.name])

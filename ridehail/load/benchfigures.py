@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import statistics
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from itertools import pairwise
@@ -207,6 +208,18 @@ def _ms(v: float | None) -> str:
 def print_report(report: BenchReport, console: Console) -> None:
     runs = [r for r in (report.ridehail, report.baseline, report.baseline_all_regular)
             if r is not None]
+    console.print(_report_table(report, runs))
+    if report.ridehail and report.ridehail.hops:
+        print_hops(report.ridehail.hops, console)
+    _print_notes(report, console)
+    _print_outcome(report, runs, console)
+
+
+Row = Callable[..., None]  # (label, a value per side, the ratio if any) → a row added
+
+
+def _report_table(report: BenchReport, runs: list[RunFigures]) -> Table:
+    """A column per side, and one for the ratios when both sides ran."""
     table = Table(title="ridehail bench", title_justify="left")
     table.add_column("")
     for r in runs:
@@ -217,15 +230,25 @@ def print_report(report: BenchReport, console: Console) -> None:
     def row(label: str, values: list[str], ratio: str = "") -> None:
         table.add_row(label, *values, *([ratio] if report.throughput_ratio is not None else []))
 
-    def ratio(v: float | None) -> str:
-        return "—" if v is None else f"{v:.2f}"
+    _speed_rows(row, report, runs)
+    _process_rows(row, runs)
+    _cost_rows(row, report, runs)
+    return table
 
+
+def _ratio(v: float | None) -> str:
+    return "—" if v is None else f"{v:.2f}"
+
+
+def _speed_rows(row: Row, report: BenchReport, runs: list[RunFigures]) -> None:
+    """Rides, throughput and latency; the time taken, in how many blocks; ridehail's
+    retries and events."""
     row("rides completed", [f"{r.completed}/{r.rides}" for r in runs])
-    row("rides/s", [f"{r.rides_per_s:.2f}" for r in runs], ratio(report.throughput_ratio))
+    row("rides/s", [f"{r.rides_per_s:.2f}" for r in runs], _ratio(report.throughput_ratio))
     for key, label in (("to_assigned", "to driver_assigned"), ("to_completed", "to completed")):
         for p in ("p50", "p95", "p99"):
             row(f"{label} {p} (ms)", [_ms(getattr(r, key)[p]) for r in runs],
-                ratio(report.p50_ratio(key)) if p == "p50" else "")
+                _ratio(report.p50_ratio(key)) if p == "p50" else "")
     row("elapsed (s)", [f"{r.elapsed_s:.1f}" for r in runs])
     if report.ridehail:
         row("  of it, consumers catching up (s)",
@@ -236,6 +259,10 @@ def print_report(report: BenchReport, console: Console) -> None:
         row("409 retries (read model behind)", [str(report.ridehail.retries_409), *pad])
         ev = report.ridehail.events_per_s
         row("RIDES events/s", ["—" if ev is None else f"{ev:.0f}", *pad])
+
+
+def _process_rows(row: Row, runs: list[RunFigures]) -> None:
+    """Each process's CPU time and peak memory, and the other side's CPU meanwhile."""
     roles = sorted({p.role for r in runs for p in r.processes})
     for role in roles:
         cpu = []
@@ -249,17 +276,23 @@ def print_report(report: BenchReport, console: Console) -> None:
     if any(r.others_cpu_s for r in runs):
         row("other side meanwhile (CPU s)",
             [", ".join(f"{k} {v:.1f}" for k, v in r.others_cpu_s.items()) or "—" for r in runs])
+
+
+def _cost_rows(row: Row, report: BenchReport, runs: list[RunFigures]) -> None:
+    """CPU per ride, cores busy and the machine's load around each side."""
     row("CPU per ride, all measured (ms)",
         ["—" if r.cpu_per_ride_s is None else f"{r.cpu_per_ride_s * 1000:.0f}" for r in runs],
-        ratio(report.cpu_ratio) + " (base ÷ rh)" if report.cpu_ratio else "")
+        _ratio(report.cpu_ratio) + " (base ÷ rh)" if report.cpu_ratio else "")
     row(f"cores busy (of {os.cpu_count()})",
         ["—" if r.cores_busy is None else f"{r.cores_busy:.2f}" for r in runs])
     row("load average before → after",
         [f"{r.load_before[0]:.1f} → {r.load_after[0]:.1f}" if r.load_before and r.load_after
          else "—" for r in runs])
-    console.print(table)
-    if report.ridehail and report.ridehail.hops:
-        print_hops(report.ridehail.hops, console)
+
+
+def _print_notes(report: BenchReport, console: Console) -> None:
+    """How the sides ran: the local activities, the all-regular ratio, what each role's
+    figures were read from and the worker's settings."""
     if report.baseline is not None:
         console.print(f"[dim]local activities, ridehail and the baseline alike: "
                       f"{', '.join(report.local_steps) or 'none'}; baseline_all_regular runs "
@@ -272,6 +305,10 @@ def print_report(report: BenchReport, console: Console) -> None:
     if report.worker_settings:
         console.print("[dim]worker settings (both): " + ", ".join(
             f"{k}={v}" for k, v in report.worker_settings.items()) + "[/]")
+
+
+def _print_outcome(report: BenchReport, runs: list[RunFigures], console: Console) -> None:
+    """The checks, the errors of the rides and the headline ratio."""
     for name, check in report.checks.items():
         mark = "[green]ok  [/]" if check.get("ok") else "[red]FAIL[/]"
         detail = {k: v for k, v in check.items() if k not in ("ok", "checks") and v}

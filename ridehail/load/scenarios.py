@@ -86,7 +86,7 @@ class Scene:
         return str(ride["ride_id"])
 
     async def ride(self, ride_id: str) -> dict[str, Any]:
-        return await self.call("GET", f"/v1/rides/{ride_id}", "rider", self.rider, 200)  # type: ignore[no-any-return]
+        return await self.call("GET", f"/v1/rides/{ride_id}", "rider", self.rider, 200)
 
     async def status(self, ride_id: str, status: str, limit: float | None = None) -> None:
         async def reached() -> bool:

@@ -117,15 +117,30 @@ def summarize(s: SimState, cancelled_at_stop: int, api_calls: int) -> Summary:
 
 
 def render(cfg: SimConfig, state: SimState) -> Group:
+    """The live view: the city and the time run; rides, drivers and activity side by
+    side; the surge by zone; the commonest errors."""
+    head = _head(cfg, state)
+    grid = Table.grid(padding=(0, 4))
+    grid.add_row(_rides_table(state), _drivers_table(state), _activity_table(state))
+    parts: list[Any] = [head, grid, _surge_table(state)]
+    for message, n in state.errors.most_common(3):
+        parts.append(Text(f"{n} x {message}", style="red"))
+    return Group(*parts)
+
+
+def _head(cfg: SimConfig, state: SimState) -> Text:
+    """The city, the load, the speed-up and the time run."""
     elapsed = time.monotonic() - state.started
     city = cfg.city
-    head = Text.from_markup(
+    return Text.from_markup(
         f"[bold cyan]ridehail simulate[/]  city {city.lat:.4f},{city.lng:.4f} "
         f"r={city.radius_m / 1000:.1f} km · {cfg.drivers} drivers · "
         f"{cfg.rate_per_min:g} rides/min · time x{cfg.speedup:g} · "
         f"{int(elapsed // 60)}:{int(elapsed % 60):02d}  "
         + (f"[yellow]{state.stopping}[/]" if state.stopping else "[dim]Ctrl-C to stop[/]"))
 
+
+def _rides_table(state: SimState) -> Table:
     rides = Table(title="rides", title_justify="left", show_edge=False)
     rides.add_column("status")
     rides.add_column("", justify="right")
@@ -133,7 +148,11 @@ def render(cfg: SimConfig, state: SimState) -> Group:
     for status in RideStatus:
         rides.add_row(status, str(by_status.get(status, 0)))
     rides.add_row("[bold]total[/]", f"[bold]{len(state.rides)}[/]")
+    return rides
 
+
+def _drivers_table(state: SimState) -> Table:
+    """The drivers by status as the API last said, then by what they are doing."""
     drivers = Table(title="drivers", title_justify="left", show_edge=False)
     drivers.add_column("status")
     drivers.add_column("", justify="right")
@@ -144,7 +163,11 @@ def render(cfg: SimConfig, state: SimState) -> Group:
     for activity in ACTIVITIES:
         if by_activity.get(activity):
             drivers.add_row(f"[dim]· {activity}[/]", f"[dim]{by_activity[activity]}[/]")
+    return drivers
 
+
+def _surge_table(state: SimState) -> Table:
+    """The ten zones with the highest recent surge (then the most open rides)."""
     surge = Table(title=f"surge by zone (last {SURGE_WINDOW_S / 60:g} min)",
                   title_justify="left", show_edge=False)
     for col in ("zone (H3 r7)", "quotes", "mean", "max", "open rides"):
@@ -162,7 +185,11 @@ def render(cfg: SimConfig, state: SimState) -> Group:
         surge.add_row(zone, str(len(values)),
                       f"{statistics.fmean(values):.2f}" if values else "—",
                       f"{max(values):.1f}" if values else "—", str(open_by_zone.get(zone, 0)))
+    return surge
 
+
+def _activity_table(state: SimState) -> Table:
+    """Events and API calls a second, the offers' outcomes and the errors."""
     rates = Table(title="activity", title_justify="left", show_edge=False)
     rates.add_column("")
     rates.add_column("", justify="right")
@@ -173,13 +200,7 @@ def render(cfg: SimConfig, state: SimState) -> Group:
     for outcome in ("accepted", "declined", "ignored", "too late"):
         rates.add_row(f"offers {outcome}", str(state.offers.get(outcome, 0)))
     rates.add_row("errors", str(sum(state.errors.values())))
-
-    grid = Table.grid(padding=(0, 4))
-    grid.add_row(rides, drivers, rates)
-    parts: list[Any] = [head, grid, surge]
-    for message, n in state.errors.most_common(3):
-        parts.append(Text(f"{n} x {message}", style="red"))
-    return Group(*parts)
+    return rates
 
 
 def print_summary(summary: Summary, console: Console) -> None:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 from nats.errors import Error as NatsError
@@ -31,6 +31,10 @@ from ridehail.load.benchchecks import caught_up, check_ridehail
 from ridehail.load.benchfigures import BenchReport, RideResult, figures, percentiles
 from ridehail.load.city import City
 from ridehail.load.procwatch import stack_processes
+
+if TYPE_CHECKING:
+    from ridehail.load.bench import RidehailWorkload
+    from ridehail.processes.components import Runtime
 
 LAST_BENCH = "bench-last.json"  # in the data dir: the last full bench's throughput
 RATE_SHARE = 0.7  # of that throughput, by default
@@ -155,15 +159,16 @@ async def _sample(report: SoakReport, roles: dict[str, int], started: float,
 async def _stored(js: JetStreamContext) -> dict[str, tuple[int, float]]:
     """Each stream's messages and MiB stored; a stream NATS does not answer for is left
     out."""
-    from events.streams import stream_configs
+    from events.streams import stream_configs, stream_name
 
     stored = {}
     for cfg in stream_configs():
+        name = stream_name(cfg)
         try:
-            state = (await js.stream_info(cfg.name)).state
+            state = (await js.stream_info(name)).state
         except NatsError:
             continue
-        stored[cfg.name] = (state.messages, state.bytes / 2**20)
+        stored[name] = (state.messages, state.bytes / 2**20)
     return stored
 
 
@@ -237,54 +242,79 @@ async def run_soak(settings: Settings, *, duration_s: float, rate: float, rate_f
         try:
             work = RidehailWorkload(api, city, drivers, seed, ride_timeout_s)
             await work.drivers_online()
-            started: list[tuple[float, RideResult]] = []
-
-            async def one(i: int, at: float) -> None:
-                try:
-                    # without its events: a soak reports no hops, and a long one would
-                    # hold every ride's in the bench's memory, which it measures
-                    result = replace(await work.ride(i), events=[])
-                except Exception as e:  # noqa: BLE001 — a refused request is a result
-                    result = RideResult("error", error=f"{type(e).__name__}: {e}"[:200])
-                started.append((at, result))
-
-            stop = asyncio.Event()
-            t0 = time.monotonic()
-            sampler = asyncio.create_task(_sample(report, roles, t0, t0 + warm_up, stop))
-
-            async def stored_after_warm_up() -> dict[str, tuple[int, float]]:
-                await asyncio.sleep(warm_up)
-                return await _stored(rt.js)
-
-            stored_warm = asyncio.create_task(stored_after_warm_up())
-            rides: set[asyncio.Task[None]] = set()  # those still running
-            console.print(f"[dim]soak: {rate:.2f} rides/s for {duration_s:.0f} s "
-                          f"({rate_from}); memory after {warm_up:.0f} s and at the end[/]")
-            i = 0
-            while (at := i / rate) < duration_s:
-                await asyncio.sleep(max(0.0, t0 + at - time.monotonic()))
-                task = asyncio.create_task(one(i, at))
-                rides.add(task)
-                task.add_done_callback(rides.discard)
-                i += 1
-            await asyncio.gather(*rides)
-            stop.set()
-            await sampler
-            report.streams = _stream_sizes(await stored_warm, await _stored(rt.js))
-            elapsed = time.monotonic() - t0
-            results = [r for _, r in started]
-            report.rides = len(results)
-            report.per_minute = _per_minute(started, duration_s, report.samples)
-            run = figures("soak", results, i, elapsed)
-            report.statuses = run.statuses
-            await work.drivers_offline()
-            drained = await caught_up(rt.js)
-            bench = BenchReport()
-            await check_ridehail(settings, bench, run, drained, rt, dlq_before)
-            report.checks = bench.checks
+            started, elapsed = await _steady_load(report, roles, rt.js, work, console)
+            await _judge(report, settings, rt, work, started, elapsed, dlq_before)
         finally:
             await api.aclose()
     return report
+
+
+async def _steady_load(report: SoakReport, roles: dict[str, int], js: JetStreamContext,
+                       work: RidehailWorkload, console: Console
+                       ) -> tuple[list[tuple[float, RideResult]], float]:
+    """The rides at the report's rate for its duration, each with the second it started
+    at, and the seconds they took; meanwhile every process is sampled, and what each
+    stream stores is read after the warm-up and at the end."""
+    stop = asyncio.Event()
+    t0 = time.monotonic()
+    warm_up = report.warm_up_s
+    sampler = asyncio.create_task(_sample(report, roles, t0, t0 + warm_up, stop))
+
+    async def stored_after_warm_up() -> dict[str, tuple[int, float]]:
+        await asyncio.sleep(warm_up)
+        return await _stored(js)
+
+    stored_warm = asyncio.create_task(stored_after_warm_up())
+    console.print(f"[dim]soak: {report.rate_per_s:.2f} rides/s for {report.duration_s:.0f} s "
+                  f"({report.rate_from}); memory after {warm_up:.0f} s and at the end[/]")
+    started = await _rides_at_rate(work, report.rate_per_s, report.duration_s, t0)
+    stop.set()
+    await sampler
+    report.streams = _stream_sizes(await stored_warm, await _stored(js))
+    return started, time.monotonic() - t0
+
+
+async def _rides_at_rate(work: RidehailWorkload, rate: float, duration_s: float, t0: float
+                         ) -> list[tuple[float, RideResult]]:
+    """A ride started every ``1 / rate`` seconds from ``t0`` until ``duration_s``, all
+    waited for; each with the second it started at."""
+    started: list[tuple[float, RideResult]] = []
+
+    async def one(i: int, at: float) -> None:
+        try:
+            # without its events: a soak reports no hops, and a long one would
+            # hold every ride's in the bench's memory, which it measures
+            result = replace(await work.ride(i), events=[])
+        except Exception as e:  # noqa: BLE001 — a refused request is a result
+            result = RideResult("error", error=f"{type(e).__name__}: {e}"[:200])
+        started.append((at, result))
+
+    rides: set[asyncio.Task[None]] = set()  # those still running
+    i = 0
+    while (at := i / rate) < duration_s:
+        await asyncio.sleep(max(0.0, t0 + at - time.monotonic()))
+        task = asyncio.create_task(one(i, at))
+        rides.add(task)
+        task.add_done_callback(rides.discard)
+        i += 1
+    await asyncio.gather(*rides)
+    return started
+
+
+async def _judge(report: SoakReport, settings: Settings, rt: Runtime, work: RidehailWorkload,
+                 started: list[tuple[float, RideResult]], elapsed: float,
+                 dlq_before: int) -> None:
+    """The soak's figures, then the full bench's end-of-run checks, its drivers offline."""
+    results = [r for _, r in started]
+    report.rides = len(results)
+    report.per_minute = _per_minute(started, report.duration_s, report.samples)
+    run = figures("soak", results, len(results), elapsed)  # every ride started was waited for
+    report.statuses = run.statuses
+    await work.drivers_offline()
+    drained = await caught_up(rt.js)
+    bench = BenchReport()
+    await check_ridehail(settings, bench, run, drained, rt, dlq_before)
+    report.checks = bench.checks
 
 
 def print_soak(report: SoakReport, console: Console) -> None:

@@ -172,7 +172,7 @@ async def check_stream(js: JetStreamContext, seen: list[CloudEvent] | None = Non
     )
     info = await sub.consumer_info()
     try:
-        remaining = info.num_pending
+        remaining = info.num_pending or 0
         while remaining > 0:
             try:
                 msgs = await sub.fetch(min(512, remaining), timeout=5)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import heapq
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
 
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
@@ -39,6 +41,10 @@ from events.topology import DRIVER_PROJECTOR as DRIVER_PROJECTOR_GROUP
 from events.topology import RIDE_PROJECTOR as RIDE_PROJECTOR_GROUP
 from store.db import Database
 from store.tables import Driver, ProcessedEvent, Ride
+
+# An event read for the merge: ordered by (publication time, stream, stream sequence).
+SortKey = tuple[datetime, str, int]
+Tagged = tuple[SortKey, CloudEvent]
 
 BATCH = 200
 
@@ -89,10 +95,10 @@ async def _read_stream(js: JetStreamContext, stream: str, prefix: str, last_seq:
 
 
 def _clear(session: Session) -> None:
-    session.exec(delete(Ride))  # type: ignore[call-overload]
-    session.exec(update(Driver).values(  # type: ignore[call-overload]
+    session.exec(delete(Ride))
+    session.exec(update(Driver).values(
         status="offline", ride_id=None, lat=None, lng=None, h3_cell=None))
-    session.exec(delete(ProcessedEvent).where(  # type: ignore[call-overload]
+    session.exec(delete(ProcessedEvent).where(
         col(ProcessedEvent.consumer).in_([RIDE_PROJECTOR, DRIVER_PROJECTOR])))
 
 
@@ -100,6 +106,8 @@ async def rebuild_projections(
     db: Database, js: JetStreamContext,
     progress: Callable[[int, int], None] | None = None,
 ) -> RebuildResult:
+    """Rebuild the read models from RIDES and DRIVERS as the module says; ``progress``
+    is told the events applied so far and how many there are in all."""
     specs = Projectors(db).specs()
     last = {s.stream: (await js.stream_info(s.stream)).state.last_seq for s in specs}
     for spec in specs:
@@ -115,35 +123,11 @@ async def rebuild_projections(
         total += (await js.stream_info(stream)).state.messages
     counts = {"invalid": 0, "RIDES": 0, "DRIVERS": 0}
 
-    async def tagged(stream: str, prefix: str):  # type: ignore[no-untyped-def]
-        async for seq, event in _read_stream(js, stream, prefix, last[stream], counts):
-            yield (event.time, stream, seq), event
+    def applied(done: int) -> None:
+        if progress:
+            progress(done, total)
 
-    merged = _merge(tagged("DRIVERS", "drivers"), tagged("RIDES", "rides"))
-    batch: list[tuple[str, CloudEvent]] = []
-    done = 0
-
-    def apply(session: Session) -> None:
-        for stream, event in batch:
-            if stream == "RIDES":
-                project_ride_event(session, event, rebuilding=True)
-            else:
-                project_driver_event(session, event, rebuilding=True)
-
-    async for (_, stream, _seq), event in merged:
-        batch.append((stream, event))
-        counts[stream] += 1
-        if len(batch) >= BATCH:
-            await db.write(apply)
-            done += len(batch)
-            batch = []
-            if progress:
-                progress(done, total)
-    if batch:
-        await db.write(apply)
-        done += len(batch)
-    if progress:
-        progress(done, total)
+    await _replay(db, js, last, counts, applied)
 
     for spec in specs:
         await ensure_consumers(js, spec, start_after=last[spec.stream])
@@ -151,10 +135,45 @@ async def rebuild_projections(
     return RebuildResult(counts["RIDES"], counts["DRIVERS"], counts["invalid"], rides)
 
 
-async def _merge(*sources: AsyncIterator):  # type: ignore[no-untyped-def,type-arg]
+async def _replay(db: Database, js: JetStreamContext, last: dict[str, int],
+                  counts: dict[str, int], applied: Callable[[int], None]) -> None:
+    """Apply every event of RIDES and DRIVERS up to ``last``, merged in publication-time
+    order, ``BATCH`` to a transaction; ``counts`` each stream's events and the invalid
+    ones skipped; ``applied`` is told how many are applied after each batch and at the
+    end."""
+    async def tagged(stream: str, prefix: str) -> AsyncIterator[Tagged]:
+        async for seq, event in _read_stream(js, stream, prefix, last[stream], counts):
+            yield (event.time, stream, seq), event
+
+    merged = _merge(tagged("DRIVERS", "drivers"), tagged("RIDES", "rides"))
+    batch: list[tuple[str, CloudEvent]] = []
+    done = 0
+    async for (_, stream, _seq), event in merged:
+        batch.append((stream, event))
+        counts[stream] += 1
+        if len(batch) >= BATCH:
+            await db.write(partial(_apply, batch=batch))
+            done += len(batch)
+            batch = []
+            applied(done)
+    if batch:
+        await db.write(partial(_apply, batch=batch))
+        done += len(batch)
+    applied(done)
+
+
+def _apply(session: Session, batch: list[tuple[str, CloudEvent]]) -> None:
+    for stream, event in batch:
+        if stream == "RIDES":
+            project_ride_event(session, event, rebuilding=True)
+        else:
+            project_driver_event(session, event, rebuilding=True)
+
+
+async def _merge(*sources: AsyncIterator[Tagged]) -> AsyncIterator[Tagged]:
     """Merge already-ordered async streams of (key, item) by key."""
     iters = list(sources)
-    heap: list = []  # type: ignore[type-arg]
+    heap: list[tuple[SortKey, int, CloudEvent]] = []
     for i, it in enumerate(iters):
         first = await anext(it, None)
         if first is not None:

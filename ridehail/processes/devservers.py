@@ -339,7 +339,7 @@ async def probe_nats(settings: Settings) -> FitReport:
     try:
         await nc.connect(servers=settings.nats_servers, connect_timeout=3,
                          allow_reconnect=False, max_reconnect_attempts=0,
-                         **settings.nats_connect_options())  # type: ignore[arg-type]
+                         **settings.nats_connect_options())
     except Exception as e:  # noqa: BLE001 — whatever answers there is no usable NATS
         report = FitReport(servers=settings.nats_url)
         report.findings.append(Finding("server", "protocol", f"not NATS ({e!r})", "NATS",

@@ -82,7 +82,7 @@ class ProcessMetrics:
     def __post_init__(self) -> None:
         self.registry = CollectorRegistry()
         if self.consumers:
-            self.registry.register(_ConsumerCounts(self.health))  # type: ignore[arg-type]
+            self.registry.register(_ConsumerCounts(self.health))
             self.blocked = Gauge("ridehail_consumer_blocked_seconds",
                                  "How long a consumer group of this process has been held up "
                                  "by a failing dependency (0: not blocked)", ["consumer"],

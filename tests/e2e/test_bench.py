@@ -7,6 +7,7 @@ import io
 import json
 import os
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -14,7 +15,7 @@ from sqlmodel import select
 
 from ridehail.load.baseline import ridehail_worker_settings
 from ridehail.load.bench import blocks_of, percentiles, print_report, run_bench
-from ridehail.load.benchfigures import RideResult, hops
+from ridehail.load.benchfigures import BenchReport, RideResult, RunFigures, hops
 from ridehail.load.city import City
 from ridehail.load.soak import (
     ProcessMemory,
@@ -122,9 +123,26 @@ async def test_bench_and_anchor_report_sane_figures(stack: Stack) -> None:
     assert ours.blocks == anchor.blocks == 3
     assert 0 <= ours.drain_s < ours.elapsed_s and anchor.drain_s == 0
 
+    figures = json.loads(json.dumps(report.as_dict(), default=str))
+    await _check_the_anchor(stack, report, figures)
+    _check_the_processes(report, ours, anchor)
+    await _check_the_end_of_run_checks(stack, report)
+    _check_the_hops(figures)
+
+    print_report(report, Console(file=out, width=120))
+    text = out.getvalue()
+    assert "throughput ratio" in text and "rides/s" in text
+    assert "where a ride's time goes" in text
+
+
+async def _check_the_anchor(stack: Stack, report: BenchReport, figures: dict[str, Any]
+                            ) -> None:
+    """The throughput ratio, and the anchor's two kinds of ride, each scheduling the
+    activities its kind says, with ridehail's worker settings."""
+    ours, anchor = report.ridehail, report.baseline
+    assert ours is not None and anchor is not None
     # the headline: ridehail's throughput over the anchor's, from the same run
     assert report.throughput_ratio == ours.rides_per_s / anchor.rides_per_s
-    figures = json.loads(json.dumps(report.as_dict(), default=str))
     assert figures["throughput_ratio"] == report.throughput_ratio
     # the anchor runs ridehail's own step kinds, read from its step table; the
     # all-regular anchor is the second figure
@@ -145,6 +163,14 @@ async def test_bench_and_anchor_report_sane_figures(stack: Stack) -> None:
     assert scheduled == {"same": {2}, "regular": {7}}  # authorize and capture; all seven
     assert figures["p50_to_completed_ratio"] > 0
 
+    # the anchor ran with ridehail's worker settings
+    settings = await ridehail_worker_settings(stack.temporal)
+    assert report.worker_settings["max_concurrent_activities"] == str(
+        settings["max_concurrent_activities"])
+
+
+def _check_the_processes(report: BenchReport, ours: RunFigures, anchor: RunFigures) -> None:
+    """Each side's processes were measured, and what they cost."""
     # the API runs in this process here; its CPU time and memory were read
     api = next(p for p in ours.processes if p.role == "api")
     assert api.pid == os.getpid() and api.cpu_s > 0 and api.peak_rss_mb > 10
@@ -157,11 +183,8 @@ async def test_bench_and_anchor_report_sane_figures(stack: Stack) -> None:
             sum(p.cpu_s for p in side.processes) / side.elapsed_s)
         assert 0 < side.cores_busy <= (os.cpu_count() or 1) * 1.05
 
-    # the anchor ran with ridehail's worker settings
-    settings = await ridehail_worker_settings(stack.temporal)
-    assert report.worker_settings["max_concurrent_activities"] == str(
-        settings["max_concurrent_activities"])
 
+async def _check_the_end_of_run_checks(stack: Stack, report: BenchReport) -> None:
     # the checks ran and passed (the session's Temporal server also holds other tests'
     # rides, which this test's database never saw: audit check 3 is read for ours only)
     assert report.checks["every ride ended"]["ok"]
@@ -172,6 +195,8 @@ async def test_bench_and_anchor_report_sane_figures(stack: Stack) -> None:
     rides = stack.query(lambda s: list(s.exec(select(Ride))))
     assert len(rides) == RIDES and {r.status for r in rides} == {"completed"}
 
+
+def _check_the_hops(figures: dict[str, Any]) -> None:
     # where a ride's time goes: every step of the happy path, each by whom it ends
     steps = {(h["from"], h["to"]): h for h in figures["ridehail"]["hops"]}
     assert steps[("ride.requested", "ride.payment_authorized")]["by"] == "worker"
@@ -180,11 +205,6 @@ async def test_bench_and_anchor_report_sane_figures(stack: Stack) -> None:
     assert all(h["mean"] >= 0 and h["p50"] >= 0 for h in steps.values())
     assert figures["ridehail"]["hops"][0]["from"] == "ride.requested"
     assert not figures["baseline"]["hops"]  # the anchor has no events to time
-
-    print_report(report, Console(file=out, width=120))
-    text = out.getvalue()
-    assert "throughput ratio" in text and "rides/s" in text
-    assert "where a ride's time goes" in text
 
 
 async def test_a_short_soak_reports_memory_per_process_and_latency_per_minute(

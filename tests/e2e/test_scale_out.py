@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,6 +35,9 @@ RIDEHAIL = str(Path(sys.executable).parent / "ridehail")
 COMPONENTS = ("api", "worker", "consumers", "relay")
 RIDES = 30
 DRIVERS = 8
+
+# (method, path, role, sub, **httpx options) → the response of whichever API answered
+Call = Callable[..., Awaitable[httpx.Response]]
 
 
 def env_for(settings: Settings, api_port: int | None = None) -> dict[str, str]:
@@ -91,89 +94,115 @@ async def test_two_of_everything_survive_losing_one_of_each(
 ) -> None:
     settings = scale_settings
     await reset_streams(settings)
-    async with runtime(settings, "scale-test") as rt:  # streams and schema, once
+    async with runtime(settings, "scale-test"):  # streams and schema, once
         pass
     with processes(settings, tmp_path) as procs:
         ports = [port for _, port in procs["api"]]
         await eventually(lambda: _all_listening(ports), "both APIs to listen", timeout=60)
         live_ports = list(ports)
-
-        async def call(method: str, path: str, role: str, sub: str, **kw) -> httpx.Response:  # type: ignore[no-untyped-def]
-            """Through whichever API answers, as a load balancer would."""
-            token = issue_token(settings.require_jwt_secret(), role, sub)  # type: ignore[arg-type]
-            last: Exception | None = None
-            for port in itertools.islice(itertools.cycle(list(live_ports)), 4):
-                try:
-                    async with httpx.AsyncClient(timeout=20) as c:
-                        return await c.request(method, f"http://127.0.0.1:{port}{path}",
-                                               headers={"Authorization": f"Bearer {token}"},
-                                               **kw)
-                except httpx.TransportError as e:
-                    last = e
-            raise AssertionError(f"no API answered {method} {path}: {last}")
-
-        drivers = [f"d{i}" for i in range(DRIVERS)]
-        for i, d in enumerate(drivers):
-            r = await call("PUT", "/v1/drivers/me", "driver", d, json={
-                "name": d, "vehicle": {"make": "Kia", "model": "Niro", "plate": d}})
-            assert r.status_code == 200, r.text
-            r = await call("POST", "/v1/drivers/me/online", "driver", d,
-                           json={"lat": 40.75 + i * 0.0005, "lng": -73.99})
-            assert r.status_code == 200, r.text
+        call = _through_any_api(settings, live_ports)
+        drivers = await _drivers_online(call)
 
         stop_driving = asyncio.Event()
         driving = [asyncio.create_task(_drive(call, d, stop_driving)) for d in drivers]
-
-        ride_ids: list[str] = []
-        killed = False
-        for n in range(RIDES):
-            if n == RIDES // 3 and not killed:
-                for component in COMPONENTS:
-                    proc, port = procs[component][0]
-                    proc.send_signal(signal.SIGKILL)
-                    if port in live_ports:
-                        live_ports.remove(port)
-                killed = True
-            rider = f"r{n}"
-            r = await call("POST", "/v1/rides", "rider", rider, json={
-                "pickup": {"lat": 40.7502, "lng": -73.9902},
-                "dropoff": {"lat": 40.76, "lng": -73.97}})
-            assert r.status_code == 202, r.text
-            ride_ids.append(r.json()["ride_id"])
-            await asyncio.sleep(0.1)
-
-        async def all_completed() -> bool:
-            for i, ride_id in enumerate(ride_ids):
-                r = await call("GET", f"/v1/rides/{ride_id}", "rider", f"r{i}")
-                if r.json()["status"] != RideStatus.COMPLETED:
-                    return False
-            return True
-
+        ride_ids = await _request_rides_killing_one_of_each(call, procs, live_ports)
         try:
-            await eventually(all_completed, "every ride to complete", timeout=240, interval=1)
+            await eventually(lambda: _all_completed(call, ride_ids), "every ride to complete",
+                             timeout=240, interval=1)
         finally:
             stop_driving.set()
             await asyncio.gather(*driving, return_exceptions=True)
 
-        async with runtime(settings, "scale-check", prepare=False) as rt:
-            for ride_id in ride_ids:
-                types = [e.type for _, e in await ride_history(rt.js, ride_id)]
-                assert types.count("ride.completed") == 1, (ride_id, types)
-                assert types.count("ride.payment_captured") == 1, (ride_id, types)
-            captures = await rt.db.read(lambda s: list(s.exec(
-                select(LedgerEntry.ride_id).where(LedgerEntry.kind == "capture"))))
-            assert sorted(captures) == sorted(ride_ids)
-            assert rt.temporal is not None
-            report = await run_audit(rt.db, rt.js, rt.temporal)
-            assert report.ok, report.as_dict()
-            await terminate_running(rt.temporal)
+        await _check_each_ride_completed_and_paid_once(settings, ride_ids)
+        _check_the_survivors_stop_gracefully(procs, tmp_path)
 
-        # the survivors stop gracefully on SIGTERM, each within its drain time
-        survivors = [procs[c][1][0] for c in COMPONENTS]
-        for proc in survivors:
-            proc.send_signal(signal.SIGTERM)
-        for component, proc in zip(COMPONENTS, survivors, strict=True):
-            assert proc.wait(30) == 0, (component, (tmp_path / f"{component}-2.log").read_text())
+
+def _through_any_api(settings: Settings, live_ports: list[int | None]) -> Call:
+    """A call to the API as ``role`` ``sub``, through whichever of ``live_ports`` answers
+    (read at each call: a killed API's port is taken out), as a load balancer would."""
+    async def call(method: str, path: str, role: str, sub: str, **kw) -> httpx.Response:  # type: ignore[no-untyped-def]
+        token = issue_token(settings.require_jwt_secret(), role, sub)  # type: ignore[arg-type]
+        last: Exception | None = None
+        for port in itertools.islice(itertools.cycle(list(live_ports)), 4):
+            try:
+                async with httpx.AsyncClient(timeout=20) as c:
+                    return await c.request(method, f"http://127.0.0.1:{port}{path}",
+                                           headers={"Authorization": f"Bearer {token}"},
+                                           **kw)
+            except httpx.TransportError as e:
+                last = e
+        raise AssertionError(f"no API answered {method} {path}: {last}")
+
+    return call
+
+
+async def _drivers_online(call: Call) -> list[str]:
+    drivers = [f"d{i}" for i in range(DRIVERS)]
+    for i, d in enumerate(drivers):
+        r = await call("PUT", "/v1/drivers/me", "driver", d, json={
+            "name": d, "vehicle": {"make": "Kia", "model": "Niro", "plate": d}})
+        assert r.status_code == 200, r.text
+        r = await call("POST", "/v1/drivers/me/online", "driver", d,
+                       json={"lat": 40.75 + i * 0.0005, "lng": -73.99})
+        assert r.status_code == 200, r.text
+    return drivers
+
+
+async def _request_rides_killing_one_of_each(call: Call, procs: dict[str, list],
+                                             live_ports: list[int | None]) -> list[str]:
+    """Request the rides one by one; a third of the way, SIGKILL the first process of
+    each component (its API port is no longer called)."""
+    ride_ids: list[str] = []
+    killed = False
+    for n in range(RIDES):
+        if n == RIDES // 3 and not killed:
+            for component in COMPONENTS:
+                proc, port = procs[component][0]
+                proc.send_signal(signal.SIGKILL)
+                if port in live_ports:
+                    live_ports.remove(port)
+            killed = True
+        rider = f"r{n}"
+        r = await call("POST", "/v1/rides", "rider", rider, json={
+            "pickup": {"lat": 40.7502, "lng": -73.9902},
+            "dropoff": {"lat": 40.76, "lng": -73.97}})
+        assert r.status_code == 202, r.text
+        ride_ids.append(r.json()["ride_id"])
+        await asyncio.sleep(0.1)
+    return ride_ids
+
+
+async def _all_completed(call: Call, ride_ids: list[str]) -> bool:
+    for i, ride_id in enumerate(ride_ids):
+        r = await call("GET", f"/v1/rides/{ride_id}", "rider", f"r{i}")
+        if r.json()["status"] != RideStatus.COMPLETED:
+            return False
+    return True
+
+
+async def _check_each_ride_completed_and_paid_once(settings: Settings,
+                                                   ride_ids: list[str]) -> None:
+    async with runtime(settings, "scale-check", prepare=False) as rt:
+        for ride_id in ride_ids:
+            types = [e.type for _, e in await ride_history(rt.js, ride_id)]
+            assert types.count("ride.completed") == 1, (ride_id, types)
+            assert types.count("ride.payment_captured") == 1, (ride_id, types)
+        captures = await rt.db.read(lambda s: list(s.exec(
+            select(LedgerEntry.ride_id).where(LedgerEntry.kind == "capture"))))
+        assert sorted(captures) == sorted(ride_ids)
+        assert rt.temporal is not None
+        report = await run_audit(rt.db, rt.js, rt.temporal)
+        assert report.ok, report.as_dict()
+        await terminate_running(rt.temporal)
+
+
+def _check_the_survivors_stop_gracefully(procs: dict[str, list], tmp_path: Path) -> None:
+    """The survivors stop gracefully on SIGTERM, each within its drain time."""
+    survivors = [procs[c][1][0] for c in COMPONENTS]
+    for proc in survivors:
+        proc.send_signal(signal.SIGTERM)
+    for component, proc in zip(COMPONENTS, survivors, strict=True):
+        assert proc.wait(30) == 0, (component, (tmp_path / f"{component}-2.log").read_text())
 
 
 async def _all_listening(ports: list[int | None]) -> bool:

@@ -1,3 +1,3 @@
 """``ridehail chaos``: a mixed workload on the production shape with one fault at a time
-(``suite``), the processes it runs and breaks (``shape``), the riders and drivers
-(``workload``) and the command (``command``)."""
+(``suite``), the processes it runs and breaks (``shape``) and the riders and drivers
+(``workload``); the command is ``ridehail.commands.chaos``."""
