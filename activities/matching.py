@@ -55,8 +55,9 @@ def nearby_available(session: Session, pickup: Point, exclude: Sequence[str]
     first (their ids and positions: nothing else of a driver is needed to rank them)."""
     origin = driver_cell(pickup)
     for k in SEARCH_RINGS:
-        found: list[Located] = list(session.exec(_AVAILABLE_IN_CELLS, params={
-            "cells": h3.grid_disk(origin, k), "exclude": list(exclude)}))
+        rows = session.exec(_AVAILABLE_IN_CELLS, params={
+            "cells": h3.grid_disk(origin, k), "exclude": list(exclude)})
+        found: list[Located] = list(rows)  # type: ignore[arg-type]  # named Rows, typed as tuples
         if found:
             return rank_candidates(pickup, found)[:CANDIDATES_PER_RING]
     return []

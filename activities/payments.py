@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -84,7 +84,8 @@ class SandboxGateway:
 
 def ledger(session: Session, ride_id: str) -> list[LedgerEntry]:
     """The ride's ledger entries, oldest first."""
-    q = select(LedgerEntry).where(LedgerEntry.ride_id == ride_id).order_by(LedgerEntry.id)  # type: ignore[arg-type]
+    q = (select(LedgerEntry).where(col(LedgerEntry.ride_id) == ride_id)
+         .order_by(col(LedgerEntry.id)))
     return list(session.exec(q))
 
 

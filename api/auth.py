@@ -13,6 +13,7 @@ while the event loop runs) cost more than the checks themselves.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 import jwt
@@ -93,7 +94,7 @@ def verify(token: str, secret: str) -> Principal:
             from None
 
 
-def require(*roles: Role):  # type: ignore[no-untyped-def]
+def require(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:
     """A dependency giving the caller, if their role is one of ``roles`` (else 403)."""
 
     async def check(who: Annotated[Principal, Depends(principal)]) -> Principal:

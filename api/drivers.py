@@ -76,9 +76,9 @@ async def go_online(body: Coordinates, who: DriverCaller, svc: Deps) -> DriverOu
         _driver(session, who.sub)  # 404 without a profile
         # Position and availability change here, with the event, so matching sees the
         # driver at once; a driver the saga holds (reserved, on a trip) keeps that status.
-        session.exec(update(Driver).where(col(Driver.driver_id) == who.sub).values(  # type: ignore[call-overload]
+        session.exec(update(Driver).where(col(Driver.driver_id) == who.sub).values(
             lat=at.lat, lng=at.lng, h3_cell=driver_cell(at), updated_at=utcnow()))
-        session.exec(update(Driver).where(col(Driver.driver_id) == who.sub)  # type: ignore[call-overload]
+        session.exec(update(Driver).where(col(Driver.driver_id) == who.sub)
                      .where(col(Driver.status) == "offline").values(status="available"))
         return _fresh(session, who.sub), [event]
 
@@ -96,7 +96,7 @@ async def go_offline(who: DriverCaller, svc: Deps) -> DriverOut:
         _driver(session, who.sub)
         # Conditional, so it cannot undo a reservation made a moment ago: on PostgreSQL
         # the update waits for the reserving transaction and then matches nothing.
-        went = session.exec(update(Driver).where(col(Driver.driver_id) == who.sub)  # type: ignore[call-overload]
+        went = session.exec(update(Driver).where(col(Driver.driver_id) == who.sub)
                             .where(col(Driver.status).in_(("available", "offline")))
                             .values(status="offline", updated_at=utcnow()))
         driver = _fresh(session, who.sub)

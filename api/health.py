@@ -63,7 +63,7 @@ async def readyz(svc: Deps, request: Request) -> Health | JSONResponse:
     which consumers are blocked since when)."""
 
     async def database() -> None:
-        await svc.db.read(lambda s: s.exec(text("SELECT 1")).one())  # type: ignore[call-overload]
+        await svc.db.read(lambda s: s.connection().execute(text("SELECT 1")).one())
 
     async def nats() -> None:
         # is_connected is False while the client is reconnecting: the server is gone

@@ -22,17 +22,16 @@ import math
 import random
 import time
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import case, delete
+from sqlalchemy import Insert, case, delete
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Session
+from sqlmodel import Session, col
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.auth import remember_caller, verify
 from api.problems import Problem, problem_response
 from infra.config import Settings
-from store.db import Database
+from store.db import Database, table_of
 from store.tables import RateLimitHit
 
 log = logging.getLogger(__name__)
@@ -82,16 +81,16 @@ def verified_subject(scope: Scope, secret: str) -> str | None:
     return who.sub
 
 
-_STATEMENTS: dict[str, Any] = {}
+_STATEMENTS: dict[str, Insert] = {}
 
 
-def _count_statement(dialect: str) -> Any:
+def _count_statement(dialect: str) -> Insert:
     """``INSERT … ON CONFLICT (key) DO UPDATE``: a new window starts at one, the current
     one counts up; returns the count. Built once per database kind."""
     stmt = _STATEMENTS.get(dialect)
     if stmt is None:
         module = postgresql if dialect == "postgresql" else sqlite
-        table = RateLimitHit.__table__  # type: ignore[attr-defined]
+        table = table_of(RateLimitHit)
         insert = module.insert(table)
         stmt = insert.on_conflict_do_update(
             index_elements=["key"],
@@ -113,7 +112,7 @@ def count_hit(session: Session, key: str, window_start: int, window_s: int) -> i
                            {"key": key, "window_start": window_start, "hits": 1}).scalar_one()
     if random.randrange(SWEEP_ONE_IN) == 0:
         session.execute(delete(RateLimitHit).where(
-            RateLimitHit.window_start < window_start - window_s))  # type: ignore[arg-type]
+            col(RateLimitHit.window_start) < window_start - window_s))
     return int(hits)
 
 

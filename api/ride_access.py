@@ -8,7 +8,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, exists, or_, true
+from sqlalchemy import BindParameter, ColumnElement, Exists, bindparam, exists, or_, true
 from sqlmodel import Session, col, select
 
 from api.auth import ROLES, Principal
@@ -19,11 +19,11 @@ from store.tables import Offer, Ride
 NOT_FOUND = "No such ride"
 
 
-def _offered_to(driver_id: Any):  # type: ignore[no-untyped-def]
+def _offered_to(driver_id: Any) -> Exists:
     return exists().where(col(Offer.ride_id) == Ride.ride_id, col(Offer.driver_id) == driver_id)
 
 
-def _visible_to(role: str, sub: Any):  # type: ignore[no-untyped-def]
+def _visible_to(role: str, sub: Any) -> ColumnElement[bool]:
     if role == "admin":
         return true()
     if role == "rider":
@@ -31,12 +31,12 @@ def _visible_to(role: str, sub: Any):  # type: ignore[no-untyped-def]
     return or_(col(Ride.driver_id) == sub, _offered_to(sub))
 
 
-def visible(who: Principal):  # type: ignore[no-untyped-def]
+def visible(who: Principal) -> ColumnElement[bool]:
     """The SQL condition for the rides ``who`` may see."""
     return _visible_to(who.role, who.sub)
 
 
-_SUB = bindparam("sub")
+_SUB: BindParameter[str] = bindparam("sub")
 # One statement per role, built once: nearly every request about a ride runs it.
 _GET_VISIBLE = {
     role: select(Ride).where(col(Ride.ride_id) == bindparam("ride_id"))

@@ -30,7 +30,8 @@ class Services:
 
 async def get_services(request: Request) -> Services:
     # a coroutine, so FastAPI calls it on the loop instead of on a worker thread
-    return request.app.state.services  # type: ignore[no-any-return]
+    services: Services = request.app.state.services
+    return services
 
 
 Deps = Annotated[Services, Depends(get_services)]

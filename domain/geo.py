@@ -23,11 +23,13 @@ class Point(BaseModel):
 
 
 def driver_cell(p: Point) -> str:
-    return h3.latlng_to_cell(p.lat, p.lng, DRIVER_CELL_RES)
+    cell: str = h3.latlng_to_cell(p.lat, p.lng, DRIVER_CELL_RES)  # h3 is untyped
+    return cell
 
 
 def zone_cell(p: Point) -> str:
-    return h3.latlng_to_cell(p.lat, p.lng, ZONE_CELL_RES)
+    cell: str = h3.latlng_to_cell(p.lat, p.lng, ZONE_CELL_RES)  # h3 is untyped
+    return cell
 
 
 def haversine_m(a: Point, b: Point) -> float:

@@ -128,7 +128,9 @@ BLOCKED_LOG_EVERY_S = 60.0
 
 
 def transient_delay(attempt: int) -> float:
-    return min(TRANSIENT_MAX_DELAY_S, TRANSIENT_FIRST_DELAY_S * 2 ** max(attempt - 1, 0))
+    # the doublings stop well past the cap: 2 ** 1024 is beyond a float (hours of tries)
+    doublings = min(max(attempt - 1, 0), 32)
+    return min(TRANSIENT_MAX_DELAY_S, TRANSIENT_FIRST_DELAY_S * 2.0 ** doublings)
 
 
 class ConsumerRunner:
@@ -147,8 +149,8 @@ class ConsumerRunner:
                                            lambda: ensure_consumers(self.js, self.spec)):
             return
         loops = [
-            asyncio.create_task(self._pull(durable, subject, stop), name=durable)
-            for durable, subject in durable_names(self.spec)
+            asyncio.create_task(self._pull(durable, stop), name=durable)
+            for durable, _subject in durable_names(self.spec)
         ]
         try:
             await asyncio.gather(*loops)
@@ -187,7 +189,7 @@ class ConsumerRunner:
                             cleared.seconds, cleared.attempts)
             return True
 
-    async def _pull(self, durable: str, subject: str, stop: asyncio.Event) -> None:
+    async def _pull(self, durable: str, stop: asyncio.Event) -> None:
         sub = None
         try:
             while not stop.is_set():

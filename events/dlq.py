@@ -42,6 +42,8 @@ class UnknownDeadLetter(LookupError):
 def _letter(seq: int, subject: str, headers: dict[str, str] | None, body: bytes,
             time: datetime | None) -> DeadLetter:
     h = headers or {}
+    event_id: str | None
+    event_type: str | None
     try:
         event = parse_event(body)
         event_id, event_type = event.id, event.type

@@ -12,6 +12,7 @@ how to fix it (``ridehail streams migrate``, or deleting it).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -22,7 +23,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, ConsumerInfo, StreamConfig, StreamInfo
 from nats.js.errors import APIError, NotFoundError
 
-from events.streams import stream_configs
+from events.streams import stream_configs, stream_name
 from events.topology import CONSUMER_GROUPS, ConsumerGroup
 
 log = logging.getLogger(__name__)
@@ -194,7 +195,7 @@ def stranded_filter(cfg: StreamConfig) -> str | None:
     no ordered consumer's filter (``rides.<p>.>``) matches them."""
     if not is_partitioned(cfg):
         return None
-    prefix = cfg.subjects[0].split(".", 1)[0] if cfg.subjects else cfg.name.lower()
+    prefix = cfg.subjects[0].split(".", 1)[0] if cfg.subjects else stream_name(cfg).lower()
     return f"{prefix}.*.*"
 
 
@@ -202,7 +203,7 @@ async def count_stranded(js: JetStreamContext, cfg: StreamConfig) -> int:
     subjects = stranded_filter(cfg)
     if subjects is None:
         return 0
-    info = await js.stream_info(cfg.name, subjects_filter=subjects)
+    info = await js.stream_info(stream_name(cfg), subjects_filter=subjects)
     return sum((info.state.subjects or {}).values())
 
 
@@ -215,8 +216,9 @@ async def _stream_info(js: JetStreamContext, name: str) -> StreamInfo | None:
 
 async def check_stream(js: JetStreamContext, declared: StreamConfig, report: FitReport,
                        repair: bool) -> None:
-    target = f"stream {declared.name}"
-    info = await _stream_info(js, declared.name)
+    name = stream_name(declared)
+    target = f"stream {name}"
+    info = await _stream_info(js, name)
     if info is None:
         if not repair:
             report.findings.append(Finding(
@@ -226,23 +228,23 @@ async def check_stream(js: JetStreamContext, declared: StreamConfig, report: Fit
             return
         await js.add_stream(declared)
         report.done.append(f"created {target}")
-        info = await _stream_info(js, declared.name)
+        info = await _stream_info(js, name)
         assert info is not None
     diffs = stream_differences(declared, info.config)
     if diffs and repair:
 
         async def recheck() -> Diffs:
             nonlocal info
-            info = await _stream_info(js, declared.name)
+            info = await _stream_info(js, name)
             assert info is not None
             return stream_differences(declared, info.config)
 
         diffs = await _update_in_place(report, target, diffs,
                                        lambda: js.update_stream(declared), recheck)
-    for name, found, needed in diffs:
+    for field_name, found, needed in diffs:
         report.findings.append(Finding(
-            target, name, found, needed,
-            f"{MIGRATE}, or delete the stream (`nats stream rm {declared.name}`; "
+            target, field_name, found, needed,
+            f"{MIGRATE}, or delete the stream (`nats stream rm {name}`; "
             "its events are lost)"))
     if is_partitioned(info.config) and is_partitioned(declared):
         stranded = await count_stranded(js, declared)
@@ -276,7 +278,8 @@ def consumer_differences(declared: ConsumerConfig, found: ConsumerConfig
 async def _consumer_info(js: JetStreamContext, stream: str, durable: str
                          ) -> ConsumerInfo | None:
     try:
-        return await js.consumer_info(stream, durable)
+        info: ConsumerInfo = await js.consumer_info(stream, durable)  # nats-py: untyped
+        return info
     except NotFoundError:
         return None
 
@@ -305,7 +308,7 @@ async def check_group(js: JetStreamContext, group: ConsumerGroup, report: FitRep
 
             diffs = await _update_in_place(
                 report, target, diffs,
-                lambda update=update: js.add_consumer(group.stream, update), recheck)
+                functools.partial(js.add_consumer, group.stream, update), recheck)
         for name, found, needed in diffs:
             report.findings.append(Finding(
                 target, name, found, needed,

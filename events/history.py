@@ -48,7 +48,7 @@ async def ride_history(js: JetStreamContext, ride_id: str,
     try:
         info = await sub.consumer_info()
         consumer = info.name
-        pending = info.num_pending
+        pending = info.num_pending or 0
         while len(out) < pending:
             try:
                 msgs = await sub.fetch(min(256, pending - len(out)),

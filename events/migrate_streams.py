@@ -30,7 +30,7 @@ from nats.js.errors import NotFoundError
 
 from events.envelope import logical_subject
 from events.fitcheck import FitReport, NatsUnfit, fit_check, stranded_filter
-from events.streams import stream_configs
+from events.streams import stream_configs, stream_name
 from events.topology import CONSUMER_GROUPS, ConsumerGroup
 
 Say = Callable[[str], None]
@@ -130,7 +130,7 @@ def _republish_headers(headers: dict[str, str] | None) -> dict[str, str] | None:
 
 async def rewrite_stream(js: JetStreamContext, declared: StreamConfig, backup_dir: Path,
                          result: MigrationResult, say: Say) -> None:
-    name = declared.name
+    name = stream_name(declared)
     info = await js.stream_info(name)
     positions: dict[tuple[ConsumerGroup, str, str], int] = {}
     for group in (g for g in CONSUMER_GROUPS if g.stream == name):

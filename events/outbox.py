@@ -11,6 +11,7 @@ is dropped by JetStream's duplicate window.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -27,11 +28,11 @@ from events import tracecontext
 from events.envelope import APPLIED_HEADER, CloudEvent
 from events.projection import project_inline
 from events.ridemetrics import RideMetrics
-from store.db import Database, insert_unless_present
+from store.db import Database, insert_unless_present, table_of
 from store.tables import OutboxEvent, utcnow
 
 log = logging.getLogger(__name__)
-_OUTBOX: Table = OutboxEvent.__table__  # type: ignore[attr-defined]
+_OUTBOX: Table = table_of(OutboxEvent)
 T = TypeVar("T")
 
 PUBLISH_TIMEOUT_S = 5.0
@@ -79,18 +80,18 @@ def stage(session: Session, events: Sequence[CloudEvent]) -> list[Staged]:
     if not events:
         return []
     now = utcnow()
+    rows = [(e.id, e.subject, e.nats_subject, e.to_json().decode()) for e in events]
     values = [
-        {"event_id": e.id, "aggregate_id": e.subject, "subject": e.nats_subject,
-         "body": e.to_json().decode(), "created_at": now, "attempts": 0}
-        for e in events
+        {"event_id": event_id, "aggregate_id": aggregate_id, "subject": subject,
+         "body": body, "created_at": now, "attempts": 0}
+        for event_id, aggregate_id, subject, body in rows
     ]
     session.flush()  # the caller's own changes go first
     insert = insert_unless_present(session, _OUTBOX, ["event_id"], ("event_id", "position"))
     added = {event_id: position
              for event_id, position in session.connection().execute(insert, values)}
-    return [Staged(added[v["event_id"]], v["event_id"], v["aggregate_id"], v["subject"],
-                   v["body"])
-            for v in values if v["event_id"] in added]
+    return [Staged(added[event_id], event_id, aggregate_id, subject, body)
+            for event_id, aggregate_id, subject, body in rows if event_id in added]
 
 
 _o = _OUTBOX.c
@@ -211,7 +212,7 @@ class Outbox:
         while self._to_mark:
             batch, self._to_mark = self._to_mark, []
             try:
-                await self.db.write(lambda s, ids=batch: self._mark_published(s, ids))
+                await self.db.write(functools.partial(self._mark_published, event_ids=batch))
             except Exception:
                 # and JetStream drops the copies (same Nats-Msg-Id)
                 log.warning("outbox: could not mark %d events published", len(batch),

@@ -5,10 +5,10 @@ from __future__ import annotations
 from sqlalchemy import Table, bindparam, select
 from sqlmodel import Session
 
-from store.db import insert_unless_present
+from store.db import insert_unless_present, table_of
 from store.tables import ProcessedEvent, utcnow
 
-_PROCESSED: Table = ProcessedEvent.__table__  # type: ignore[attr-defined]
+_PROCESSED: Table = table_of(ProcessedEvent)
 
 
 def first_time(session: Session, consumer: str, event_id: str) -> bool:

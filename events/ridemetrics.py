@@ -5,6 +5,7 @@ saga's activities write all of these, so the worker's ``/metrics`` carries them.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
@@ -52,12 +53,15 @@ class RideMetrics:
                 if ride is not None:
                     seconds = max(0.0, (_aware(e.time) - _aware(ride.created_at))
                                   .total_seconds())
-                    observed.append(lambda s=seconds: self.time_to_driver.observe(s))
+                    observed.append(functools.partial(self.time_to_driver.observe, seconds))
             elif e.type == "ride.payment_captured":
                 amount = float(e.data.get("amount", 0))
                 labels = (str(e.data.get("currency", "")), str(e.data.get("purpose", "fare")))
-                observed.append(lambda a=amount, lb=labels: self.captured.labels(*lb).inc(a))
+                observed.append(functools.partial(self._capture, amount, labels))
         return observed
+
+    def _capture(self, amount: float, labels: tuple[str, str]) -> None:
+        self.captured.labels(*labels).inc(amount)
 
 
 def _aware(t: datetime) -> datetime:

@@ -33,6 +33,13 @@ def _partitioned(prefix: str) -> SubjectTransform:
     )
 
 
+def stream_name(config: StreamConfig) -> str:
+    """The name of a declared stream (nats-py types it optional; every stream here has one)."""
+    if config.name is None:
+        raise ValueError(f"a stream configuration without a name: {config}")
+    return config.name
+
+
 def stream_configs(replicas: int = 1) -> list[StreamConfig]:
     def cfg(name: str, prefix: str, *, partitioned: bool, max_age_s: float = 0) -> StreamConfig:
         return StreamConfig(
@@ -60,15 +67,11 @@ async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
     included: JetStream changes them in place); safe to repeat."""
     for config in stream_configs(replicas):
         try:
-            await js.stream_info(config.name)
+            await js.stream_info(stream_name(config))
         except NotFoundError:
             await js.add_stream(config)
         else:
             await js.update_stream(config)
-
-
-def partition_filter(prefix: str, partition: int) -> str:
-    return f"{prefix}.{partition}.>"
 
 
 def ride_filter(ride_id: str) -> str:

@@ -5,11 +5,16 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, TypedDict
 from urllib.parse import urlparse
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:  # imported where used, at run time
+    import ssl
+
+    from temporalio.envconfig import ClientConnectConfig
 
 TASK_QUEUE = "rides"
 JWT_SECRET_FILE = "jwt_secret"
@@ -25,6 +30,17 @@ SECRETS = ("jwt_secret", "nats_password", "nats_token", "temporal_api_key")
 
 class SettingsError(RuntimeError):
     """A setting is missing or wrong; the message says what to do."""
+
+
+class NatsConnectOptions(TypedDict, total=False):
+    """The keyword arguments of ``nats.connect`` that the RIDEHAIL_NATS_* settings give."""
+
+    user: str
+    password: str
+    token: str
+    user_credentials: str
+    nkeys_seed: str
+    tls: ssl.SSLContext
 
 
 class Settings(BaseSettings):
@@ -171,9 +187,9 @@ class Settings(BaseSettings):
     def require_jwt_secret(self) -> str:
         return self.find_jwt_secret()[0]
 
-    def nats_connect_options(self) -> dict[str, object]:
+    def nats_connect_options(self) -> NatsConnectOptions:
         """Credentials and TLS for ``nats.connect``, from the RIDEHAIL_NATS_* settings."""
-        options: dict[str, object] = {}
+        options: NatsConnectOptions = {}
         if self.nats_user:
             options["user"] = self.nats_user
         if self.nats_password:
@@ -236,13 +252,13 @@ def _long_enough(secret: str, where: str) -> str:
     return secret
 
 
-def temporal_environment() -> dict[str, object]:
+def temporal_environment() -> ClientConnectConfig:
     """Temporal's standard client configuration (``temporalio.envconfig``: TEMPORAL_*
-    variables and the profile they name), as ``Client.connect`` arguments."""
+    variables and the profile they name), as ``Client.connect`` arguments (a new dict)."""
     from temporalio.envconfig import ClientConfigProfile
 
     try:
-        return dict(ClientConfigProfile.load().to_client_connect_config())
+        return ClientConfigProfile.load().to_client_connect_config()
     except Exception as e:  # noqa: BLE001 — a broken profile file is the user's to fix
         raise ValueError(f"Temporal's environment configuration: {e}") from None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from nats.aio.client import Client as NATS
 from temporalio.client import Client
@@ -11,6 +12,9 @@ from temporalio.service import TLSConfig
 
 from infra.config import Settings, temporal_environment
 from infra.telemetry import tracing_on
+
+if TYPE_CHECKING:
+    from temporalio.envconfig import ClientConnectConfig
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +38,17 @@ async def connect_nats(settings: Settings, name: str) -> NATS:
         servers=settings.nats_servers,
         name=f"ridehail-{name}",
         max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
+        reconnect_time_wait=0.5,  # type: ignore[arg-type]  # nats-py: int; a float works
         connect_timeout=5,
         disconnected_cb=disconnected,
         reconnected_cb=reconnected,
         error_cb=error,
-        **settings.nats_connect_options(),  # type: ignore[arg-type]
+        **settings.nats_connect_options(),
     )
     return nc
 
 
-def temporal_tls(settings: Settings, standard: dict[str, object]) -> bool | TLSConfig:
+def temporal_tls(settings: Settings, standard: ClientConnectConfig) -> bool | TLSConfig:
     """RIDEHAIL_TEMPORAL_TLS* when set, else what Temporal's environment says (TLS is on
     with an API key unless turned off)."""
     files = (settings.temporal_tls_ca, settings.temporal_tls_cert, settings.temporal_tls_key)
@@ -57,7 +61,7 @@ def temporal_tls(settings: Settings, standard: dict[str, object]) -> bool | TLSC
     if settings.temporal_tls:
         return True
     if "tls" in standard:
-        return standard["tls"]  # type: ignore[return-value]
+        return standard["tls"]
     return bool(settings.temporal_api_key)
 
 
@@ -77,9 +81,9 @@ async def connect_temporal(settings: Settings) -> Client:
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
-        api_key=settings.temporal_api_key or standard.get("api_key"),  # type: ignore[arg-type]
+        api_key=settings.temporal_api_key or standard.get("api_key"),
         tls=temporal_tls(settings, standard),
-        rpc_metadata=standard.get("rpc_metadata") or {},  # type: ignore[arg-type]
+        rpc_metadata=standard.get("rpc_metadata") or {},
         data_converter=pydantic_data_converter,
         interceptors=interceptors,
     )

@@ -38,14 +38,21 @@ def setup_tracing(component: str, otel: OtelSettings | None = None) -> bool:
         return tracing_on()
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
+    exporter: SpanExporter
     if otel.protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    elif otel.protocol == "http/protobuf":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[assignment]
-            OTLPSpanExporter,
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as OTLPGrpcExporter,
         )
+
+        exporter = OTLPGrpcExporter()
+    elif otel.protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter as OTLPHttpExporter,
+        )
+
+        exporter = OTLPHttpExporter()
     else:
         raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL={otel.protocol!r}: ridehail exports "
                          "traces over http/protobuf or grpc")
@@ -53,7 +60,7 @@ def setup_tracing(component: str, otel: OtelSettings | None = None) -> bool:
     # default only
     attributes = {} if otel.service_name else {SERVICE_NAME: SERVICE_PREFIX + component}
     provider = TracerProvider(resource=Resource.create(attributes))  # sampler: from env
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     log.info("tracing on: service %s, OTLP over %s",
              otel.service_name or SERVICE_PREFIX + component, otel.protocol)

@@ -24,11 +24,12 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from sqlalchemy import Table, event
+from sqlalchemy import Insert, Table, event
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, SQLModel, create_engine
 
@@ -52,11 +53,20 @@ def _is_locked(e: Exception) -> bool:
     return "locked" in message or "busy" in message
 
 
-_INSERTS: dict[tuple[object, ...], Any] = {}  # built once per database kind and shape
+def table_of(model: type[SQLModel]) -> Table:
+    """The Core table of a table model, for the statements built once (SQLModel's
+    classes do not declare their ``__table__``)."""
+    table = sa_inspect(model).local_table
+    if not isinstance(table, Table):
+        raise TypeError(f"{model.__name__} is not a table model")
+    return table
 
 
-def insert_unless_present(session: Session, table: Table, key: list[str],  # type: ignore[no-untyped-def]
-                          returning: tuple[str, ...] = ()):
+_INSERTS: dict[tuple[object, ...], Insert] = {}  # built once per database kind and shape
+
+
+def insert_unless_present(session: Session, table: Table, key: list[str],
+                          returning: tuple[str, ...] = ()) -> Insert:
     """A Core ``INSERT … ON CONFLICT (key) DO NOTHING`` for the session's database: one
     statement where a look-up and an insert would take two, and safe against a
     concurrent insert of the same key. The hot paths (the outbox, processed-event
@@ -99,7 +109,7 @@ def make_engine(url: str) -> Engine:
         )
 
         @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
@@ -108,12 +118,13 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         @event.listens_for(engine, "begin")
-        def _on_begin(conn):  # type: ignore[no-untyped-def]
+        def _on_begin(conn: Connection) -> None:
             # The driver's own transaction handling is off (isolation_level=None); we begin
             # here so writers take the lock up front and wait for it on the busy timeout.
             # straight to the driver: these run for every transaction, and SQLAlchemy's
             # statement machinery would cost several times the statements themselves
             raw = conn.connection.dbapi_connection
+            assert raw is not None  # a connection being begun is open
             options = conn.get_execution_options()
             if not options.get("sqlite_now", False):
                 raw.execute(

@@ -15,10 +15,11 @@ from datetime import datetime
 from sqlalchemy import Executable, Table, bindparam, update
 from sqlmodel import Session
 
+from store.db import table_of
 from store.tables import Driver, Offer
 
-_DRIVERS: Table = Driver.__table__  # type: ignore[attr-defined]
-_OFFERS: Table = Offer.__table__  # type: ignore[attr-defined]
+_DRIVERS: Table = table_of(Driver)
+_OFFERS: Table = table_of(Offer)
 _d = _DRIVERS.c
 # what a driver transition changes
 _BINDING = ["status", "ride_id", "updated_at"]

@@ -18,11 +18,12 @@ from events.envelope import CloudEvent, derived_id, new_event
 from events.outbox import Outbox
 from events.processed import first_time
 from events.projection import NotYetKnown
+from store.db import table_of
 from store.tables import Notification, Ride, utcnow
 
 NAME = "notifier"
 SOURCE = "ridehail/notifier"
-_NOTIFICATIONS: Table = Notification.__table__  # type: ignore[attr-defined]
+_NOTIFICATIONS: Table = table_of(Notification)
 # what a notice needs of the ride: whose it is
 _RIDER_OF = select(Ride.rider_id).where(col(Ride.ride_id) == bindparam("ride_id"))
 

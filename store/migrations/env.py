@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from alembic import context
+from alembic.autogenerate.api import AutogenContext
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
@@ -13,7 +16,8 @@ config = context.config
 target_metadata = SQLModel.metadata
 
 
-def render_item(kind: str, obj: object, autogen_context: object) -> str | bool:
+def render_item(kind: str, obj: object,
+                autogen_context: AutogenContext) -> str | Literal[False]:
     """Write column types as plain SQLAlchemy types, so migrations never import the
     models (a migration must keep working after the models move on)."""
     if kind == "type" and isinstance(obj, tables.UTCDateTime):
