@@ -4,16 +4,33 @@ models. Both end in the same schema (tests/integration/test_migrations.py checks
 
 from __future__ import annotations
 
+import time
+
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from store.db import create_tables, make_engine
 
 # pg_advisory_lock key: one process at a time migrates (several replicas start at once)
 _MIGRATION_LOCK = 0x52494445
+_MIGRATION_LOCK_POLL_S = 0.2
+
+
+def _take_migration_lock(conn: Connection) -> None:
+    """Take the migration lock, polling for it between transactions. Waiting inside
+    ``pg_advisory_lock`` would hold a snapshot open the whole time, and a migration that
+    builds an index ``CONCURRENTLY`` waits for every older snapshot: the waiter and the
+    migrator would wait on each other until PostgreSQL ends one as a deadlock."""
+    while True:
+        taken = conn.execute(text("SELECT pg_try_advisory_lock(:k)"),
+                             {"k": _MIGRATION_LOCK}).scalar()
+        conn.commit()
+        if taken:
+            return
+        time.sleep(_MIGRATION_LOCK_POLL_S)
 
 
 def alembic_config(url: str) -> Config:
@@ -34,8 +51,7 @@ def upgrade(url: str, revision: str = "head") -> None:
     try:
         with engine.connect() as conn:
             if engine.dialect.name == "postgresql":
-                conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK})
-                conn.commit()
+                _take_migration_lock(conn)
             try:
                 config.attributes["connection"] = conn
                 command.upgrade(config, revision)
