@@ -58,7 +58,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if services is not None:
             app.state.services = services
-            app.state.streams = Streams(services.nc, services.js, metrics,
+            app.state.streams = Streams(services.db, services.nc, services.js, metrics,
                                         settings.sse_streams_per_subject)
             try:
                 yield
@@ -70,7 +70,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         js = nc.jetstream()
         temporal = await connect_temporal(settings)
         app.state.services = Services(settings, db, nc, js, Outbox(db, js, nc), temporal)
-        app.state.streams = Streams(nc, js, metrics, settings.sse_streams_per_subject)
+        app.state.streams = Streams(db, nc, js, metrics, settings.sse_streams_per_subject)
         try:
             yield
         finally:

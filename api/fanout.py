@@ -4,10 +4,11 @@ A ride's event stream (``GET /v1/rides/{id}/events`` as SSE) used to open a JetS
 consumer of its own, so a script opening streams made consumers without end. Now each
 API process keeps one ephemeral push consumer on ``RIDES`` (all rides, new messages
 only, nothing acknowledged), open while at least one stream listens, and hands each
-message to the streams of its ride in memory. A stream reads the ride's history from the
-stream itself (events.history, a consumer that lives for the read) and resumes from the
-fan-out after it; anything the fan-out could not hand over (a stream too slow, NATS
-reconnecting) is read back from the stream by sequence, so nothing is lost, only late.
+message to the streams of its ride in memory, with the event's position in the event log
+(the ``Ridehail-Position`` header the outbox puts on it). A stream reads the ride's
+history from the database (events.log) and resumes from the fan-out after it; anything
+the fan-out could not hand over (a stream too slow, NATS reconnecting) is read back from
+the database by position, so nothing is lost, only late.
 
 Open streams are also capped per token subject (``RIDEHAIL_SSE_STREAMS_PER_SUBJECT``,
 per process): a rider's phone and a browser tab or two need a few, a script asking for
@@ -32,7 +33,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from api.problems import Problem
 from events.envelope import CloudEvent, InvalidEvent, parse_event
-from events.history import INACTIVE_THRESHOLD_S, FeedIdle
+from events.log import header_position
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +41,29 @@ STREAM = "RIDES"
 ALL_RIDES = "rides.>"
 LIVE_QUEUE_SIZE = 256
 STREAM_SLOT_RETRY_S = 10
+# The server deletes a feed's consumer this long after its subscriber went away without
+# deleting it (the process died); a live feed is never inactive, it has a subscriber.
+INACTIVE_THRESHOLD_S = 30.0
 
 L = TypeVar("L")
+# (position in the event log, the event); the position is None on a message published
+# without it (by an older version, or a dead letter redriven)
+Live = tuple[int | None, CloudEvent]
+
+
+class FeedIdle(TimeoutError):
+    """No event arrived within the wait."""
 
 
 @dataclass(eq=False)
 class LiveRide:
-    """The live events of one ride for one stream, as (stream sequence, event)."""
+    """The live events of one ride for one stream, as (position, event)."""
 
-    queue: asyncio.Queue[tuple[int, CloudEvent]] = field(
-        default_factory=lambda: asyncio.Queue(LIVE_QUEUE_SIZE))
-    # set when an event could not be queued: the stream re-reads from its last sequence
+    queue: asyncio.Queue[Live] = field(default_factory=lambda: asyncio.Queue(LIVE_QUEUE_SIZE))
+    # set when an event could not be queued: the stream reads the database again
     missed: bool = False
 
-    async def next(self, timeout: float) -> tuple[int, CloudEvent]:
+    async def next(self, timeout: float) -> Live:
         try:
             return await asyncio.wait_for(self.queue.get(), timeout)
         except TimeoutError:
@@ -78,7 +88,7 @@ class SharedFeed(Generic[L]):
     def key_of(self, event: CloudEvent) -> str | None:
         raise NotImplementedError
 
-    def hand_over(self, listener: L, seq: int, event: CloudEvent) -> None:
+    def hand_over(self, listener: L, position: int | None, event: CloudEvent) -> None:
         raise NotImplementedError
 
     async def _deliver(self, msg: Msg) -> None:
@@ -90,9 +100,9 @@ class SharedFeed(Generic[L]):
         listeners = self._listeners.get(key) if key is not None else None
         if not listeners:
             return
-        seq = msg.metadata.sequence.stream
+        position = header_position(msg.headers)
         for listener in list(listeners):
-            self.hand_over(listener, seq, event)
+            self.hand_over(listener, position, event)
 
     async def _open(self) -> None:
         inbox = self.nc.new_inbox()
@@ -151,9 +161,9 @@ class RideFanout(SharedFeed[LiveRide]):
     def key_of(self, event: CloudEvent) -> str | None:
         return event.subject
 
-    def hand_over(self, listener: LiveRide, seq: int, event: CloudEvent) -> None:
+    def hand_over(self, listener: LiveRide, position: int | None, event: CloudEvent) -> None:
         try:
-            listener.queue.put_nowait((seq, event))
+            listener.queue.put_nowait((position, event))
         except asyncio.QueueFull:
             listener.missed = True
 

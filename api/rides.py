@@ -39,7 +39,7 @@ from api.streams import SSE, ride_events, wants_event_stream
 from domain.status import FINAL, RideStatus
 from events import catalog as c
 from events.envelope import CloudEvent, new_event
-from events.history import ride_history
+from events.log import read_ride
 from store import transitions
 from store.meter import start_meter, stop_meter
 from store.tables import Offer, Ride, utcnow
@@ -164,8 +164,8 @@ async def get_ride(ride_id: RideId, who: Caller, svc: Deps) -> RideOut:
 EVENTS_200: dict[str, Any] = {
     "description": "The ride's events. As JSON by default; with `Accept: text/event-stream`, "
                    "Server-Sent Events: the history, then new events as they are "
-                   "published, until the ride ends (`id` = stream sequence, `event` = "
-                   "type, `data` = the CloudEvent).",
+                   "published, until the ride ends (`id` = the event's position in the "
+                   "ride's event log, `event` = type, `data` = the CloudEvent).",
     "content": {SSE: {"schema": {"type": "string"}}},
 }
 
@@ -179,23 +179,17 @@ async def get_ride_events(
     request: Request,
     last_event_id: Annotated[int, Header(
         ge=0, le=2**63 - 1,
-        description="Event streams only: resume after this stream sequence (browsers "
-                    "send it when they reconnect)")] = 0,
+        description="Event streams only: resume after the event of this position (an "
+                    "event's `id`; browsers send it when they reconnect)")] = 0,
 ) -> Any:
-    """The ride's CloudEvents in the order they were published, or a live stream of
-    them."""
+    """The ride's CloudEvents in the order they were committed (its whole history, kept
+    in the database), or a live stream of them."""
     await svc.db.read(lambda s: get_visible(s, ride_id, who))
     if wants_event_stream(request.headers.get("accept")):
         streams = request.app.state.streams
-
-        async def ride_has_ended() -> bool:
-            ride = await svc.db.read(lambda s: s.get(Ride, ride_id))
-            return ride is not None and ride.status in FINAL
-
-        return streams.response(
-            "ride_events", ride_events(streams, ride_id, last_event_id, ride_has_ended),
-            subject=who.sub)
-    history = await ride_history(svc.js, ride_id)
+        return streams.response("ride_events", ride_events(streams, ride_id, last_event_id),
+                                subject=who.sub)
+    history = await read_ride(svc.db, ride_id)
     return RideEvents(events=[CloudEventOut.model_validate(e.model_dump(mode="json"))
                               for _, e in history])
 

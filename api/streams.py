@@ -1,9 +1,10 @@
 """Live streams as Server-Sent Events (``Accept: text/event-stream``).
 
-- A ride's events: its history, then events as they are published, ending after the
-  event that ends the ride (``id`` = stream sequence, so a reconnecting client's
-  ``Last-Event-ID`` resumes right after the last event it saw). All of an API process's
-  ride streams share one JetStream consumer (api.fanout).
+- A ride's events: its history from the event log (events.log), then events as they are
+  published, ending after the event that ends the ride (``id`` = the event's position in
+  the log, so a reconnecting client's ``Last-Event-ID`` resumes right after the last
+  event it saw). All of an API process's ride streams share one JetStream consumer
+  (api.fanout).
 - A driver's offers: the pending ones, then each new one as the saga makes it. All of an
   API process's offer streams share one JetStream consumer (``OfferHub``) that is open
   only while someone listens; each stream also re-reads the offers table now and then,
@@ -27,12 +28,13 @@ from nats.js import JetStreamContext
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import Receive, Scope, Send
 
-from api.fanout import LiveRide, RideFanout, SharedFeed, StreamSlots
+from api.fanout import FeedIdle, LiveRide, RideFanout, SharedFeed, StreamSlots
 from api.metrics import Metrics
 from api.problems import title_of
 from api.schemas import OfferOut
 from events.envelope import CloudEvent
-from events.history import TERMINAL_TYPES, FeedIdle, ride_history
+from events.log import TERMINAL_TYPES, Logged, ended_in_log, position_of, read_ride
+from store.db import Database
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -42,8 +44,8 @@ SSE = "text/event-stream"
 PING_S = 15.0
 # A client that cannot take an event within this long is dropped.
 SEND_TIMEOUT_S = 30.0
-# How often an idle ride stream checks whether the ride ended before it was opened
-# (a client resuming after the last event), and an offer stream re-reads the table.
+# How often an idle ride stream reads the event log for what the live tail did not bring
+# (and whether the ride has ended), and an offer stream re-reads the table.
 IDLE_CHECK_S = 10.0
 OFFER_QUEUE_SIZE = 100
 OFFERED_FILTER = "rides.*.*.driver_offered"  # stored subjects are partitioned
@@ -69,8 +71,9 @@ def wants_event_stream(accept: str | None) -> bool:
 class Streams:
     """The live streams of one API process: what they share, and their shutdown."""
 
-    def __init__(self, nc: NATS, js: JetStreamContext, metrics: Metrics,
+    def __init__(self, db: Database, nc: NATS, js: JetStreamContext, metrics: Metrics,
                  per_subject: int = 8) -> None:
+        self.db = db
         self.nc = nc
         self.js = js
         self.metrics = metrics
@@ -158,92 +161,103 @@ class StreamClosing(Exception):
 # --- a ride's events ----------------------------------------------------------------------
 
 
-def ride_event(seq: int, event: CloudEvent) -> ServerSentEvent:
-    return ServerSentEvent(id=str(seq), event=event.type, data=event.model_dump_json())
+def ride_event(position: int, event: CloudEvent) -> ServerSentEvent:
+    return ServerSentEvent(id=str(position), event=event.type, data=event.model_dump_json())
 
 
-async def ride_events(streams: Streams, ride_id: str, after_seq: int,
-                      ride_has_ended: Callable[[], Awaitable[bool]],
+async def ride_events(streams: Streams, ride_id: str, after: int
                       ) -> AsyncIterator[ServerSentEvent]:
-    """History after ``after_seq``, then live events, until the ride's last event.
+    """History after position ``after``, then live events, until the ride's last event.
 
     Live events come from the process's shared subscription (api.fanout), listened to
-    before the history is read, so an event published in between is in one or both (and
-    sent once: by sequence). What the fan-out missed is read back from the stream.
+    before the history is read from the database, so an event committed in between is
+    in one or both (and sent once: by position). What the fan-out missed is read back
+    from the database.
     """
-    follower = _RideFollower(streams, ride_id, after_seq, ride_has_ended)
+    follower = _RideFollower(streams, ride_id, after)
     async with (streams.rides.listen(ride_id) as live,
                 # however the stream ends, the follower stops where it is
                 contextlib.aclosing(follower.events(live)) as events):
-        async for seq, event in events:
-            yield ride_event(seq, event)
+        async for position, event in events:
+            yield ride_event(position, event)
             if event.type in TERMINAL_TYPES:
                 return
 
 
 class _RideFollower:
-    """One client's stream of a ride's events: where it is (``last``, the stream
-    sequence of the last event it was given) and how it finds what comes next."""
+    """One client's stream of a ride's events: what it has been given (``sent``, the
+    positions in the event log, all above ``after``, where the client resumed) and how
+    it finds what comes next.
 
-    def __init__(self, streams: Streams, ride_id: str, after_seq: int,
-                 ride_has_ended: Callable[[], Awaitable[bool]]) -> None:
+    Positions are given out as events are written, and on PostgreSQL two transactions
+    may commit in the other order; so an event is judged by whether it was sent, not by
+    whether its position is above the last one sent: one committed a moment late is
+    still sent, once."""
+
+    def __init__(self, streams: Streams, ride_id: str, after: int) -> None:
         self.streams = streams
+        self.db = streams.db
         self.ride_id = ride_id
-        self.last = after_seq
-        self.ride_has_ended = ride_has_ended
+        self.after = after
+        self.last = after  # the highest position sent
+        self.sent: set[int] = set()
 
-    async def events(self, live: LiveRide) -> AsyncGenerator[tuple[int, CloudEvent], None]:
-        """The ride's events after ``last``, in order, each once: the history, then live
-        ones (and those the fan-out missed, read back from the stream). It ends by itself
-        only when the ride's last event is at or before ``last`` (a client resuming after
-        the end); otherwise its reader stops after the ride's last event."""
-        for item in await self.catch_up():
+    async def events(self, live: LiveRide) -> AsyncGenerator[Logged, None]:
+        """The ride's events after ``after``, each once: the history in order, then live
+        ones (and those the fan-out missed, read back from the database). It ends by
+        itself only when the ride's last event is at or before ``after`` (a client
+        resuming after the end); otherwise its reader stops after the ride's last
+        event."""
+        for item in self.fresh(await read_ride(self.db, self.ride_id, self.after)):
             yield item
-        if await self.ended_in_stream():  # a client resuming after the last event
+        if await self.ended_in_log():  # a client resuming after the last event
             return
         while True:
             if live.missed:
                 live.missed = False
-                for item in await self.catch_up():
+                for item in self.fresh(await read_ride(self.db, self.ride_id, self.after)):
                     yield item
             try:
-                seq, event = await self.streams.until_closing(live.next(IDLE_CHECK_S))
+                position, event = await self.streams.until_closing(live.next(IDLE_CHECK_S))
             except FeedIdle:
-                if not await self.ride_has_ended():
-                    continue
-                # it ended: its last event is in the stream, after what we sent (then it
-                # comes now) or at or before it (a client resuming after the end)
-                for item in await self.catch_up():
+                # quiet: anything the live tail did not bring (NATS reconnecting)?
+                for item in self.fresh(await read_ride(self.db, self.ride_id, self.last)):
                     yield item
-                if await self.ended_in_stream():
+                if await self.ended_in_log():
                     return
-                continue  # the relay has not published it yet
-            if seq > self.last:
-                self.last = seq
-                yield seq, event
+                continue
+            if position is None:  # published without its position: look it up
+                position = await self.position_in_log(event.id)
+                if position is None:
+                    continue  # not in the event log, so not in the ride's history
+            for item in self.fresh([(position, event)]):
+                yield item
 
-    async def catch_up(self) -> list[tuple[int, CloudEvent]]:
-        """The ride's events after ``last``, read from the stream; ``last`` moves past
-        them."""
-        fresh = []
-        for seq, event in await ride_history(self.streams.js, self.ride_id, self.last):
-            if seq > self.last:
-                self.last = seq
-                fresh.append((seq, event))
-        return fresh
+    def fresh(self, items: list[Logged]) -> list[Logged]:
+        """Those of ``items`` not sent yet and after where the client resumed, now
+        counted as sent."""
+        out = []
+        for position, event in items:
+            if position > self.after and position not in self.sent:
+                self.sent.add(position)
+                self.last = max(self.last, position)
+                out.append((position, event))
+        return out
 
-    async def ended_in_stream(self) -> bool:
-        """The ride has ended and the event that ended it is in the stream."""
-        if not await self.ride_has_ended():
-            return False
-        history = await ride_history(self.streams.js, self.ride_id)
-        return any(e.type in TERMINAL_TYPES for _, e in history)
+    async def ended_in_log(self) -> bool:
+        """The event that ended the ride is in the event log."""
+        return await self.db.read(lambda s: ended_in_log(s, self.ride_id))
+
+    async def position_in_log(self, event_id: str) -> int | None:
+        """Where a live event came without its position (published by an older version,
+        or a dead letter redriven): its position in the log, if it is there."""
+        return await self.db.read(lambda s: position_of(s, event_id))
 
 
 # --- a driver's offers -----------------------------------------------------------------
 
 
-class OfferHub(SharedFeed[asyncio.Queue[tuple[int, CloudEvent]]]):
+class OfferHub(SharedFeed[asyncio.Queue[CloudEvent]]):
     """Fans ``ride.driver_offered`` events out to the offer streams open in this process:
     one JetStream consumer for all of them, created for the first listener and deleted
     with the last."""
@@ -255,10 +269,10 @@ class OfferHub(SharedFeed[asyncio.Queue[tuple[int, CloudEvent]]]):
         driver_id = event.data.get("driver_id")
         return None if driver_id is None else str(driver_id)
 
-    def hand_over(self, listener: asyncio.Queue[tuple[int, CloudEvent]], seq: int,
+    def hand_over(self, listener: asyncio.Queue[CloudEvent], position: int | None,
                   event: CloudEvent) -> None:
         try:
-            listener.put_nowait((seq, event))
+            listener.put_nowait(event)
         except asyncio.QueueFull:
             # The stream is not keeping up; it re-reads the table on its next idle
             # check, so the offer is late rather than lost.
@@ -266,7 +280,7 @@ class OfferHub(SharedFeed[asyncio.Queue[tuple[int, CloudEvent]]]):
                         event.data.get("driver_id"))
 
     def listen(self, driver_id: str
-               ) -> contextlib.AbstractAsyncContextManager[asyncio.Queue[tuple[int, CloudEvent]]]:
+               ) -> contextlib.AbstractAsyncContextManager[asyncio.Queue[CloudEvent]]:
         """A queue of the offers made to ``driver_id`` from now on."""
         return self.listening(driver_id, asyncio.Queue(OFFER_QUEUE_SIZE))
 
@@ -294,7 +308,7 @@ async def driver_offers(streams: Streams, driver_id: str,
             yield offer_event(o)
         while True:
             try:
-                _, event = await streams.until_closing(
+                event = await streams.until_closing(
                     asyncio.wait_for(queue.get(), IDLE_CHECK_S))
             except TimeoutError:
                 for o in new(await pending_offers()):

@@ -16,6 +16,10 @@ PARTITIONS = 8
 # the read models in the same transaction (events.projection.project_inline): the
 # projectors then have nothing to look up.
 APPLIED_HEADER = "Ridehail-Applied"
+# A message header set by the outbox's publisher: the event's position in the event log
+# (the outbox row's ``position``; events.log), which a ride's live stream gives its
+# clients as each event's id.
+POSITION_HEADER = "Ridehail-Position"
 _STREAM_PREFIX = {"ride": "rides", "driver": "drivers", "notification": "notifications"}
 
 

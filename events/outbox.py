@@ -5,7 +5,8 @@ stored in the same transaction and published right after commit. Anything whose 
 failed stays unpublished in the table, and the relay (``Outbox.relay``) publishes it later
 in the order it was written. Publishing sets ``Nats-Msg-Id`` to the event id, so a
 message published twice (say, the process died between the PubAck and marking the row)
-is dropped by JetStream's duplicate window.
+is dropped by JetStream's duplicate window. Each message also carries the row's position
+in the event log (``Ridehail-Position``), which a ride's live stream gives its clients.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from sqlalchemy import select as core_select
 from sqlmodel import Session, col, select
 
 from events import tracecontext
-from events.envelope import APPLIED_HEADER, CloudEvent
+from events.envelope import APPLIED_HEADER, POSITION_HEADER, CloudEvent
 from events.projection import project_inline
 from events.ridemetrics import RideMetrics
 from store.db import Database, insert_unless_present, table_of
@@ -48,10 +49,14 @@ MARK_DELAY_S = 0.2
 
 
 async def publish(js: JetStreamContext, subject: str, body: bytes, event_id: str,
-                  applied: bool = False, timeout: float = PUBLISH_TIMEOUT_S) -> None:
+                  applied: bool = False, timeout: float = PUBLISH_TIMEOUT_S,
+                  position: int | None = None) -> None:
     """Publish one event and wait for JetStream's PubAck (raises if it is not stored);
-    with tracing on, in a publish span whose context the headers carry."""
+    with tracing on, in a publish span whose context the headers carry. ``position`` is
+    the event's position in the event log, put on the message for its live readers."""
     headers = {"Nats-Msg-Id": event_id}
+    if position is not None:
+        headers[POSITION_HEADER] = str(position)
     if applied:
         headers[APPLIED_HEADER] = "1"
     if not tracecontext.tracing_on():
@@ -194,7 +199,7 @@ class Outbox:
                 if timeout <= 0:
                     raise TimeoutError(f"no PubAck within {within_s}s")
                 await publish(self.js, row.subject, row.body.encode(), row.event_id,
-                              row.event_id in applied, timeout)
+                              row.event_id in applied, timeout, row.position)
                 done += 1
         except Exception as e:  # noqa: BLE001 — any failure leaves the rest to the relay
             log.warning("outbox: publish failed, left for the relay: %s", e)

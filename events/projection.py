@@ -5,8 +5,8 @@ the transaction that stores the event, so the read model changes when the event 
 — a caller that was told of an event (an API answer, a ride's event stream) never finds
 the read model behind it. The ``ride-projector`` and ``driver-projector`` consumers
 (``events.consumers.projectors``) apply whatever was not applied that way (an event
-that reached the stream by another road) and rebuild the tables from the streams
-(``ridehail projections rebuild``).
+that reached the stream by another road), and ``ridehail projections rebuild`` rebuilds
+the tables from the event log (events.log).
 
 Applying an event records it as processed in the same transaction, so it is applied
 once, whoever gets there first; the consumers are ordered, so what they apply, they

@@ -1,5 +1,5 @@
 """``ridehail projections rebuild``: drop the read models and rebuild them from the event
-streams, refusing while projectors are applying events into them."""
+log in the database, refusing while projectors are applying events into them."""
 
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ def rebuild_read_models(
         "--force", help="rebuild even while projectors are pulling")] = False,
     as_json: AsJson = False,
 ) -> None:
-    """Drop the read models and rebuild them by replaying RIDES and DRIVERS from the
-    start. Refuses while projectors run (stop `ridehail consumers` or `ridehail dev`
-    first), unless --force."""
+    """Drop the read models and rebuild them by replaying every ride and driver event of
+    the event log (the database's outbox) in the order written. Refuses while projectors
+    run (stop `ridehail consumers` or `ridehail dev` first), unless --force."""
     from rich.progress import Progress
 
     from ridehail.ops.rebuild import rebuild_projections, running_projectors

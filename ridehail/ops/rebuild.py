@@ -1,12 +1,21 @@
 """``ridehail projections rebuild``: drop the read models and rebuild them from the
-streams.
+event log.
 
 The rides read model and the projected columns of drivers (status, ride, position) are
-cleared with the projectors' processed-event records; then every event on RIDES and
-DRIVERS is applied again from the start, merged in publication-time order (a driver's
-going offline and a ride's release of that driver must land in the order they
-happened). Finally the projectors' durable consumers are recreated to start after the
-last event replayed, so projectors that run on afterwards pick up only what is new.
+cleared with the projectors' processed-event records; then every ride and driver event
+of the event log (events.log: the outbox, which keeps every event committed) is applied
+again in the order it was written, through the same functions the projectors use. The
+log, not the streams, is read: the streams keep an event only for a while, and the log
+keeps the whole history of every ride, in one order across rides and drivers (a driver's
+going offline and a ride's release of that driver land in the order they happened).
+Finally the projectors' durable consumers are recreated to start after the streams' last
+message, so projectors that run on afterwards pick up only what is new.
+
+Where the replay stops: the streams' ends are read first, the log's last position
+second. An event on a stream by then was committed before, so it is in the log up to
+that position and replayed; an event committed later is published later, after the
+streams' ends, and the recreated durables bring it. One that is both (committed before,
+published after) is applied once: the replay records it as processed.
 
 Run it with the projectors stopped: a projector applying live events into a half-built
 read model would race the rebuild (``running_projectors`` says which are pulling).
@@ -14,22 +23,19 @@ read model would race the rebuild (``running_projectors`` says which are pulling
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from functools import partial
 
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from sqlalchemy import delete, func, update
 from sqlmodel import Session, col, select
 
+from events import log
 from events.consumer import durable_names, ensure_consumers
 from events.consumers.projectors import Projectors
-from events.envelope import CloudEvent, InvalidEvent, parse_event
+from events.envelope import CloudEvent, InvalidEvent
 from events.migrate_streams import active_durables
 from events.projection import (
     DRIVER_PROJECTOR,
@@ -42,10 +48,7 @@ from events.topology import RIDE_PROJECTOR as RIDE_PROJECTOR_GROUP
 from store.db import Database
 from store.tables import Driver, ProcessedEvent, Ride
 
-# An event read for the merge: ordered by (publication time, stream, stream sequence).
-SortKey = tuple[datetime, str, int]
-Tagged = tuple[SortKey, CloudEvent]
-
+# Events applied a transaction.
 BATCH = 200
 
 
@@ -62,38 +65,6 @@ class RebuildResult:
     rides: int
 
 
-async def _read_stream(js: JetStreamContext, stream: str, prefix: str, last_seq: int,
-                       counts: dict[str, int]) -> AsyncIterator[tuple[int, CloudEvent]]:
-    """Every valid event of ``stream`` up to ``last_seq``, in stream order."""
-    if last_seq == 0:
-        return
-    sub = await js.pull_subscribe(
-        f"{prefix}.>", stream=stream,
-        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE,
-                              inactive_threshold=60, mem_storage=True),
-    )
-    info = await sub.consumer_info()
-    try:
-        while True:
-            try:
-                msgs = await sub.fetch(512, timeout=5)
-            except NatsTimeoutError:
-                return
-            for m in msgs:
-                seq = m.metadata.sequence.stream
-                if seq > last_seq:
-                    return
-                try:
-                    yield seq, parse_event(m.data)
-                except InvalidEvent:
-                    counts["invalid"] += 1  # dead-lettered when first consumed
-                if seq == last_seq:
-                    return
-    finally:
-        await sub.unsubscribe()
-        await js.delete_consumer(stream, info.name)
-
-
 def _clear(session: Session) -> None:
     session.exec(delete(Ride))
     session.exec(update(Driver).values(
@@ -106,10 +77,11 @@ async def rebuild_projections(
     db: Database, js: JetStreamContext,
     progress: Callable[[int, int], None] | None = None,
 ) -> RebuildResult:
-    """Rebuild the read models from RIDES and DRIVERS as the module says; ``progress``
-    is told the events applied so far and how many there are in all."""
+    """Rebuild the read models from the event log as the module says; ``progress`` is
+    told the events applied so far and how many there are in all."""
     specs = Projectors(db).specs()
     last = {s.stream: (await js.stream_info(s.stream)).state.last_seq for s in specs}
+    up_to = await db.read(log.last_position)  # after the streams' ends: see the module
     for spec in specs:
         for durable, _ in durable_names(spec):
             try:
@@ -118,69 +90,44 @@ async def rebuild_projections(
                 pass
     await db.write(_clear)
 
-    total = 0
-    for stream in last:
-        total += (await js.stream_info(stream)).state.messages
-    counts = {"invalid": 0, "RIDES": 0, "DRIVERS": 0}
+    total = await db.read(lambda s: log.count(s, up_to=up_to))
+    counts = {"invalid": 0, log.RIDES: 0, log.DRIVERS: 0}
 
     def applied(done: int) -> None:
         if progress:
             progress(done, total)
 
-    await _replay(db, js, last, counts, applied)
+    await _replay(db, up_to, counts, applied)
 
     for spec in specs:
         await ensure_consumers(js, spec, start_after=last[spec.stream])
     rides = await db.read(lambda s: s.exec(select(func.count()).select_from(Ride)).one())
-    return RebuildResult(counts["RIDES"], counts["DRIVERS"], counts["invalid"], rides)
+    return RebuildResult(counts[log.RIDES], counts[log.DRIVERS], counts["invalid"], rides)
 
 
-async def _replay(db: Database, js: JetStreamContext, last: dict[str, int],
-                  counts: dict[str, int], applied: Callable[[int], None]) -> None:
-    """Apply every event of RIDES and DRIVERS up to ``last``, merged in publication-time
-    order, ``BATCH`` to a transaction; ``counts`` each stream's events and the invalid
-    ones skipped; ``applied`` is told how many are applied after each batch and at the
-    end."""
-    async def tagged(stream: str, prefix: str) -> AsyncIterator[Tagged]:
-        async for seq, event in _read_stream(js, stream, prefix, last[stream], counts):
-            yield (event.time, stream, seq), event
+async def _replay(db: Database, up_to: int, counts: dict[str, int],
+                  applied: Callable[[int], None]) -> None:
+    """Apply every ride and driver event of the log up to position ``up_to``, in
+    position order, ``BATCH`` to a transaction; ``counts`` each family's events and the
+    invalid ones skipped; ``applied`` is told how many are applied after each batch and
+    at the end."""
+    def invalid(position: int, subject: str, error: InvalidEvent) -> None:
+        counts["invalid"] += 1  # dead-lettered when first consumed
 
-    merged = _merge(tagged("DRIVERS", "drivers"), tagged("RIDES", "rides"))
-    batch: list[tuple[str, CloudEvent]] = []
     done = 0
-    async for (_, stream, _seq), event in merged:
-        batch.append((stream, event))
-        counts[stream] += 1
-        if len(batch) >= BATCH:
-            await db.write(partial(_apply, batch=batch))
-            done += len(batch)
-            batch = []
-            applied(done)
-    if batch:
-        await db.write(partial(_apply, batch=batch))
-        done += len(batch)
+    async for batch in log.replay(db, up_to=up_to, on_invalid=invalid, batch=BATCH):
+        events = [event for _, event in batch]
+        await db.write(partial(_apply, batch=events))
+        for event in events:
+            counts[log.RIDES if event.type.startswith("ride.") else log.DRIVERS] += 1
+        done += len(events)
+        applied(done)
     applied(done)
 
 
-def _apply(session: Session, batch: list[tuple[str, CloudEvent]]) -> None:
-    for stream, event in batch:
-        if stream == "RIDES":
+def _apply(session: Session, batch: list[CloudEvent]) -> None:
+    for event in batch:
+        if event.type.startswith("ride."):
             project_ride_event(session, event, rebuilding=True)
         else:
             project_driver_event(session, event, rebuilding=True)
-
-
-async def _merge(*sources: AsyncIterator[Tagged]) -> AsyncIterator[Tagged]:
-    """Merge already-ordered async streams of (key, item) by key."""
-    iters = list(sources)
-    heap: list[tuple[SortKey, int, CloudEvent]] = []
-    for i, it in enumerate(iters):
-        first = await anext(it, None)
-        if first is not None:
-            heapq.heappush(heap, (first[0], i, first[1]))
-    while heap:
-        key, i, item = heapq.heappop(heap)
-        yield key, item
-        nxt = await anext(iters[i], None)
-        if nxt is not None:
-            heapq.heappush(heap, (nxt[0], i, nxt[1]))

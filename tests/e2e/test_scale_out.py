@@ -21,13 +21,13 @@ from sqlmodel import select
 
 from api.auth import issue_token
 from domain.status import RideStatus
-from events.history import ride_history
 from infra.config import Settings
 from ridehail.ops.audit import run_audit
 from ridehail.processes.components import runtime
 from ridehail.processes.devservers import answering
 from store.tables import LedgerEntry
 from tests.conftest import POSTGRES_URL
+from tests.support.ridestream import ride_history
 from tests.support.servers import free_port
 from tests.support.stack import eventually, reset_streams, terminate_running
 

@@ -1,6 +1,7 @@
 """Live streams, read as a plain SSE client reads them: a ride's events (history, then
-live, ending with the ride; resumable by ``Last-Event-ID``), a driver's offers as they
-are made, and nothing left behind on NATS by clients that go away."""
+live, ending with the ride; each event's id its position in the event log, resumable by
+``Last-Event-ID``), a driver's offers as they are made, and nothing left behind on NATS
+by clients that go away."""
 
 from __future__ import annotations
 
@@ -8,14 +9,27 @@ import asyncio
 import time
 from typing import Any
 
+from sqlmodel import col, select
+
 from domain.status import RideStatus
+from events import catalog as c
+from events.envelope import new_event
+from events.outbox import publish, stage
 from infra.config import Settings
 from ridehail.load.apiclient import SseEvent, sse_events
+from store.tables import OutboxEvent
 from tests.support.stack import Stack, eventually, running_stack
 
 PICKUP = {"lat": 40.75, "lng": -73.99}
 DROPOFF = {"lat": 40.76, "lng": -73.97}
 TERMINAL = {"ride.completed", "ride.cancelled", "ride.failed"}
+
+
+def logged(stack: Stack, ride_id: str) -> list[tuple[int, str]]:
+    """The ride's events in the outbox: (position, event id), in position order."""
+    return stack.query(lambda s: [(r.position or 0, r.event_id) for r in s.exec(
+        select(OutboxEvent).where(OutboxEvent.aggregate_id == ride_id)
+        .order_by(col(OutboxEvent.position)))])
 
 
 def sse_headers(stack: Stack, role: str, sub: str, **extra: str) -> dict[str, str]:
@@ -73,8 +87,11 @@ async def test_ride_stream_is_history_then_live_until_the_end(stack: Stack) -> N
     assert types[0] == "ride.requested" and types[-1] == "ride.cancelled", types
     assert "ride.cancellation_requested" in types and "ride.payment_voided" in types
     assert len(set(types) & TERMINAL) == 1
-    seqs = [int(e.id or 0) for e in received]
-    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs) and seqs[0] > 0
+    positions = [int(e.id or 0) for e in received]
+    assert positions == sorted(positions) and len(set(positions)) == len(positions)
+    # each event's id is its position in the ride's event log (the outbox)
+    assert list(zip(positions, [e.json()["id"] for e in received], strict=True)) == \
+        logged(stack, ride_id)
     for e in received:
         ce = e.json()
         assert ce["type"] == e.event and ce["subject"] == ride_id
@@ -105,6 +122,50 @@ async def test_ride_stream_is_history_then_live_until_the_end(stack: Stack) -> N
                              headers=sse_headers(stack, "rider", "ben"))
     assert r.status_code == 404
     assert r.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_live_events_published_without_their_position(stack: Stack) -> None:
+    """A message without the position header (an older publisher's, a redriven dead
+    letter's): its position is looked up in the event log; one already sent is not
+    sent again, and one not in the log is not part of the ride's history."""
+    await stack.call("PUT", "/v1/drivers/me", "driver", "dora", want=200, json={
+        "name": "Dora", "vehicle": {"make": "Kia", "model": "Niro", "plate": "D-1"}})
+    ride_id = await request_ride(stack, "ann")  # no driver online: it stays matching
+    await stack.wait_status(ride_id, "ann", RideStatus.MATCHING)
+    received: list[SseEvent] = []
+    async with asyncio.timeout(30):
+        async with stack.http.stream("GET", f"/v1/rides/{ride_id}/events",
+                                     headers=sse_headers(stack, "rider", "ann")) as r:
+            events = sse_events(r)
+            received += [await anext(events), await anext(events)]
+            assert [e.event for e in received] == ["ride.requested", "ride.payment_authorized"]
+            requested = received[0].data.encode()
+            # the request again, as a redrive publishes it (no position), and an event
+            # that is in no log at all
+            await stack.rt.js.publish(f"rides.{ride_id}.requested", requested,
+                                      headers={"Nats-Msg-Id": "copy-of-the-request"})
+            stray = new_event("ride.offer_expired", c.OfferExpired(
+                ride_id=ride_id, driver_id="dora", offer_id="nowhere"),
+                source="test", subject=ride_id)
+            await stack.rt.js.publish(stray.nats_subject, stray.to_json(),
+                                      headers={"Nats-Msg-Id": stray.id})
+            # an event in the log, published without its position (an older publisher)
+            late = new_event("ride.offer_expired", c.OfferExpired(
+                ride_id=ride_id, driver_id="dora", offer_id="older"),
+                source="test", subject=ride_id)
+            [row] = await stack.db.write(lambda s: stage(s, [late]))
+            await publish(stack.rt.js, row.subject, row.body.encode(), row.event_id)
+            async with asyncio.timeout(5):  # from the live tail, not a later re-read
+                nxt = await anext(events)
+            assert (nxt.json()["id"], nxt.id) == (late.id, str(row.position))
+            received.append(nxt)
+            await stack.call("POST", f"/v1/rides/{ride_id}/cancel", "rider", "ann", want=202)
+            async for event in events:
+                received.append(event)
+    ids = [e.json()["id"] for e in received]
+    assert len(ids) == len(set(ids)) and stray.id not in ids
+    assert received[-1].event == "ride.cancelled"
+    assert [(int(e.id or 0), e.json()["id"]) for e in received] == logged(stack, ride_id)
 
 
 async def test_ride_stream_ends_when_the_ride_fails(stack: Stack) -> None:

@@ -20,7 +20,6 @@ from domain.status import RideStatus
 from events.consumer import ConsumerRunner, ConsumerSpec
 from events.dlq import list_dead_letters, redrive
 from events.envelope import CloudEvent
-from events.history import ride_history
 from events.lag import all_caught_up
 from events.outbox import Outbox
 from events.streams import ensure_streams
@@ -28,6 +27,7 @@ from infra.config import Settings
 from ridehail.processes.components import consumer_specs
 from store.tables import OutboxEvent, ProcessedEvent
 from tests.support.rides import DROPOFF, PICKUP, driver_online, raw_event, wait_offer
+from tests.support.ridestream import ride_history
 from tests.support.servers import RestartableNats
 from tests.support.stack import Stack, eventually, running_stack
 

@@ -23,10 +23,10 @@ from temporalio.worker import Worker
 from activities import build_activities
 from domain.geo import Point
 from domain.payments import hold_cents
-from events.history import ride_history
 from infra.config import Settings
 from store.quotes import make_quote
 from tests.support.rides import ledger
+from tests.support.ridestream import ride_history
 from tests.support.stack import Stack, running_stack
 from workflows.contract import Step
 from workflows.types import AuthorizeRequest, CaptureRequest, FareQuote, QuoteRequest, SettleRequest

@@ -16,7 +16,6 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.converter import decode_typed_search_attributes
 
 from domain.status import RideStatus
-from events.history import ride_history
 from ridehail.load.apiclient import Api
 from ridehail.load.scenarios import (
     Scene,
@@ -28,6 +27,7 @@ from ridehail.load.scenarios import (
 from ridehail.ops.replay import load_history, replay_files
 from tests.support.histories import patches, recorded
 from tests.support.rides import activity_runs, step_runs
+from tests.support.ridestream import ride_history
 from tests.support.stack import Stack
 from workflows.contract import Step
 from workflows.patches import COMMITTED_FACTS, LOCAL_BOOKKEEPING, RELEASE_BEFORE_CAPTURE

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from nats.js import JetStreamContext
 
-from events.history import ride_history
+from tests.support.ridestream import ride_history
 
 
 async def dead_letter(js: JetStreamContext, ride_id: str, event_type: str,

@@ -24,6 +24,7 @@ from domain.geo import Point
 from domain.pricing import estimate_trip, fare_cents
 from domain.status import FINAL, RideStatus
 from store.tables import Driver, LedgerEntry, Offer
+from tests.support.ridestream import ride_history
 from tests.support.stack import Stack, eventually
 from workflows.types import RideOutcome
 
@@ -100,14 +101,15 @@ async def answer(stack: Stack, ride_id: str, driver: str, verb: str) -> None:
 
 async def offered(stack: Stack, ride_id: str, driver: str, rider: str = "r1") -> None:
     """Wait until ``driver`` holds an open offer of the ride *and* its ride.driver_offered
-    is on the stream: the offer is visible the moment it commits, its event a moment
-    later, and a driver's answer sent in between would be published before it."""
+    is on the stream: the offer is visible the moment it commits (and its event in the
+    ride's history, the event log), its message a moment later, and a driver's answer
+    sent in between would be published before it."""
     await wait_offer(stack, driver, ride_id)
 
     async def published() -> bool:
         return any(
-            e["type"] == "ride.driver_offered" and e["data"]["driver_id"] == driver
-            for e in await events(stack, ride_id, rider)
+            e.type == "ride.driver_offered" and e.data["driver_id"] == driver
+            for _, e in await ride_history(stack.rt.js, ride_id)
         )
 
     await eventually(published, f"ride.driver_offered to {driver} on the stream")
