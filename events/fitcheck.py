@@ -7,6 +7,13 @@ strand events is never run on: with ``repair`` the check creates what is missing
 updates in place what the server lets it, then looks again; whatever still differs is a
 finding that names the stream or consumer, the field, what was found, what is needed and
 how to fix it (``ridehail streams migrate``, or deleting it).
+
+One change the server would make in place is left to ``ridehail streams migrate``:
+shortening a stream's age limit (``RIDEHAIL_STREAM_KEEP_S`` below what ``RIDES`` or
+``DRIVERS`` keeps, or a stream from before the limit, which keeps everything). The server
+deletes at once what the shorter limit no longer keeps, whoever has not read it yet; the
+migration does it only once every durable has acknowledged those events, and a process
+starting with a mistyped setting never does it at all.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, ConsumerInfo, StreamConfig, StreamInfo
 from nats.js.errors import APIError, NotFoundError
 
-from events.streams import stream_configs, stream_name
+from events.streams import STREAM_KEEP_S, stream_configs, stream_name
 from events.topology import CONSUMER_GROUPS, ConsumerGroup
 
 log = logging.getLogger(__name__)
@@ -36,6 +43,8 @@ MIN_NATS_VERSION = (2, 10, 0)
 FEATURES = "stream subject transforms with partition(), which partition RIDES and DRIVERS"
 
 MIGRATE = "run `ridehail streams migrate` (it keeps the messages)"
+SHORTEN = ("run `ridehail streams migrate` (it shortens the age limit once every durable "
+           "has acknowledged the events that deletes; the database's outbox keeps them all)")
 
 
 @dataclass
@@ -156,6 +165,10 @@ def _seconds(value: Any) -> str:
     return f"{int(v)}s" if v.is_integer() else f"{v}s"
 
 
+def _age(value: Any) -> str:
+    return _seconds(value) if value else "unlimited"
+
+
 def _enum(value: Any) -> str:
     return str(getattr(value, "value", value))
 
@@ -169,7 +182,7 @@ def stream_fields(cfg: StreamConfig) -> dict[str, str]:
         "storage": _enum(cfg.storage),
         "discard": _enum(cfg.discard),
         "num_replicas": str(cfg.num_replicas or 1),
-        "max_age": _seconds(cfg.max_age),
+        "max_age": _age(cfg.max_age),
         "max_msgs": str(_limit(cfg.max_msgs)),
         "max_bytes": str(_limit(cfg.max_bytes)),
         "max_msgs_per_subject": str(_limit(cfg.max_msgs_per_subject)),
@@ -184,6 +197,22 @@ def stream_differences(declared: StreamConfig, found: StreamConfig) -> list[tupl
     """(field, found, needed) for each field that differs."""
     want, have = stream_fields(declared), stream_fields(found)
     return [(k, have[k], want[k]) for k in want if have[k] != want[k]]
+
+
+def shortens_age(declared: StreamConfig, found: StreamConfig) -> bool:
+    """Whether giving the stream its declared age limit would delete events at once: it
+    keeps them longer than declared, or for good."""
+    want, have = float(declared.max_age or 0), float(found.max_age or 0)
+    return want > 0 and (have == 0 or have > want)
+
+
+def in_place_update(declared: StreamConfig, found: StreamConfig) -> StreamConfig:
+    """What the fit-check asks the server to change in place: the declared configuration,
+    with an age limit that would shorten left as found (``ridehail streams migrate``'s
+    to change). The declared duplicate window fits under either limit."""
+    if not shortens_age(declared, found):
+        return declared
+    return dataclasses.replace(declared, max_age=found.max_age)
 
 
 def is_partitioned(cfg: StreamConfig) -> bool:
@@ -239,12 +268,14 @@ async def check_stream(js: JetStreamContext, declared: StreamConfig, report: Fit
             assert info is not None
             return stream_differences(declared, info.config)
 
+        update = in_place_update(declared, info.config)
         diffs = await _update_in_place(report, target, diffs,
-                                       lambda: js.update_stream(declared), recheck)
+                                       lambda: js.update_stream(update), recheck)
     for field_name, found, needed in diffs:
         report.findings.append(Finding(
             target, field_name, found, needed,
-            f"{MIGRATE}, or delete the stream (`nats stream rm {name}`; "
+            SHORTEN if field_name == "max_age" and shortens_age(declared, info.config)
+            else f"{MIGRATE}, or delete the stream (`nats stream rm {name}`; "
             "its events are lost)"))
     if is_partitioned(info.config) and is_partitioned(declared):
         stranded = await count_stranded(js, declared)
@@ -319,23 +350,25 @@ async def check_group(js: JetStreamContext, group: ConsumerGroup, report: FitRep
 # -- the whole check -------------------------------------------------------------------
 
 async def fit_check(nc: NATS, js: JetStreamContext, *, replicas: int = 1,
-                    repair: bool = True) -> FitReport:
-    """Check the server, the streams and the durable consumers. With ``repair``, create
-    what is missing and update in place what differs where the server allows."""
+                    keep_s: float = STREAM_KEEP_S, repair: bool = True) -> FitReport:
+    """Check the server, the streams (``keep_s``: how long RIDES and DRIVERS keep an
+    event) and the durable consumers. With ``repair``, create what is missing and update
+    in place what differs where the server allows, but for an age limit to shorten."""
     report = FitReport(servers=_servers(nc))
     await check_server(nc, js, report)
     if not report.server_fits:
         return report  # streams on a server that cannot hold them are beside the point
-    for declared in stream_configs(replicas):
+    for declared in stream_configs(replicas, keep_s):
         await check_stream(js, declared, report, repair)
     for group in CONSUMER_GROUPS:
         await check_group(js, group, report, repair)
     return report
 
 
-async def require_fit(nc: NATS, js: JetStreamContext, *, replicas: int = 1) -> FitReport:
+async def require_fit(nc: NATS, js: JetStreamContext, *, replicas: int = 1,
+                      keep_s: float = STREAM_KEEP_S) -> FitReport:
     """The fit-check with repair; raises ``NatsUnfit`` if anything still differs."""
-    report = await fit_check(nc, js, replicas=replicas, repair=True)
+    report = await fit_check(nc, js, replicas=replicas, keep_s=keep_s, repair=True)
     for line in report.done:
         log.info("NATS: %s", line)
     if not report.ok:

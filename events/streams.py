@@ -5,6 +5,12 @@
 stable hash of the ride id. Ordered consumers keep one durable per partition with a
 single message in flight, so every event of a ride is applied in stream order however
 many processes share the consumer.
+
+The streams are a bounded transport, not the record: ``RIDES`` and ``DRIVERS`` keep an
+event for ``RIDEHAIL_STREAM_KEEP_S`` (a stream age limit), long enough for every durable
+to read it through any outage the window covers; a ride's history is read from the
+database's outbox table, which keeps every event. nats-server's memory then holds the
+window's rides, not every ride ever booked (docs/DEPLOY.md, sizing).
 """
 
 from __future__ import annotations
@@ -21,9 +27,26 @@ from nats.js.errors import NotFoundError
 
 from events.envelope import PARTITIONS
 
-# JetStream drops a message whose Nats-Msg-Id it has seen within this window. The outbox
-# relay retries an unconfirmed publish within seconds, so an hour is ample.
-DUPLICATE_WINDOW_S = 3600.0
+# How long RIDES and DRIVERS keep an event unless RIDEHAIL_STREAM_KEEP_S says otherwise.
+STREAM_KEEP_S = 86400.0
+NOTIFICATIONS_KEEP_S = 30 * 86400.0
+# JetStream drops a message whose Nats-Msg-Id it has seen within this window, and keeps
+# every id of the window in memory (about 200 bytes each). The outbox's copies are what it
+# is for: a row whose PubAck was lost is published again by the relay within seconds (a
+# pass every second over rows older than 2 s, 5 s to wait for each PubAck) once NATS and
+# the database answer, so the window covers the longest broker stall ridehail is tested
+# through (nats-server frozen for 180 s, `ridehail chaos`) with room to spare. A copy
+# published later still is stored twice, and every consumer skips it by its event id.
+DUPLICATE_WINDOW_S = 300.0
+# The dead letters' window: a consumer whose ack after dead-lettering was lost
+# dead-letters the message again, under the same id, when it comes back. Few messages.
+DLQ_DUPLICATE_WINDOW_S = 3600.0
+
+
+def duplicate_window(keep_s: float) -> float:
+    """The duplicate window of a stream that keeps a message ``keep_s`` (0: no limit):
+    JetStream refuses a window longer than the stream's age limit."""
+    return DUPLICATE_WINDOW_S if keep_s <= 0 else min(DUPLICATE_WINDOW_S, keep_s)
 
 
 def _partitioned(prefix: str) -> SubjectTransform:
@@ -40,32 +63,44 @@ def stream_name(config: StreamConfig) -> str:
     return config.name
 
 
-def stream_configs(replicas: int = 1) -> list[StreamConfig]:
-    def cfg(name: str, prefix: str, *, partitioned: bool, max_age_s: float = 0) -> StreamConfig:
+def stream_configs(replicas: int = 1, keep_s: float = STREAM_KEEP_S) -> list[StreamConfig]:
+    """The declared streams: ``RIDES`` and ``DRIVERS`` keep an event ``keep_s`` seconds
+    (``RIDEHAIL_STREAM_KEEP_S``), ``NOTIFICATIONS`` 30 days, ``DLQ`` until each dead letter
+    is redriven or discarded."""
+    if keep_s <= 0:
+        raise ValueError(f"RIDES and DRIVERS must keep an event for some time, not {keep_s}s")
+
+    def cfg(name: str, prefix: str, *, partitioned: bool, max_age_s: float = 0,
+            window_s: float | None = None) -> StreamConfig:
         return StreamConfig(
             name=name,
             subjects=[f"{prefix}.>"],
             storage=StorageType.FILE,
-            retention=RetentionPolicy.LIMITS,  # history kept for replay and rebuilds
+            retention=RetentionPolicy.LIMITS,  # kept for the window, whoever has read it
             discard=DiscardPolicy.OLD,
             max_age=max_age_s,
-            duplicate_window=DUPLICATE_WINDOW_S,
+            duplicate_window=duplicate_window(max_age_s) if window_s is None else window_s,
             subject_transform=_partitioned(prefix) if partitioned else None,
             num_replicas=replicas,
         )
 
     return [
-        cfg("RIDES", "rides", partitioned=True),
-        cfg("DRIVERS", "drivers", partitioned=True),
-        cfg("NOTIFICATIONS", "notifications", partitioned=False, max_age_s=30 * 86400),
-        cfg("DLQ", "dlq", partitioned=False),
+        cfg("RIDES", "rides", partitioned=True, max_age_s=keep_s),
+        cfg("DRIVERS", "drivers", partitioned=True, max_age_s=keep_s),
+        cfg("NOTIFICATIONS", "notifications", partitioned=False,
+            max_age_s=NOTIFICATIONS_KEEP_S),
+        cfg("DLQ", "dlq", partitioned=False, window_s=DLQ_DUPLICATE_WINDOW_S),
     ]
 
 
-async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
+async def ensure_streams(js: JetStreamContext, replicas: int = 1,
+                         keep_s: float = STREAM_KEEP_S) -> None:
     """Create each stream, or update it to the current configuration (replicas
-    included: JetStream changes them in place); safe to repeat."""
-    for config in stream_configs(replicas):
+    included: JetStream changes them in place); safe to repeat. For tests and tools on
+    a server of their own: it shortens an age limit at once, deleting what the shorter
+    one no longer keeps, where the components' fit-check leaves that to
+    ``ridehail streams migrate``."""
+    for config in stream_configs(replicas, keep_s):
         try:
             await js.stream_info(stream_name(config))
         except NotFoundError:

@@ -3,10 +3,10 @@ sizing).
 
 Starts a nats-server of its own for each case (JetStream, a temporary store, a free
 loopback port), creates ``RIDES`` exactly as ridehail does (events.streams: file storage,
-limits retention, the one-hour duplicate window, the partitioning transform), publishes
-``--messages`` CloudEvent-sized messages (800 bytes) 64 at a time, and reports the
-server's resident memory before and after, and again after ``--idle`` seconds without
-traffic. The cases tell the parts apart:
+limits retention, a day's age limit, the 5-minute duplicate window, the partitioning
+transform), publishes ``--messages`` CloudEvent-sized messages (800 bytes) 64 at a time,
+and reports the server's resident memory before and after, and again after ``--idle``
+seconds without traffic. The cases tell the parts apart:
 
 - ``ridehail``: every message on a subject of its own (``rides.<ride id>.<event>``) with
   a ``Nats-Msg-Id`` — what the outbox publishes;

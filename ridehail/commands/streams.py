@@ -31,6 +31,8 @@ app = typer.Typer(help="The JetStream streams and consumers ridehail declares.",
 
 BACKUPS = "stream-backups"
 CONNECT_TIMEOUT_S = 10.0
+DEFAULT_WAIT_S = 60.0
+MAX_WAIT_S = 540.0  # the whole command is given 600 s
 out = Console(highlight=False, soft_wrap=True)  # the reports, on stdout
 
 
@@ -44,7 +46,8 @@ def check(as_json: AsJson = False) -> None:
     s = settings_or_exit()
 
     async def run(nc: NATS) -> FitReport:
-        return await fit_check(nc, nc.jetstream(), replicas=s.stream_replicas, repair=False)
+        return await fit_check(nc, nc.jetstream(), replicas=s.stream_replicas,
+                               keep_s=s.stream_keep_s, repair=False)
 
     report = _connected(s, "streams-check", run)
     if as_json:
@@ -59,18 +62,26 @@ def migrate(
     force: Annotated[bool, typer.Option(
         "--force", help="even while consumers are pulling (they may see events twice)")
     ] = False,
+    wait: Annotated[float, typer.Option(
+        "--wait", min=0, max=MAX_WAIT_S,
+        help="seconds to wait for durables to acknowledge what a shorter "
+             "RIDEHAIL_STREAM_KEEP_S deletes")] = DEFAULT_WAIT_S,
+    as_json: AsJson = False,
 ) -> None:
     """Bring the streams and durable consumers to the declared configuration: in place
     where NATS allows, otherwise by rewriting the stream in order (a backup of every
     message is written to <data dir>/stream-backups first). Stop the ridehail
-    components first."""
+    components first, but to shorten how long RIDES and DRIVERS keep an event
+    (RIDEHAIL_STREAM_KEEP_S): that waits for every durable to acknowledge what it
+    deletes, and the consumers may run meanwhile."""
     from events.migrate_streams import ComponentsRunning, migrate
 
     s = settings_or_exit()
 
     async def run(nc: NATS) -> MigrationResult:
         return await migrate(nc, nc.jetstream(), replicas=s.stream_replicas,
-                             backup_dir=s.data_dir / BACKUPS, force=force,
+                             keep_s=s.stream_keep_s, backup_dir=s.data_dir / BACKUPS,
+                             force=force, wait_s=wait,
                              say=lambda line: console.print(line, soft_wrap=True))
 
     try:
@@ -78,7 +89,10 @@ def migrate(
     except ComponentsRunning as e:
         console.print(f"[red]error:[/] {e}", soft_wrap=True)
         raise typer.Exit(2) from None
-    _print_migration(result)
+    if as_json:
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        _print_migration(result)
     raise typer.Exit(0 if result.ok else 1)
 
 
@@ -102,10 +116,23 @@ def _print_migration(result: MigrationResult) -> None:
         out.print(f"removed with its stream (not declared by ridehail): {line}")
     for path in result.backups:
         out.print(f"backup: {Path(path).resolve()}")
+    for name, what in result.shortened.items():
+        out.print(f"age limit of {name}: {what}")
+    for behind in result.behind:
+        out.print(f"  [red]behind[/] {escape(str(behind))}", soft_wrap=True)
+    if result.behind:
+        from events.migrate_streams import keeping
+
+        out.print("  let the consumers catch up, then migrate again (or give it longer: "
+                  "--wait). Consumers that cannot start on these streams start with "
+                  f"RIDEHAIL_STREAM_KEEP_S={keeping(result.behind)}, which keeps every event "
+                  "they need: migrate to it, run them until they catch up, then migrate to "
+                  "the window you want", soft_wrap=True)
     _print_report(result.after)
     if not result.ok:
-        out.print("[red]could not migrate:[/] the findings above need a hand "
-                  "(or a newer nats-server)")
+        out.print("[red]could not migrate:[/] " + (
+            "the durables above are behind" if result.behind
+            else "the findings above need a hand (or a newer nats-server)"))
 
 
 def _connected(s: Settings, name: str, run: Callable[[NATS], Awaitable[T]]) -> T:

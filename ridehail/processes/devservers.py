@@ -215,6 +215,8 @@ class DevStack:
             await self._nats()
             await self._temporal()
             await asyncio.gather(*(s.wait_ready() for s in self.started))
+            if any(s.name == "nats-server" for s in self.started):
+                await shorten_own_streams(self.settings, self.say)
             client = await connect_temporal_when_up(self.settings)
             await prepare_temporal(client, self.settings.temporal_namespace,
                                    self.settings.temporal_address, register_namespace=True)
@@ -347,9 +349,40 @@ async def probe_nats(settings: Settings) -> FitReport:
         return report
     try:
         return await fit_check(nc, nc.jetstream(), replicas=settings.stream_replicas,
-                               repair=True)
+                               keep_s=settings.stream_keep_s, repair=True)
     finally:
         await nc.close()
+
+
+async def shorten_own_streams(settings: Settings, say: Callable[[str], None]) -> None:
+    """On a nats-server ``ridehail dev`` started on its data dir, whose consumers are its
+    own, do what ``ridehail streams migrate`` does for a shorter RIDEHAIL_STREAM_KEEP_S (a
+    store from before the limit keeps everything): shorten the streams' age limit where
+    every durable has acknowledged what that deletes. A durable behind stops the start,
+    saying what keeps its events until it catches up."""
+    from nats.aio.client import Client as NATS
+
+    from events.migrate_streams import keeping, shorten_ages
+    from events.streams import stream_configs
+
+    nc = NATS()
+    await nc.connect(servers=settings.nats_servers, connect_timeout=3, allow_reconnect=False,
+                     **settings.nats_connect_options())
+    try:
+        js = nc.jetstream()
+        report = await fit_check(nc, js, replicas=settings.stream_replicas,
+                                 keep_s=settings.stream_keep_s, repair=True)
+        _, behind = await shorten_ages(
+            js, report, stream_configs(settings.stream_replicas, settings.stream_keep_s),
+            wait_s=0, say=say)
+    finally:
+        await nc.close()
+    if behind:
+        raise DevStackError(
+            "the streams keep events longer than RIDEHAIL_STREAM_KEEP_S, and shortening "
+            f"that would delete events a durable has not read: {'; '.join(map(str, behind))}"
+            f". Start ridehail dev once with RIDEHAIL_STREAM_KEEP_S={keeping(behind)} (it "
+            "keeps them) until its consumers catch up, then with the value you want.")
 
 
 async def probe_temporal(settings: Settings) -> str | None:

@@ -1,7 +1,7 @@
 """The NATS fit-check against real servers: one without JetStream, Debian's 2.9 (where
 installed), a RIDES stream left without its partitioning transform, durables with the
-wrong configuration. Each is refused with what to do, or migrated, and rides run
-afterwards."""
+wrong configuration, streams from before the age limit. Each is refused with what to do,
+or migrated, and rides run afterwards; an event leaves RIDES once its window is over."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from pathlib import Path
 import nats
 import pytest
 from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy
 
 from events.catalog import Point, RideRequested
@@ -24,11 +25,17 @@ from events.envelope import new_event
 from events.fitcheck import NatsUnfit, fit_check, parse_version
 from events.migrate_streams import migrate
 from events.streams import stream_configs
-from events.topology import WORKFLOW_TRIGGER
+from events.topology import RIDE_PROJECTOR, WORKFLOW_TRIGGER
 from infra.config import Settings
 from infra.connections import connect_temporal
 from ridehail.processes.components import runtime
-from ridehail.processes.devservers import DevStack, DevStackError, ServerProcess, binary
+from ridehail.processes.devservers import (
+    DevStack,
+    DevStackError,
+    ServerProcess,
+    binary,
+    shorten_own_streams,
+)
 from ridehail.processes.devstack import ridehail_command
 from ridehail.processes.temporalcheck import missing_search_attributes, namespace_exists
 from tests.support.servers import free_port
@@ -263,6 +270,174 @@ async def test_durables_with_another_configuration_are_fixed_or_refused(
         r = await stack.call("POST", "/v1/rides", "rider", "fit-rider", want=202, json={
             "pickup": {"lat": 40.75, "lng": -73.99}, "dropoff": {"lat": 40.76, "lng": -73.97}})
         await _complete_with_driver(stack, r.json()["ride_id"], "fit-rider", "fit-driver-2")
+
+
+async def _rides_messages(js: JetStreamContext) -> int:
+    return int((await js.stream_info("RIDES")).state.messages)
+
+
+async def test_an_event_leaves_rides_and_drivers_once_the_window_is_over(own_nats) -> None:
+    nc = await _connect(own_nats.url)
+    js = nc.jetstream()
+    try:
+        assert (await fit_check(nc, js, keep_s=2, repair=True)).ok
+        _, data, subject = _stranded_request("kept-rider")
+        await js.publish(subject, data)
+        await js.publish("drivers.d-kept.online", b"{}")
+        assert await _rides_messages(js) == 1
+
+        async def gone() -> bool:
+            drivers = (await js.stream_info("DRIVERS")).state.messages
+            return await _rides_messages(js) == 0 and drivers == 0
+
+        await eventually(gone, "the events leaving RIDES and DRIVERS", timeout=20)
+        assert (await js.stream_info("RIDES")).state.last_seq == 1  # deleted, not lost
+    finally:
+        await nc.close()
+
+
+async def _streams_as_0_2_made_them(js: JetStreamContext) -> None:
+    """RIDES and DRIVERS with no age limit and a one-hour duplicate window."""
+    for config in stream_configs():
+        await js.add_stream(dataclasses.replace(
+            config, duplicate_window=3600,
+            max_age=0 if config.name in ("RIDES", "DRIVERS") else config.max_age))
+
+
+async def test_a_stream_from_before_the_age_limit_is_refused_by_every_component(
+        own_nats, settings: Settings) -> None:
+    s = settings.model_copy(update={"nats_url": own_nats.url})
+    nc = await _connect(own_nats.url)
+    js = nc.jetstream()
+    try:
+        await _streams_as_0_2_made_them(js)
+        _, data, subject = _stranded_request("old-rider")
+        await js.publish(subject, data)
+        found = await fit_check(nc, js, keep_s=2, repair=True)
+        ages = {(f.target, f.field, f.found, f.needed) for f in found.findings}
+        assert ages == {("stream RIDES", "max_age", "unlimited", "2s"),
+                        ("stream DRIVERS", "max_age", "unlimited", "2s")}
+        assert "ridehail streams migrate" in found.findings[0].fix
+        assert any("duplicate_window" in line for line in found.done)  # that, in place
+        await asyncio.sleep(3)
+        assert await _rides_messages(js) == 1  # the check deleted nothing
+
+        # every component refuses to shorten it itself
+        with pytest.raises(NatsUnfit) as refused:
+            async with runtime(s, "test", temporal=False):
+                pass
+        assert ("stream RIDES: max_age is unlimited; needed 86400s. Fix: run `ridehail "
+                "streams migrate`") in str(refused.value)
+    finally:
+        await nc.close()
+
+
+async def test_migrate_shortens_the_age_limit_only_once_every_durable_has_the_events(
+        own_nats, tmp_path: Path) -> None:
+    nc = await _connect(own_nats.url)
+    js = nc.jetstream()
+    try:
+        await _streams_as_0_2_made_them(js)
+        durable, data = await _behind_durable(js, "behind-rider")
+        await asyncio.sleep(2.5)  # older than the window now
+
+        # the durable has not read it: migrate leaves the limit as it was, and says why
+        said: list[str] = []
+        result = await migrate(nc, js, replicas=1, keep_s=2, backup_dir=tmp_path,
+                               say=said.append)
+        assert not result.ok
+        assert [b.consumer for b in result.behind] == [f"RIDES > {durable}"]
+        assert "has not acknowledged sequence 1" in str(result.behind[0])
+        assert result.shortened["RIDES"].startswith("left at unlimited")
+        assert result.shortened["DRIVERS"] == "unlimited → 2s"  # nobody behind there
+        assert await _rides_messages(js) == 1
+
+        # it waits for the durable, which reads the event meanwhile
+        waiting = asyncio.create_task(migrate(nc, js, replicas=1, keep_s=2,
+                                              backup_dir=tmp_path, say=said.append,
+                                              wait_s=60))
+
+        async def waits() -> bool:
+            return any("waiting for 1 durable" in line for line in said)
+
+        await eventually(waits, "migrate waiting for the durable", timeout=20)
+        sub = await js.pull_subscribe_bind(durable=durable, stream="RIDES")
+        (msg,) = await sub.fetch(1, timeout=5)
+        assert msg.data == data
+        await msg.ack_sync()
+        result = await asyncio.wait_for(waiting, 60)
+        assert result.ok, result.after.explain()
+        assert result.shortened == {"RIDES": "unlimited → 2s"}
+        assert result.rewritten == {} and result.recreated == []
+        assert await _rides_messages(js) == 0
+        assert (await fit_check(nc, js, keep_s=2, repair=False)).ok
+    finally:
+        await nc.close()
+
+
+async def _behind_durable(js: JetStreamContext, rider: str) -> tuple[str, bytes]:
+    """A ride requested on RIDES, and the ride projector's durable of its partition,
+    which has not read it: (the durable, the event)."""
+    _, data, subject = _stranded_request(rider)
+    await js.publish(subject, data)
+    stored = next(iter((await js.stream_info("RIDES", subjects_filter="rides.>")
+                        ).state.subjects or {}))
+    durable, filter_subject = RIDE_PROJECTOR.durables()[int(stored.split(".")[1])]
+    await js.add_consumer("RIDES", RIDE_PROJECTOR.config(durable, filter_subject))
+    return durable, data
+
+
+async def test_dev_shortens_the_age_limit_of_its_own_nats_once_nothing_is_behind(
+        own_nats, settings: Settings) -> None:
+    # (model_copy does not validate: a keep of 2 s, below what the setting allows)
+    s = settings.model_copy(update={"nats_url": own_nats.url, "stream_keep_s": 2})
+    nc = await _connect(own_nats.url)
+    js = nc.jetstream()
+    try:
+        await _streams_as_0_2_made_them(js)
+        durable, _ = await _behind_durable(js, "dev-rider")
+        await asyncio.sleep(2.5)
+        said: list[str] = []
+        with pytest.raises(DevStackError) as refused:
+            await shorten_own_streams(s, said.append)
+        assert f"RIDES > {durable} has not acknowledged sequence 1" in str(refused.value)
+        assert "Start ridehail dev once with RIDEHAIL_STREAM_KEEP_S=7200" in str(refused.value)
+        assert await _rides_messages(js) == 1
+
+        sub = await js.pull_subscribe_bind(durable=durable, stream="RIDES")
+        await (await sub.fetch(1, timeout=5))[0].ack_sync()
+        await shorten_own_streams(s, said.append)
+        assert any(line.startswith("RIDES: keeps an event 2s now") for line in said), said
+        assert await _rides_messages(js) == 0
+        assert (await fit_check(nc, js, keep_s=2, repair=False)).ok
+    finally:
+        await nc.close()
+
+
+async def test_streams_migrate_moves_a_deployment_to_the_window(own_nats) -> None:
+    nc = await _connect(own_nats.url)
+    try:
+        await _streams_as_0_2_made_them(nc.jetstream())
+    finally:
+        await nc.close()
+    env = {**os.environ, "RIDEHAIL_NATS_URL": own_nats.url, "RIDEHAIL_STREAM_KEEP_S": "60"}
+
+    def ridehail(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(ridehail_command(*args), env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    check = await asyncio.to_thread(ridehail, "streams", "check", "--json")
+    assert check.returncode == 1, check.stderr
+    fields = {(f["target"], f["field"]) for f in json.loads(check.stdout)["findings"]}
+    assert ("stream RIDES", "max_age") in fields and ("stream RIDES", "duplicate_window") in fields
+    moved = await asyncio.to_thread(ridehail, "streams", "migrate", "--json")
+    assert moved.returncode == 0, moved.stderr
+    result = json.loads(moved.stdout)
+    assert result["ok"] and result["shortened"] == {"RIDES": "unlimited → 60s",
+                                                    "DRIVERS": "unlimited → 60s"}
+    assert "RIDES: keeps an event 60s now" in moved.stderr
+    check = await asyncio.to_thread(ridehail, "streams", "check")
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 def test_streams_migrate_refuses_an_unreachable_server() -> None:

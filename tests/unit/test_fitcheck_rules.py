@@ -5,22 +5,27 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 from nats.js.api import AckPolicy, StorageType
+from pydantic import ValidationError
 
 from events.catalog import RIDE_COMMANDS
+from events.consumer import ConsumerSpec
 from events.consumers.notifier import Notifier
 from events.consumers.projectors import Projectors
 from events.consumers.trigger import WorkflowTrigger
 from events.fitcheck import (
     MIN_NATS_VERSION,
     consumer_differences,
+    in_place_update,
     parse_version,
+    shortens_age,
     stranded_filter,
     stream_differences,
 )
 from events.streams import stream_configs
-from events.topology import CONSUMER_GROUPS, NOTIFIER, RIDE_PROJECTOR, WORKFLOW_TRIGGER
-from infra.config import Settings
+from events.topology import ACK_WAIT_S, CONSUMER_GROUPS, NOTIFIER, RIDE_PROJECTOR, WORKFLOW_TRIGGER
+from infra.config import MIN_STREAM_KEEP_S, Settings
 
 
 def test_versions_compare_as_numbers() -> None:
@@ -87,3 +92,66 @@ def test_a_group_that_reads_some_types_filters_on_their_stored_subjects() -> Non
     # a group that reads every type keeps one filter subject
     durable, subject = RIDE_PROJECTOR.durables()[0]
     assert RIDE_PROJECTOR.config(durable, subject).filter_subject == "rides.0.>"
+
+
+def _by_name(keep_s: float = 86400) -> dict[str | None, tuple[float, float]]:
+    """Each declared stream's (age limit, duplicate window), for a keep of ``keep_s``."""
+    return {c.name: (c.max_age, c.duplicate_window) for c in stream_configs(keep_s=keep_s)}
+
+
+def test_rides_and_drivers_keep_an_event_for_the_setting_and_no_longer() -> None:
+    assert _by_name() == {
+        "RIDES": (86400, 300), "DRIVERS": (86400, 300),
+        "NOTIFICATIONS": (30 * 86400, 300),
+        "DLQ": (0, 3600),  # kept until redriven or discarded
+    }
+    # JetStream refuses a duplicate window longer than the age limit
+    assert _by_name(60)["RIDES"] == (60, 60)
+    assert _by_name(2)["DRIVERS"] == (2, 2)
+    with pytest.raises(ValueError, match="must keep an event"):
+        stream_configs(keep_s=0)
+
+
+def test_the_keep_setting_is_a_day_and_at_least_a_minute() -> None:
+    assert Settings().stream_keep_s == 86400
+    assert Settings(stream_keep_s=60).stream_keep_s == 60
+    for bad in (59, 0, -1, float("nan"), float("inf")):
+        with pytest.raises(ValidationError) as refused:
+            Settings(stream_keep_s=bad)
+        assert "stream_keep_s" in str(refused.value)
+    with pytest.raises(ValidationError, match=r"RIDEHAIL_STREAM_KEEP_S is 10: .* at least 60"):
+        Settings(stream_keep_s=10)
+
+
+def test_the_shortest_keep_outlasts_a_message_s_redeliveries_twice() -> None:
+    """A failing handler's message is redelivered after each delay of its backoff and
+    dead-lettered on its last delivery; one delivery lost with its process comes back
+    after the ack wait. The stream must still hold it meanwhile, with room to spare."""
+    spec = ConsumerSpec("x", "RIDES", "rides", handler=None)  # type: ignore[arg-type]
+    delays = [spec.backoff_s[min(n, len(spec.backoff_s) - 1)]
+              for n in range(spec.max_deliver - 1)]
+    assert MIN_STREAM_KEEP_S >= 2 * (sum(delays) + ACK_WAIT_S)
+
+
+def test_a_stream_from_before_the_age_limit_shortens_only_by_migration() -> None:
+    rides = next(c for c in stream_configs() if c.name == "RIDES")
+    as_0_2_made_it = dataclasses.replace(rides, max_age=0, duplicate_window=3600)
+    assert stream_differences(rides, as_0_2_made_it) == [
+        ("max_age", "unlimited", "86400s"), ("duplicate_window", "3600s", "300s")]
+    assert shortens_age(rides, as_0_2_made_it)
+    # in place: the window, not the age limit (that would delete events at once)
+    update = in_place_update(rides, as_0_2_made_it)
+    assert (update.max_age, update.duplicate_window) == (0, 300)
+    assert stream_differences(rides, update) == [("max_age", "unlimited", "86400s")]
+    # a longer limit than the setting, too
+    longer = dataclasses.replace(rides, max_age=7 * 86400)
+    assert shortens_age(rides, longer)
+    assert in_place_update(rides, longer).max_age == 7 * 86400
+
+
+def test_a_longer_age_limit_is_given_in_place() -> None:
+    rides = next(c for c in stream_configs() if c.name == "RIDES")
+    shorter = dataclasses.replace(rides, max_age=3600)
+    assert not shortens_age(rides, shorter)
+    assert in_place_update(rides, shorter) is rides
+    assert not shortens_age(rides, rides)
