@@ -10,7 +10,9 @@ the database does not.
 
 The counters are rows of ``rate_limit_hits``, one per key, counted in fixed windows by
 one ``INSERT … ON CONFLICT DO UPDATE … RETURNING`` (SQLite and PostgreSQL), so the
-limits hold across every API process behind a balancer. If the database cannot count,
+limits hold across every API process behind a balancer. A row is its key's latest
+window; housekeeping deletes the rows whose window has passed (``store.prune``,
+``RIDEHAIL_RATE_LIMIT_KEEP_S``), so no request pays for it. If the database cannot count,
 the request goes on: a limit must not turn a database hiccup into refusals of its own
 (the route itself then answers 503 if it needs the database).
 """
@@ -19,13 +21,12 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import Insert, case, delete
+from sqlalchemy import Insert, case
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Session, col
+from sqlmodel import Session
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.auth import remember_caller, verify
@@ -37,8 +38,6 @@ from store.tables import RateLimitHit
 log = logging.getLogger(__name__)
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-# About one request in this many also deletes rows of windows long past.
-SWEEP_ONE_IN = 500
 
 
 @dataclass(frozen=True)
@@ -104,15 +103,12 @@ def _count_statement(dialect: str) -> Insert:
     return stmt
 
 
-def count_hit(session: Session, key: str, window_start: int, window_s: int) -> int:
+def count_hit(session: Session, key: str, window_start: int) -> int:
     """Count one request on ``key`` in the window starting at ``window_start``; the
     number counted in that window so far, this one included."""
     dialect = session.get_bind().dialect.name
     hits = session.execute(_count_statement(dialect),
                            {"key": key, "window_start": window_start, "hits": 1}).scalar_one()
-    if random.randrange(SWEEP_ONE_IN) == 0:
-        session.execute(delete(RateLimitHit).where(
-            col(RateLimitHit.window_start) < window_start - window_s))
     return int(hits)
 
 
@@ -130,7 +126,7 @@ class RateLimiter:
         window_start = int(now // self.window_s) * self.window_s
         try:
             hits = await self.db.write(
-                lambda s: count_hit(s, limit.key, window_start, self.window_s))
+                lambda s: count_hit(s, limit.key, window_start))
         except Exception as e:  # noqa: BLE001 — see the module's docstring
             log.warning("rate limit not counted (%s): %r", limit.key, e)
             return None

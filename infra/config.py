@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypedDict
 from urllib.parse import urlparse
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:  # imported where used, at run time
@@ -26,6 +26,20 @@ MIN_JWT_SECRET_BYTES = 32
 # Secrets that may also come from a file: RIDEHAIL_<NAME>_FILE (Docker and Kubernetes
 # secrets are mounted as files). Setting both the variable and its _FILE is an error.
 SECRETS = ("jwt_secret", "nats_password", "nats_token", "temporal_api_key")
+# RIDES and DRIVERS keep an event at least this long (RIDEHAIL_STREAM_KEEP_S): twice the
+# longest a consumer may still need a message it is retrying when nothing else is wrong
+# (events.consumer: a failing handler's message is redelivered after 0.5, 1, 2, 5 and 10 s
+# and dead-lettered on its sixth delivery, and a delivery lost with its process comes
+# back after the 10 s ack wait: 28.5 s), so no window shorter deletes a message from
+# under a consumer's retries. Outages are what the window itself must cover.
+MIN_STREAM_KEEP_S = 60
+# A processed-event record is kept at least RIDEHAIL_STREAM_KEEP_S and this margin: its
+# event is redelivered only while the stream holds it, and the margin covers one in a
+# consumer's hands as it leaves the stream (a 10 s ack wait) and the clocks of the
+# machines that record and prune it.
+PROCESSED_MARGIN_S = 60
+# An Idempotency-Key answers a retry for at least a day, as payment APIs promise.
+MIN_IDEMPOTENCY_KEEP_S = 86400
 
 
 class SettingsError(RuntimeError):
@@ -59,6 +73,8 @@ class Settings(BaseSettings):
     matching_deadline_s: float = Field(120, gt=0)
     free_cancel_s: float = Field(120, ge=0)
     stream_replicas: int = Field(1, ge=1, le=5)
+    # how long RIDES and DRIVERS keep an event (the database's outbox keeps it for good)
+    stream_keep_s: float = Field(86400, allow_inf_nan=False)
     log_format: Literal["text", "json"] = "text"
     # Abuse limits (api.ratelimit, api.fanout): far above what a rider's or driver's app
     # does, well below what a script does. Counted per token subject, or per client
@@ -96,6 +112,47 @@ class Settings(BaseSettings):
     worker_metrics_port: int | None = Field(None, ge=0, le=65535)
     consumers_metrics_port: int | None = Field(None, ge=0, le=65535)
     relay_metrics_port: int | None = Field(None, ge=0, le=65535)
+    # Housekeeping (store.prune, CONTRACT.md section 6): how long each table that grows
+    # with traffic keeps a row, and how often the worker's schedule prunes them.
+    # processed_keep_s: unset, a week or the stream window and its margin if longer
+    processed_keep_s: float = Field(7 * 86400, allow_inf_nan=False)
+    idempotency_keep_s: float = Field(2 * 86400, allow_inf_nan=False)
+    rate_limit_keep_s: float = Field(3600, ge=0, allow_inf_nan=False)
+    offer_keep_s: float = Field(30 * 86400, ge=0, allow_inf_nan=False)
+    notification_keep_s: float = Field(30 * 86400, ge=0, allow_inf_nan=False)
+    trip_meter_keep_s: float = Field(30 * 86400, ge=0, allow_inf_nan=False)
+    prune_every_s: float = Field(3600, ge=60, allow_inf_nan=False)
+
+    @field_validator("stream_keep_s")
+    @classmethod
+    def _keeps_long_enough(cls, value: float) -> float:
+        if not value >= MIN_STREAM_KEEP_S:  # NaN too
+            raise ValueError(
+                f"RIDEHAIL_STREAM_KEEP_S is {value:g}: RIDES and DRIVERS must keep an event "
+                f"at least {MIN_STREAM_KEEP_S} seconds (longer than a consumer's "
+                "redeliveries take; the default, 86400, is a day)")
+        return value
+
+    @model_validator(mode="after")
+    def _lifetimes_long_enough(self) -> Settings:
+        """A processed-event record outlives every redelivery of its event, and an
+        idempotency key the day a client may retry with it."""
+        needed = self.stream_keep_s + PROCESSED_MARGIN_S
+        if "processed_keep_s" not in self.model_fields_set:
+            self.processed_keep_s = max(self.processed_keep_s, needed)
+        if not self.processed_keep_s >= needed:
+            raise ValueError(
+                f"RIDEHAIL_PROCESSED_KEEP_S is {self.processed_keep_s:g}: a processed-event "
+                "record must outlive every redelivery of its event, so it must be at least "
+                f"RIDEHAIL_STREAM_KEEP_S ({self.stream_keep_s:g}) plus {PROCESSED_MARGIN_S} "
+                f"seconds, {needed:g} or more (unset, it is a week or that, if longer)")
+        if not self.idempotency_keep_s >= MIN_IDEMPOTENCY_KEEP_S:
+            raise ValueError(
+                f"RIDEHAIL_IDEMPOTENCY_KEEP_S is {self.idempotency_keep_s:g}: an "
+                f"Idempotency-Key must answer a retry for at least {MIN_IDEMPOTENCY_KEEP_S} "
+                "seconds (24 hours, as payment APIs promise; the default, 172800, is two "
+                "days)")
+        return self
 
     @model_validator(mode="after")
     def _secrets_from_files(self) -> Settings:

@@ -14,6 +14,7 @@ from ridehail.commands import (
     dlq,
     histories,
     projections,
+    prune,
     replay,
     simulate,
     streams,
@@ -33,6 +34,7 @@ app.command("relay")(components.relay)
 app.command("bench")(bench.bench)
 app.command("simulate")(simulate.simulate)
 app.command("audit")(audit.audit)
+app.command("prune")(prune.prune)
 app.command("replay")(replay.replay)
 app.command("chaos")(chaos.chaos)
 

@@ -154,7 +154,9 @@ class Offer(SQLModel, table=True):
     fare_cents: int
     currency: str = Field(default="USD", max_length=3)
     expires_at: datetime = Field(sa_column=_ts())
-    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    # indexed, as is each time a lifetime counts from: housekeeping (store.prune) finds
+    # the rows past their lifetime by it
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts(index=True))
 
 
 class TripMeter(SQLModel, table=True):
@@ -171,11 +173,13 @@ class TripMeter(SQLModel, table=True):
     last_lat: float | None = None
     last_lng: float | None = None
     started_at: datetime = Field(sa_column=_ts())
-    ended_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    ended_at: datetime | None = Field(default=None, sa_column=_ts(index=True, nullable=True))
 
 
 class OutboxEvent(SQLModel, table=True):
-    """An event committed with the state change it describes, published after commit."""
+    """An event committed with the state change it describes, published after commit.
+    The table is also the event log, the record of every ride (events.log): rows are
+    never deleted, and ``position`` is the order they were written in."""
 
     __tablename__ = "outbox"
     # Each write asks whether an earlier event of its ride or driver is still unpublished
@@ -204,7 +208,7 @@ class ProcessedEvent(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     consumer: str = Field(max_length=64)
     event_id: str = Field(max_length=100)
-    processed_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    processed_at: datetime = Field(default_factory=utcnow, sa_column=_ts(index=True))
 
 
 class Notification(SQLModel, table=True):
@@ -215,7 +219,7 @@ class Notification(SQLModel, table=True):
     ride_id: str | None = Field(default=None, index=True, max_length=64)
     kind: str = Field(max_length=64)
     message: str = Field(max_length=500)
-    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts(index=True))
 
 
 class IdempotencyKey(SQLModel, table=True):
@@ -227,7 +231,7 @@ class IdempotencyKey(SQLModel, table=True):
     key: str = Field(primary_key=True, max_length=255)
     request_hash: str = Field(max_length=64)
     ride_id: str = Field(max_length=64)
-    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts(index=True))
 
 
 class RateLimitHit(SQLModel, table=True):

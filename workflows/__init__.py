@@ -1,1 +1,2 @@
-"""RideWorkflow and its saga helper: deterministic code only, no I/O."""
+"""RideWorkflow and its saga helper, and HousekeepingWorkflow: deterministic code only, no
+I/O."""

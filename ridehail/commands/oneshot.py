@@ -1,6 +1,7 @@
-"""What the one-shot operations share (``audit``, ``dlq``, ``projections rebuild``): a
-runtime for a single piece of work against the running system, which creates no stream
-or table, and the explanation when a server does not fit ridehail."""
+"""What the one-shot operations share (``audit``, ``dlq``, ``projections rebuild``,
+``prune``): a runtime for a single piece of work against the running system, which
+creates no stream or table, or the database alone for work that needs nothing else; and
+the explanation when a server does not fit ridehail."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from rich.markup import escape
 from ridehail.terminal import console, settings_or_exit
 
 if TYPE_CHECKING:
+    from infra.config import Settings
     from ridehail.processes.components import Runtime
+    from store.db import Database
 
 T = TypeVar("T")
 
@@ -45,3 +48,19 @@ def run_once(name: str, body: Callable[[Runtime], Awaitable[T]], *,
 
     with unfit_servers_exit():
         return asyncio.run(main())
+
+
+def run_on_database(body: Callable[[Database, Settings], Awaitable[T]]) -> T:
+    """Run a one-shot operation that needs the database alone (no stream, no workflow):
+    it works while NATS and Temporal are away. Creates no table."""
+    settings = settings_or_exit()
+    from store.db import Database
+
+    async def main() -> T:
+        db = Database(settings.db_url)
+        try:
+            return await body(db, settings)
+        finally:
+            db.dispose()
+
+    return asyncio.run(main())

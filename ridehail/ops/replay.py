@@ -18,7 +18,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from workflows.contract import WORKFLOW_TYPE
+from workflows.housekeeping import HousekeepingWorkflow
 from workflows.ride import RideWorkflow
+
+# the workflows the worker runs (ridehail.processes.worker)
+WORKFLOWS: tuple[type, ...] = (RideWorkflow, HousekeepingWorkflow)
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,7 @@ class ReplayOutcome:
         return self.error is None
 
 
-def replayer(workflows: Sequence[type] = (RideWorkflow,)) -> Replayer:
+def replayer(workflows: Sequence[type] = WORKFLOWS) -> Replayer:
     """A replayer configured as the worker is (same workflows, same data converter)."""
     return Replayer(workflows=list(workflows), data_converter=pydantic_data_converter)
 
@@ -69,7 +73,7 @@ async def _replay(items: AsyncIterator[tuple[str, WorkflowHistory]],
 
 
 async def replay_files(paths: Iterable[Path],
-                       workflows: Sequence[type] = (RideWorkflow,)) -> list[ReplayOutcome]:
+                       workflows: Sequence[type] = WORKFLOWS) -> list[ReplayOutcome]:
     async def items() -> AsyncIterator[tuple[str, WorkflowHistory]]:
         for path in paths:
             yield path.name, load_history(path)
@@ -79,7 +83,7 @@ async def replay_files(paths: Iterable[Path],
 
 async def replay_live(client: Client, query: str = f"WorkflowType='{WORKFLOW_TYPE}'",
                       limit: int | None = None,
-                      workflows: Sequence[type] = (RideWorkflow,)) -> list[ReplayOutcome]:
+                      workflows: Sequence[type] = WORKFLOWS) -> list[ReplayOutcome]:
     """Replay the histories of the workflows ``query`` finds on a live server."""
 
     async def items() -> AsyncIterator[tuple[str, WorkflowHistory]]:

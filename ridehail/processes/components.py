@@ -34,7 +34,7 @@ from ridehail.processes.processmetrics import (
     temporal_metrics_runtime,
 )
 from ridehail.processes.temporalcheck import prepare_temporal
-from ridehail.processes.worker import build_worker, run_worker
+from ridehail.processes.worker import build_worker, run_worker, schedule_housekeeping
 from store.db import Database
 from store.migrate import prepare_schema
 
@@ -74,7 +74,8 @@ async def runtime(settings: Settings, name: str, *, temporal: bool = True,
     nc = await connect_nats(settings, name)
     js = nc.jetstream()
     try:
-        await require_fit(nc, js, replicas=settings.stream_replicas)
+        await require_fit(nc, js, replicas=settings.stream_replicas,
+                          keep_s=settings.stream_keep_s)
         client = await connect_temporal(settings) if temporal else None
         if client is not None:
             await prepare_temporal(client, settings.temporal_namespace,
@@ -111,7 +112,8 @@ async def metrics_served(rt: Runtime, name: str, temporal_url: str | None = None
     metrics = ProcessMetrics(rt.js, rt.outbox, rt.consumer_health,
                              consumers=name in ("consumers", "dev"),
                              relay=name in ("relay", "dev"),
-                             rides=name in ("worker", "dev"), temporal_url=temporal_url)
+                             rides=name in ("worker", "dev"),
+                             housekeeping=name == "worker", temporal_url=temporal_url)
     urls: list[str] = []
     done = asyncio.Event()
     serving = asyncio.create_task(serve_metrics(metrics, rt.settings.metrics_host, port, done,
@@ -156,8 +158,12 @@ async def run_relay(rt: Runtime, stop: asyncio.Event) -> None:
 
 
 async def run_temporal_worker(rt: Runtime, stop: asyncio.Event) -> None:
+    """The Temporal worker, with housekeeping scheduled (``ridehail worker``, and the
+    worker process ``ridehail dev`` runs)."""
     assert rt.temporal is not None
-    await run_worker(build_worker(rt.temporal, rt.db, rt.outbox), stop)
+    worker = build_worker(rt.temporal, rt.db, rt.outbox, rt.settings)
+    await schedule_housekeeping(rt.temporal, rt.settings.prune_every_s)
+    await run_worker(worker, stop)
 
 
 async def run_logged(name: str, component: Callable[[], Awaitable[None]],

@@ -6,10 +6,10 @@ What a process serves depends on what it runs: the consumers their events handle
 failed and dead-lettered per group, how long a group has been blocked, consumer lag and
 DLQ depth; the relay how long the oldest unpublished outbox event has waited; the worker
 the ride outcomes, time to a driver and money captured its activities wrote
-(``events.ridemetrics``), followed by the Temporal SDK's own metrics (workflow task
-latency, activity failures, schedule-to-start …), which the SDK serves on a private
-loopback port that only this endpoint reads. Lag, DLQ depth and outbox age are read when
-scraped.
+(``events.ridemetrics``) and the rows housekeeping removed (``activities.housekeeping``),
+followed by the Temporal SDK's own metrics (workflow task latency, activity failures,
+schedule-to-start …), which the SDK serves on a private loopback port that only this
+endpoint reads. Lag, DLQ depth and outbox age are read when scraped.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from activities.housekeeping import PRUNE_METRICS
 from events.dlq import dlq_depth
 from events.health import ConsumerHealth
 from events.lag import consumer_lag
@@ -68,8 +69,8 @@ class _ConsumerCounts:
 @dataclass
 class ProcessMetrics:
     """One process's metrics: ``consumers`` adds the consumer groups' figures, ``relay``
-    the outbox's, ``rides`` the ride metrics its outbox counted, ``temporal_url`` the
-    Temporal SDK's exposition."""
+    the outbox's, ``rides`` the ride metrics its outbox counted, ``housekeeping`` what its
+    housekeeping removed, ``temporal_url`` the Temporal SDK's exposition."""
 
     js: JetStreamContext
     outbox: Outbox
@@ -77,6 +78,7 @@ class ProcessMetrics:
     consumers: bool = False
     relay: bool = False
     rides: bool = False
+    housekeeping: bool = False
     temporal_url: str | None = None
 
     def __post_init__(self) -> None:
@@ -120,6 +122,8 @@ class ProcessMetrics:
         text = generate_latest(self.registry)
         if self.rides:
             text += generate_latest(self.outbox.ride_metrics.registry)
+        if self.housekeeping:
+            text += generate_latest(PRUNE_METRICS.registry)
         if self.temporal_url:
             try:
                 async with httpx.AsyncClient(timeout=READ_TIMEOUT_S) as http:

@@ -124,6 +124,9 @@ def test_each_component_process_serves_its_metrics(servers: Settings, tmp_path: 
         assert all(r.status_code == 200 for r in got.values())
         worker, consumers, relay = (got[n].text for n in ("worker", "consumers", "relay"))
         assert "temporal_" in worker and "ridehail_time_to_driver_assigned_seconds" in worker
+        # what housekeeping removed: the worker runs it (every store, 0 until it removes)
+        assert 'ridehail_pruned_rows_total{store="processed_events"} 0.0' in worker
+        assert "ridehail_pruned_rows" not in consumers + relay
         assert 'ridehail_consumer_blocked_seconds{consumer="workflow-trigger"} 0.0' in consumers
         assert "ridehail_dlq_depth" in consumers and "ridehail_consumer_pending" in consumers
         assert "ridehail_outbox_oldest_unpublished_seconds 0.0" in relay
