@@ -7,7 +7,12 @@ also gives every process's memory at its end and its CPU per ride started in it,
 reader can tell growth that levels off (a cache filling) from growth that does not, and a
 ride that gets dearer as the stack keeps more from one that does not. What each stream
 stores after the warm-up and at the end explains nats-server's steps: it keeps the block a
-stream is writing in memory, in a buffer of 1, 4 or 8 MiB (docs/BENCHMARKS.md, Soak)."""
+stream is writing in memory, in a buffer of 1, 4 or 8 MiB (docs/BENCHMARKS.md, Soak).
+
+Memory is judged over the soak's second half (``rss_second_half_pct``), once caches and
+write buffers have filled; and at the end of each minute the report gives what each
+stream stores and how many rows each table housekeeping prunes holds, so a reader sees
+those level off too when the lifetimes are shorter than the soak."""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +29,9 @@ import psutil
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from rich.console import Console
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session
 
 from infra.config import Settings
 from ridehail.load.apiclient import Api
@@ -31,6 +39,7 @@ from ridehail.load.benchchecks import caught_up, check_ridehail
 from ridehail.load.benchfigures import BenchReport, RideResult, figures, percentiles
 from ridehail.load.city import City
 from ridehail.load.procwatch import stack_processes
+from store.db import Database
 
 if TYPE_CHECKING:
     from ridehail.load.bench import RidehailWorkload
@@ -40,14 +49,23 @@ LAST_BENCH = "bench-last.json"  # in the data dir: the last full bench's through
 RATE_SHARE = 0.7  # of that throughput, by default
 SAMPLE_EVERY_S = 5.0
 MAX_WARM_UP_S = 60.0
+MINUTE_S = 60.0  # how often what the streams and the pruned tables keep is read
 
 
 @dataclass
 class ProcessMemory:
     pid: int
     rss_warm_mb: float | None = None  # the first sample after the warm-up
+    rss_half_mb: float | None = None  # the first sample past half the soak
     rss_end_mb: float | None = None
     rss_peak_mb: float = 0.0
+
+    @property
+    def rss_second_half_pct(self) -> float | None:
+        """Growth from half the soak to its end: the figure memory is judged by."""
+        if not self.rss_half_mb or self.rss_end_mb is None:
+            return None
+        return (self.rss_end_mb - self.rss_half_mb) / self.rss_half_mb * 100
 
     @property
     def rss_growth_pct(self) -> float | None:
@@ -86,6 +104,8 @@ class SoakReport:
     checks: dict[str, Any] = field(default_factory=dict)
     streams: dict[str, StreamSize] = field(default_factory=dict)
     samples: list[Sample] = field(default_factory=list)  # for per_minute, not reported
+    # at the end of each minute: each stream's (messages, MiB) and each pruned table's rows
+    kept_by_minute: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def p95_drift(self) -> float | None:
@@ -106,7 +126,10 @@ class SoakReport:
                      "rides": self.rides, "statuses": self.statuses,
                      "p95_drift": self.p95_drift, "per_minute": self.per_minute},
             "rss_growth_pct": {r: p.rss_growth_pct for r, p in self.processes.items()},
-            "processes": {r: {**asdict(p), "rss_growth_pct": p.rss_growth_pct}
+            "rss_second_half_pct": {r: p.rss_second_half_pct
+                                    for r, p in self.processes.items()},
+            "processes": {r: {**asdict(p), "rss_growth_pct": p.rss_growth_pct,
+                              "rss_second_half_pct": p.rss_second_half_pct}
                           for r, p in self.processes.items()},
             "streams": {name: asdict(size) for name, size in self.streams.items()},
             "checks": self.checks,
@@ -134,6 +157,7 @@ def default_rate(settings: Settings) -> tuple[float, str] | None:
 
 async def _sample(report: SoakReport, roles: dict[str, int], started: float,
                   warm_until: float, stop: asyncio.Event) -> None:
+    half = started + report.duration_s / 2
     while True:
         now = time.monotonic()
         for role, pid in roles.items():
@@ -148,6 +172,8 @@ async def _sample(report: SoakReport, roles: dict[str, int], started: float,
             mem.rss_peak_mb = max(mem.rss_peak_mb, rss)
             if now >= warm_until and mem.rss_warm_mb is None:
                 mem.rss_warm_mb = rss
+            if now >= half and mem.rss_half_mb is None:
+                mem.rss_half_mb = rss
             mem.rss_end_mb = rss
         try:
             await asyncio.wait_for(stop.wait(), SAMPLE_EVERY_S)
@@ -170,6 +196,43 @@ async def _stored(js: JetStreamContext) -> dict[str, tuple[int, float]]:
             continue
         stored[name] = (state.messages, state.bytes / 2**20)
     return stored
+
+
+def _rows_kept() -> Callable[[Session], dict[str, int]]:
+    """Reads how many rows each table housekeeping prunes holds."""
+    from sqlmodel import SQLModel
+
+    from store.prune import STORES
+
+    def count(session: Session) -> dict[str, int]:
+        tables = SQLModel.metadata.tables
+        return {store: session.connection().execute(
+                    select(func.count()).select_from(tables[store])).scalar_one()
+                for store in STORES if store in tables}
+
+    return count
+
+
+async def _every_minute(report: SoakReport, js: JetStreamContext, db: Database,
+                        started: float, stop: asyncio.Event) -> None:
+    """At the end of each minute of the soak: what each stream stores and each pruned
+    table's rows (a reading that fails is left out, not fatal)."""
+    minute = 1
+    while True:
+        try:
+            await asyncio.wait_for(stop.wait(), max(0.0, started + MINUTE_S * minute
+                                                    - time.monotonic()))
+            return
+        except TimeoutError:
+            pass
+        reading: dict[str, Any] = {"minute": minute, "streams": {}, "rows": {}}
+        with contextlib.suppress(NatsError, TimeoutError):
+            reading["streams"] = {name: {"messages": n, "mib": round(mib, 2)}
+                                  for name, (n, mib) in (await _stored(js)).items()}
+        with contextlib.suppress(SQLAlchemyError):
+            reading["rows"] = await db.read(_rows_kept())
+        report.kept_by_minute.append(reading)
+        minute += 1
 
 
 def _stream_sizes(warm: dict[str, tuple[int, float]], end: dict[str, tuple[int, float]]
@@ -242,14 +305,14 @@ async def run_soak(settings: Settings, *, duration_s: float, rate: float, rate_f
         try:
             work = RidehailWorkload(api, city, drivers, seed, ride_timeout_s)
             await work.drivers_online()
-            started, elapsed = await _steady_load(report, roles, rt.js, work, console)
+            started, elapsed = await _steady_load(report, roles, rt, work, console)
             await _judge(report, settings, rt, work, started, elapsed, dlq_before)
         finally:
             await api.aclose()
     return report
 
 
-async def _steady_load(report: SoakReport, roles: dict[str, int], js: JetStreamContext,
+async def _steady_load(report: SoakReport, roles: dict[str, int], rt: Runtime,
                        work: RidehailWorkload, console: Console
                        ) -> tuple[list[tuple[float, RideResult]], float]:
     """The rides at the report's rate for its duration, each with the second it started
@@ -259,10 +322,11 @@ async def _steady_load(report: SoakReport, roles: dict[str, int], js: JetStreamC
     t0 = time.monotonic()
     warm_up = report.warm_up_s
     sampler = asyncio.create_task(_sample(report, roles, t0, t0 + warm_up, stop))
+    minutely = asyncio.create_task(_every_minute(report, rt.js, rt.db, t0, stop))
 
     async def stored_after_warm_up() -> dict[str, tuple[int, float]]:
         await asyncio.sleep(warm_up)
-        return await _stored(js)
+        return await _stored(rt.js)
 
     stored_warm = asyncio.create_task(stored_after_warm_up())
     console.print(f"[dim]soak: {report.rate_per_s:.2f} rides/s for {report.duration_s:.0f} s "
@@ -270,7 +334,8 @@ async def _steady_load(report: SoakReport, roles: dict[str, int], js: JetStreamC
     started = await _rides_at_rate(work, report.rate_per_s, report.duration_s, t0)
     stop.set()
     await sampler
-    report.streams = _stream_sizes(await stored_warm, await _stored(js))
+    await minutely
+    report.streams = _stream_sizes(await stored_warm, await _stored(rt.js))
     return started, time.monotonic() - t0
 
 
@@ -308,6 +373,10 @@ async def _judge(report: SoakReport, settings: Settings, rt: Runtime, work: Ride
     results = [r for _, r in started]
     report.rides = len(results)
     report.per_minute = _per_minute(started, report.duration_s, report.samples)
+    kept = {k["minute"]: k for k in report.kept_by_minute}
+    for m in report.per_minute:
+        m["streams"] = kept.get(m["minute"], {}).get("streams", {})
+        m["rows"] = kept.get(m["minute"], {}).get("rows", {})
     run = figures("soak", results, len(results), elapsed)  # every ride started was waited for
     report.statuses = run.statuses
     await work.drivers_offline()
@@ -328,8 +397,10 @@ def print_soak(report: SoakReport, console: Console) -> None:
     console.print(f"  p95 last whole minute / first: {'—' if drift is None else f'{drift:.2f}'}")
     for role, mem in report.processes.items():
         growth = mem.rss_growth_pct
+        half = mem.rss_second_half_pct
         console.print(f"  {role:<9} RSS {_mb(mem.rss_warm_mb)} → {_mb(mem.rss_end_mb)} MB "
-                      f"({'—' if growth is None else f'{growth:+.1f}%'}), peak "
+                      f"({'—' if growth is None else f'{growth:+.1f}%'}; second half "
+                      f"{'—' if half is None else f'{half:+.1f}%'}), peak "
                       f"{mem.rss_peak_mb:.0f} MB")
         by_minute = [(m["rss_mb"].get(role), m["cpu_ms_per_ride"].get(role))
                      for m in report.per_minute]
@@ -337,6 +408,7 @@ def print_soak(report: SoakReport, console: Console) -> None:
             console.print(f"  {'':<9} by minute: RSS "
                           f"{', '.join(_mb(r) for r, _ in by_minute)} MB; CPU per ride "
                           f"{', '.join(_mb(c) for _, c in by_minute)} ms")
+    _print_kept(report, console)
     if report.streams:
         console.print(f"  {'streams':<9} stored "
                       + ", ".join(f"{name} {_mib(s.warm_mib)} → {_mib(s.end_mib)} MiB"
@@ -344,6 +416,21 @@ def print_soak(report: SoakReport, console: Console) -> None:
                       + " (nats-server holds the block each writes, up to 8 MiB)")
     for name, check in report.checks.items():
         console.print(f"  {'ok  ' if check.get('ok') else 'FAIL'} {name}", markup=False)
+
+
+def _print_kept(report: SoakReport, console: Console) -> None:
+    """What the streams and the pruned tables held at the end of each minute."""
+    if not report.kept_by_minute:
+        return
+    streams = dict.fromkeys(s for k in report.kept_by_minute for s in k["streams"])
+    for name in streams:
+        console.print(f"  {'':<9} {name} by minute: " + ", ".join(
+            f"{k['streams'][name]['messages']}" if name in k["streams"] else "—"
+            for k in report.kept_by_minute) + " messages")
+    tables = dict.fromkeys(s for k in report.kept_by_minute for s in k["rows"])
+    for table in tables:
+        console.print(f"  {'':<9} {table} by minute: " + ", ".join(
+            str(k["rows"].get(table, "—")) for k in report.kept_by_minute) + " rows")
 
 
 def _ms(v: float | None) -> str:

@@ -13,6 +13,7 @@ import pytest
 from rich.console import Console
 from sqlmodel import select
 
+from ridehail.load import soak
 from ridehail.load.baseline import ridehail_worker_settings
 from ridehail.load.bench import blocks_of, percentiles, print_report, run_bench
 from ridehail.load.benchfigures import BenchReport, RideResult, RunFigures, hops
@@ -208,7 +209,7 @@ def _check_the_hops(figures: dict[str, Any]) -> None:
 
 
 async def test_a_short_soak_reports_memory_per_process_and_latency_per_minute(
-        stack: Stack) -> None:
+        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     out = io.StringIO()
     # no full bench on this data dir yet: the rate must be given
     assert default_rate(stack.settings) is None
@@ -216,6 +217,8 @@ async def test_a_short_soak_reports_memory_per_process_and_latency_per_minute(
     rate, rate_from = default_rate(stack.settings)  # type: ignore[misc]
     assert rate == pytest.approx(1.4) and "70%" in rate_from
 
+    # what the streams and the pruned tables keep is read each "minute": here, 2 s
+    monkeypatch.setattr(soak, "MINUTE_S", 2.0)
     report = await run_soak(stack.settings, duration_s=6, rate=1.0, rate_from="--rate",
                             drivers=3, city=City(), seed=3, ride_timeout_s=60,
                             console=Console(file=out, width=120))
@@ -236,5 +239,14 @@ async def test_a_short_soak_reports_memory_per_process_and_latency_per_minute(
     assert set(figures["streams"]) == {"RIDES", "DRIVERS", "NOTIFICATIONS", "DLQ"}
     rides = figures["streams"]["RIDES"]
     assert rides["end_mib"] > rides["warm_mib"] > 0 and rides["end_messages"] >= 6 * 10
+    # memory is judged over the second half, and the minutes' readings level off or not
+    assert api.rss_half_mb and api.rss_second_half_pct is not None
+    assert set(figures["rss_second_half_pct"]) >= {"api", "temporal", "nats"}
+    assert len(report.kept_by_minute) >= 2
+    first, last = report.kept_by_minute[0], report.kept_by_minute[-1]
+    assert last["streams"]["RIDES"]["messages"] > first["streams"]["RIDES"]["messages"] > 0
+    assert last["rows"]["processed_events"] > 0 and "idempotency_keys" in last["rows"]
+    assert minute["streams"]["RIDES"]["messages"] > 0 and "offers" in minute["rows"]
     print_soak(report, Console(file=out, width=200))
     assert "RSS" in out.getvalue() and "stored RIDES" in out.getvalue()
+    assert "processed_events by minute" in out.getvalue() and "second half" in out.getvalue()
