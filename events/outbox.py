@@ -30,6 +30,7 @@ from events.envelope import APPLIED_HEADER, POSITION_HEADER, CloudEvent
 from events.projection import project_inline
 from events.ridemetrics import RideMetrics
 from store.db import Database, insert_unless_present, table_of
+from store.partitions import STAGE_NEW_EVENTS
 from store.tables import OutboxEvent, utcnow
 
 log = logging.getLogger(__name__)
@@ -81,20 +82,31 @@ class Staged:
 def stage(session: Session, events: Sequence[CloudEvent]) -> list[Staged]:
     """Add events to the outbox within the caller's transaction; returns the rows added,
     with their positions. Events whose id is already there (a retried activity) are not
-    added twice."""
+    added twice: on SQLite the outbox's unique ``event_id`` skips them; on PostgreSQL,
+    whose outbox is partitioned by month, the id is claimed in ``outbox_ids`` by the same
+    statement (store.partitions)."""
     if not events:
         return []
     now = utcnow()
-    rows = [(e.id, e.subject, e.nats_subject, e.to_json().decode()) for e in events]
-    values = [
-        {"event_id": event_id, "aggregate_id": aggregate_id, "subject": subject,
-         "body": body, "created_at": now, "attempts": 0}
-        for event_id, aggregate_id, subject, body in rows
-    ]
+    first: dict[str, CloudEvent] = {}
+    for e in events:  # an id given twice is stored once, as it first came
+        first.setdefault(e.id, e)
+    rows = [(e.id, e.subject, e.nats_subject, e.to_json().decode()) for e in first.values()]
     session.flush()  # the caller's own changes go first
-    insert = insert_unless_present(session, _OUTBOX, ["event_id"], ("event_id", "position"))
-    added = {event_id: position
-             for event_id, position in session.connection().execute(insert, values)}
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        params: dict[str, object] = {name: [row[i] for row in rows] for i, name in
+                                     enumerate(("event_ids", "aggregate_ids", "subjects",
+                                                "bodies"))}
+        result = conn.execute(STAGE_NEW_EVENTS, {**params, "created_at": now})
+    else:
+        insert = insert_unless_present(session, _OUTBOX, ["event_id"],
+                                       ("event_id", "position"))
+        result = conn.execute(insert, [
+            {"event_id": event_id, "aggregate_id": aggregate_id, "subject": subject,
+             "body": body, "created_at": now, "attempts": 0}
+            for event_id, aggregate_id, subject, body in rows])
+    added: dict[str, int] = {event_id: position for event_id, position in result}
     return [Staged(added[event_id], event_id, aggregate_id, subject, body)
             for event_id, aggregate_id, subject, body in rows if event_id in added]
 

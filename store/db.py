@@ -141,15 +141,24 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_size=16, max_overflow=16, pool_pre_ping=True)
 
 
+def on_dialect(table: Table, dialect: str) -> bool:
+    """Whether ``table`` belongs on this kind of database: a model says so with
+    ``info={"dialects": (...)}`` (store.tables.OutboxId is PostgreSQL's alone)."""
+    return dialect in table.info.get("dialects", (dialect,))
+
+
 def create_tables(engine: Engine) -> None:
-    """Create the tables the models declare, and the indexes a model gained after its
-    table was created (``create_all`` leaves an existing table as it is)."""
+    """Create the tables the models declare for this kind of database, and the indexes a
+    model gained after its table was created (``create_all`` leaves an existing table as
+    it is)."""
     from store import tables  # noqa: F401  (registers the tables on the metadata)
 
-    SQLModel.metadata.create_all(engine)
-    for table in SQLModel.metadata.sorted_tables:
+    dialect = engine.dialect.name
+    mine = [t for t in SQLModel.metadata.sorted_tables if on_dialect(t, dialect)]
+    SQLModel.metadata.create_all(engine, tables=mine)
+    for table in mine:
         for index in table.indexes:
-            index.create(engine, checkfirst=True)
+            index.create(engine, checkfirst=True)  # not where its ddl_if names another
 
 
 class Database:

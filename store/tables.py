@@ -9,10 +9,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     DateTime,
     Dialect,
     Index,
+    Integer,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -179,24 +181,55 @@ class TripMeter(SQLModel, table=True):
 class OutboxEvent(SQLModel, table=True):
     """An event committed with the state change it describes, published after commit.
     The table is also the event log, the record of every ride (events.log): rows are
-    never deleted, and ``position`` is the order they were written in."""
+    never deleted, and ``position`` is the order they were written in.
+
+    On SQLite one table, ``event_id`` unique. On PostgreSQL the table is partitioned by
+    the month of ``created_at`` (store.partitions, migration 0007), and a partitioned
+    table's keys must hold the partition key: the primary key is (position, created_at),
+    which this model cannot say beside SQLite's rowid key (Alembic does not compare
+    primary keys), and an event id is kept unique by ``outbox_ids``. Positions come from
+    one sequence either way, so each is unique alone."""
 
     __tablename__ = "outbox"
-    # Each write asks whether an earlier event of its ride or driver is still unpublished
-    # (events.outbox): this index holds only unpublished rows, so the answer costs the
-    # same for a driver with ten thousand events as for a new ride.
-    __table_args__ = (Index("ix_outbox_unpublished", "aggregate_id", "position",
-                            sqlite_where=text("published_at IS NULL"),
-                            postgresql_where=text("published_at IS NULL")),)
+    __table_args__ = (
+        # Each write asks whether an earlier event of its ride or driver is still
+        # unpublished (events.outbox): this index holds only unpublished rows, so the
+        # answer costs the same for a driver with ten thousand events as for a new ride.
+        Index("ix_outbox_unpublished", "aggregate_id", "position",
+              sqlite_where=text("published_at IS NULL"),
+              postgresql_where=text("published_at IS NULL")),
+        UniqueConstraint("event_id").ddl_if(dialect="sqlite"),
+        Index("ix_outbox_event_id", "event_id").ddl_if(dialect="postgresql"),
+    )
 
-    position: int | None = Field(default=None, primary_key=True)
-    event_id: str = Field(unique=True, max_length=100)
+    # 64 bits on PostgreSQL: ten rides a second write about 2^31 events in five months;
+    # on SQLite INTEGER, the rowid, whatever its size
+    position: int | None = Field(default=None, sa_column=Column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True))
+    event_id: str = Field(max_length=100)
     aggregate_id: str = Field(index=True, max_length=128)
     subject: str = Field(max_length=255)
     body: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     published_at: datetime | None = Field(default=None, sa_column=_ts(index=True, nullable=True))
     attempts: int = 0
+
+
+class OutboxId(SQLModel, table=True):
+    """PostgreSQL only: the id of each event the outbox stored lately, with where it
+    went. A partitioned outbox cannot hold a unique index on ``event_id`` alone, so
+    ``events.outbox.stage`` claims the id here first (``ON CONFLICT DO NOTHING``) and
+    stores only the events whose id was new: a retried activity's event is stored once,
+    even when the retry falls in the next month. Rows older than
+    ``RIDEHAIL_OUTBOX_IDS_KEEP_S`` are pruned (store.partitions.prune_outbox_ids); the
+    outbox itself never is."""
+
+    __tablename__ = "outbox_ids"
+    __table_args__ = {"info": {"dialects": ("postgresql",)}}
+
+    event_id: str = Field(primary_key=True, max_length=100)
+    position: int = Field(sa_column=Column(BigInteger(), nullable=False))
+    created_at: datetime = Field(sa_column=_ts(index=True))
 
 
 class ProcessedEvent(SQLModel, table=True):

@@ -96,6 +96,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 
 @pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL schema, for tests of what only PostgreSQL does (skipped without
+    RIDEHAIL_TEST_POSTGRES_URL)."""
+    if not POSTGRES_URL:
+        pytest.skip("RIDEHAIL_TEST_POSTGRES_URL is not set")
+    with _postgres_schema(POSTGRES_URL) as url:
+        yield url
+
+
+@pytest.fixture
 def settings(servers: Settings, tmp_path: Path, database_url: str) -> Settings:
     return servers.model_copy(update={
         "data_dir": tmp_path,

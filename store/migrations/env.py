@@ -11,6 +11,7 @@ from sqlmodel import SQLModel
 
 from store import tables
 from store.db import make_engine
+from store.migrate import compared
 
 config = context.config
 target_metadata = SQLModel.metadata
@@ -39,7 +40,8 @@ def run_offline() -> None:
 def run_on(connection: Connection) -> None:
     # batch mode lets the same migrations alter tables on SQLite
     context.configure(connection=connection, target_metadata=target_metadata,
-                      render_as_batch=True, compare_type=True, render_item=render_item)
+                      render_as_batch=True, compare_type=True, render_item=render_item,
+                      include_object=compared(connection.dialect.name))
     with context.begin_transaction():
         context.run_migrations()
 

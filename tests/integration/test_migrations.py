@@ -43,7 +43,11 @@ def test_migrations_reach_the_models(database_url: str) -> None:
     assert migrate.current(database_url) == migrate.head()
     engine = make_engine(database_url)
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}),
+        # compared: the outbox's monthly partitions are storage, made by month, not
+        # models; a table, index or constraint a model keeps for one kind of database
+        # only (the outbox's ids on PostgreSQL) is looked for there alone
+        diff = compare_metadata(MigrationContext.configure(conn, opts={
+            "compare_type": True, "include_object": migrate.compared(conn.dialect.name)}),
                                 SQLModel.metadata)
     engine.dispose()
     assert diff == [], f"the models changed without a migration: {diff}"
