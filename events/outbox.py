@@ -16,7 +16,7 @@ import functools
 import logging
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from nats.aio.client import Client as NATS
@@ -69,14 +69,15 @@ async def publish(js: JetStreamContext, subject: str, body: bytes, event_id: str
 
 @dataclass(frozen=True, slots=True)
 class Staged:
-    """An outbox row just added: what publishing it needs (a plain record; building the
-    table's model would validate every field again)."""
+    """An outbox row just added: what publishing and marking it need (a plain record;
+    building the table's model would validate every field again)."""
 
     position: int
     event_id: str
     aggregate_id: str
     subject: str
     body: str
+    created_at: datetime
 
 
 def stage(session: Session, events: Sequence[CloudEvent]) -> list[Staged]:
@@ -107,7 +108,7 @@ def stage(session: Session, events: Sequence[CloudEvent]) -> list[Staged]:
              "body": body, "created_at": now, "attempts": 0}
             for event_id, aggregate_id, subject, body in rows])
     added: dict[str, int] = {event_id: position for event_id, position in result}
-    return [Staged(added[event_id], event_id, aggregate_id, subject, body)
+    return [Staged(added[event_id], event_id, aggregate_id, subject, body, now)
             for event_id, aggregate_id, subject, body in rows if event_id in added]
 
 
@@ -143,7 +144,7 @@ class Outbox:
         self.db = db
         self.js = js
         self.nc = nc
-        self._to_mark: list[str] = []
+        self._to_mark: list[tuple[str, datetime]] = []  # event id, when written
         self._marking: asyncio.Task[None] | None = None
         self._stalled_until = 0.0  # loop time; see STALL_BACKOFF_S
         self.ride_traces = tracecontext.RideTraces()
@@ -188,11 +189,13 @@ class Outbox:
             published = await self._publish_rows(rows, applied, PUBLISH_AFTER_COMMIT_S)
             if published < len(rows):
                 self._stalled_until = asyncio.get_running_loop().time() + STALL_BACKOFF_S
-        self._mark_soon([r.event_id for r in rows[:published]])
+        self._mark_soon(rows[:published])
         if published < len(rows):
             # counted as a failed attempt, so later events of the same ride wait for the
             # relay instead of overtaking this one
-            await self.db.write(lambda s: self._count_attempt(s, rows[published].event_id))
+            failed = rows[published]
+            await self.db.write(
+                lambda s: self._count_attempt(s, failed.event_id, failed.created_at))
         return result
 
     async def _publish_rows(self, rows: Sequence[Staged | OutboxEvent],
@@ -217,10 +220,10 @@ class Outbox:
             log.warning("outbox: publish failed, left for the relay: %s", e)
         return done
 
-    def _mark_soon(self, event_ids: list[str]) -> None:
-        if not event_ids:
+    def _mark_soon(self, rows: Sequence[Staged]) -> None:
+        if not rows:
             return
-        self._to_mark.extend(event_ids)
+        self._to_mark.extend((r.event_id, r.created_at) for r in rows)
         if self._marking is None or self._marking.done():
             self._marking = asyncio.create_task(self._mark_batches())
 
@@ -228,8 +231,10 @@ class Outbox:
         await asyncio.sleep(MARK_DELAY_S)
         while self._to_mark:
             batch, self._to_mark = self._to_mark, []
+            mark = functools.partial(self._mark_published, event_ids=[i for i, _ in batch],
+                                     since=min(written for _, written in batch))
             try:
-                await self.db.write(functools.partial(self._mark_published, event_ids=batch))
+                await self.db.write(mark)
             except Exception:
                 # and JetStream drops the copies (same Nats-Msg-Id)
                 log.warning("outbox: could not mark %d events published", len(batch),
@@ -241,12 +246,15 @@ class Outbox:
             await asyncio.gather(self._marking, return_exceptions=True)
 
     @staticmethod
-    def _mark_published(session: Session, event_ids: list[str]) -> None:
-        session.exec(
-            update(OutboxEvent)
-            .where(col(OutboxEvent.event_id).in_(event_ids))
-            .values(published_at=utcnow())
-        )
+    def _mark_published(session: Session, event_ids: list[str],
+                        since: datetime | None = None) -> None:
+        """Mark events published. ``since``, when the oldest of them was written, keeps
+        the update to the months they were written in (on PostgreSQL the outbox is
+        partitioned by month: store.partitions) instead of every month's index."""
+        q = update(OutboxEvent).where(col(OutboxEvent.event_id).in_(event_ids))
+        if since is not None:
+            q = q.where(col(OutboxEvent.created_at) >= since)
+        session.exec(q.values(published_at=utcnow()))
 
     async def relay_once(self, min_age_s: float = 2.0, batch: int = 500) -> int:
         """Publish unpublished events older than ``min_age_s`` (younger ones are still
@@ -277,9 +285,12 @@ class Outbox:
         published = await self._publish_rows(rows)
         if published:
             ids = [r.event_id for r in rows[:published]]
-            await self.db.write(lambda s: self._mark_published(s, ids))
+            since = min(r.created_at for r in rows[:published])
+            await self.db.write(lambda s: self._mark_published(s, ids, since))
         if published < len(rows):
-            await self.db.write(lambda s: self._count_attempt(s, rows[published].event_id))
+            failed = rows[published]
+            await self.db.write(
+                lambda s: self._count_attempt(s, failed.event_id, failed.created_at))
         return published
 
     async def oldest_unpublished_s(self) -> float:
@@ -295,10 +306,11 @@ class Outbox:
         return await self.db.read(oldest)
 
     @staticmethod
-    def _count_attempt(session: Session, event_id: str) -> None:
+    def _count_attempt(session: Session, event_id: str, created_at: datetime) -> None:
         session.exec(
             update(OutboxEvent)
             .where(col(OutboxEvent.event_id) == event_id)
+            .where(col(OutboxEvent.created_at) >= created_at)  # its month alone
             .values(attempts=OutboxEvent.attempts + 1)
         )
 

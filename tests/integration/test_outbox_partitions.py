@@ -235,7 +235,7 @@ def test_a_month_detached_and_archived_leaves_the_rest_readable(
     later = write_at(monkeypatch, db, utcnow(), an_event("ride-a"))
     with db.writing() as session:  # what every write asks still reads what is kept
         assert _behind_unpublished(session, later)  # a2, unpublished for a month
-        outbox.Outbox._mark_published(session, [a2.event_id])
+        outbox.Outbox._mark_published(session, [a2.event_id], a2.created_at)
     with db.reading() as session:
         assert not _behind_unpublished(session, later)
     assert ensure_month_partitions(db.engine, utcnow()) == []  # not made again

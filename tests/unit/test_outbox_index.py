@@ -9,6 +9,7 @@ from sqlalchemy import event, inspect
 
 from events.outbox import Staged, _behind_unpublished
 from store.db import Database
+from store.tables import utcnow
 
 INDEX = "ix_outbox_unpublished"
 
@@ -29,7 +30,8 @@ def test_the_check_for_earlier_unpublished_events_uses_the_unpublished_index(
             seen.append((statement, parameters))
 
     with db.reading() as session:
-        assert not _behind_unpublished(session, [Staged(7, "e7", "d1", "drivers.d1.x", "{}")])
+        row = Staged(7, "e7", "d1", "drivers.d1.x", "{}", utcnow())
+        assert not _behind_unpublished(session, [row])
     statement, parameters = seen[-1]
     raw = db.engine.raw_connection()
     try:
