@@ -84,10 +84,6 @@ class Settings(BaseSettings):
     rate_limit_writes: int = Field(300, ge=1)  # every other POST / PUT per subject
     rate_limit_anonymous: int = Field(600, ge=1)  # per address: bad tokens, /readyz
     sse_streams_per_subject: int = Field(8, ge=1)  # open live streams, per API process
-    # PostgreSQL: how long the event ids the outbox stored stay claimed in outbox_ids (a
-    # retried activity's event within it is stored once); the same default as
-    # store.partitions.OUTBOX_IDS_KEEP_S, which the migration that made the table used
-    outbox_ids_keep_s: float = Field(7 * 24 * 3600, gt=0)
     # NATS credentials and TLS (docs/DEPLOY.md), passed to nats.connect as they are
     nats_user: str | None = None
     nats_password: str | None = None
@@ -125,6 +121,10 @@ class Settings(BaseSettings):
     offer_keep_s: float = Field(30 * 86400, ge=0, allow_inf_nan=False)
     notification_keep_s: float = Field(30 * 86400, ge=0, allow_inf_nan=False)
     trip_meter_keep_s: float = Field(30 * 86400, ge=0, allow_inf_nan=False)
+    # PostgreSQL: how long an event id stays claimed in outbox_ids (a retried activity's
+    # event within it is stored once); the migration that made the table filled it with
+    # the ids of as long (store/migrations/versions/0007_outbox_partitioned_by_month.py)
+    outbox_ids_keep_s: float = Field(7 * 86400, gt=0, allow_inf_nan=False)
     prune_every_s: float = Field(3600, ge=60, allow_inf_nan=False)
 
     @field_validator("stream_keep_s")

@@ -6,14 +6,14 @@ partitioned by ``RANGE (created_at)``, one partition a calendar month (UTC), nam
 ``outbox_y2026m01`` and so on, and a ``DEFAULT`` partition for a row no month partition
 takes. An old month leaves the table whole: detached, dumped and dropped, never by a
 long ``DELETE``. The months must exist before their rows come: ``ensure_month_partitions``
-creates this month and the next ones, at every schema preparation (store.migrate), and
-is for the periodic housekeeping to call too; it does nothing where they exist, and
-nothing on SQLite, whose outbox is one table.
+creates this month and the next ones, at every schema preparation (store.migrate) and
+every run of housekeeping (activities.housekeeping); it does nothing where they exist,
+and nothing on SQLite, whose outbox is one table.
 
 A partitioned table cannot keep ``event_id`` unique on its own, so the ids of recent
 events are claimed in ``outbox_ids`` (store.tables.OutboxId) by the same statement that
-stores the events (``STAGE_NEW_EVENTS``), and pruned after ``RIDEHAIL_OUTBOX_IDS_KEEP_S``
-(``prune_outbox_ids``).
+stores the events (``STAGE_NEW_EVENTS``); housekeeping prunes them after
+``RIDEHAIL_OUTBOX_IDS_KEEP_S`` (the store ``outbox_ids`` of store.prune).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import logging
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection, Engine
@@ -34,9 +34,9 @@ log = logging.getLogger(__name__)
 PARENT = "outbox"
 DEFAULT_PARTITION = "outbox_default"
 MONTH_PARTITION = re.compile(r"outbox_y\d{4}m\d{2}")
-# How long an event id stays in outbox_ids, by default (infra.config says the same): far
-# longer than a retried activity or a redelivered message comes back.
-OUTBOX_IDS_KEEP_S = 7 * 24 * 3600
+# The months made ahead of this one: two, so a month's partition exists weeks before its
+# first event even if housekeeping stops for a while.
+MONTHS_AHEAD = 2
 # How long making a partition, outside a migration, waits at most for a lock (on the
 # outbox's default partition, briefly) before it gives up until the next call: writers
 # queue behind a DDL statement that waits.
@@ -190,7 +190,8 @@ def _latest_month(conn: Connection) -> datetime | None:
     return datetime(int(latest[8:12]), int(latest[13:15]), 1, tzinfo=UTC)
 
 
-def ensure_month_partitions(bind: Engine | Connection, now: datetime, ahead: int = 2,
+def ensure_month_partitions(bind: Engine | Connection, now: datetime,
+                            ahead: int = MONTHS_AHEAD,
                             lock_timeout_s: float | None = LOCK_TIMEOUT_S) -> list[str]:
     """Make sure the outbox has partitions for ``now``'s month and the ``ahead`` months
     after it (and for any month since its latest partition, should calls have stopped
@@ -211,23 +212,6 @@ def ensure_month_partitions(bind: Engine | Connection, now: datetime, ahead: int
     if made:
         log.info("outbox: partitions created: %s", ", ".join(made))
     return made
-
-
-def prune_outbox_ids(bind: Engine | Connection, now: datetime,
-                     keep_s: float = OUTBOX_IDS_KEEP_S, batch: int = 1000) -> int:
-    """Delete one batch of ``outbox_ids`` rows older than ``keep_s``; returns how many
-    (fewer than ``batch``: nothing older is left). Small batches, one transaction each
-    when given an engine, so no lock is held for long; call it until it returns less
-    than ``batch``. The outbox's rows stay: only the id's claim goes, after any retry of
-    the event it names can come."""
-    with _transaction(bind) as conn:
-        if conn.dialect.name != "postgresql" or not _exists(conn, "outbox_ids"):
-            return 0
-        return conn.execute(text(
-            "DELETE FROM outbox_ids WHERE event_id IN (SELECT event_id FROM outbox_ids "
-            "WHERE created_at < :cutoff ORDER BY created_at LIMIT :batch "
-            "FOR UPDATE SKIP LOCKED)"),
-            {"cutoff": now - timedelta(seconds=keep_s), "batch": batch}).rowcount
 
 
 def partitions(conn: Connection) -> Sequence[str]:

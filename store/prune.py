@@ -3,9 +3,12 @@ past their lifetime (CONTRACT.md section 6).
 
 Each table that grows with traffic is a *store* here, named by its table, with the
 condition that says a row is past its lifetime: processed-event records, idempotency
-keys, rate-limit windows, notifications, and the closed offers and settled trips'
-meters of rides that have ended. The money records (``ledger_entries``) and the event
-log (``outbox``) are not stores: nothing here ever deletes them.
+keys, rate-limit windows, notifications, the closed offers and settled trips' meters
+of rides that have ended, and on PostgreSQL the claims of event ids that keep an event
+stored once in the partitioned event log (``outbox_ids``, store.partitions). A store
+whose table this kind of database does not have (``outbox_ids`` on SQLite) removes
+nothing and reports 0. The money records (``ledger_entries``) and the event log
+(``outbox``) are not stores: nothing here ever deletes them.
 
 Rows go in small batches, each its own short transaction: one statement deletes at most
 ``BATCH`` rows chosen by primary key (``DELETE … WHERE key IN (SELECT key … LIMIT n)``,
@@ -27,12 +30,13 @@ from sqlalchemy import ColumnElement, Delete, Select, Table, delete, exists, fun
 from sqlmodel import Session, SQLModel
 
 from domain.status import FINAL
-from store.db import Database, table_of
+from store.db import Database, on_dialect, table_of
 from store.tables import (
     IdempotencyKey,
     LedgerEntry,
     Notification,
     Offer,
+    OutboxId,
     ProcessedEvent,
     RateLimitHit,
     Ride,
@@ -52,8 +56,9 @@ RATE_LIMIT_HITS = "rate_limit_hits"
 OFFERS = "offers"
 NOTIFICATIONS = "notifications"
 TRIP_METERS = "trip_meters"
+OUTBOX_IDS = "outbox_ids"  # PostgreSQL's alone
 STORES = (PROCESSED_EVENTS, IDEMPOTENCY_KEYS, RATE_LIMIT_HITS, OFFERS, NOTIFICATIONS,
-          TRIP_METERS)
+          TRIP_METERS, OUTBOX_IDS)
 
 # A hold captured or voided (activities.payments): the trip's fare is settled, and
 # nothing reads its meter again.
@@ -91,6 +96,9 @@ def _past(store: str, cutoff: datetime, lifetimes: Lifetimes) -> ColumnElement[b
         return table_of(IdempotencyKey).c.created_at < cutoff
     if store == NOTIFICATIONS:
         return table_of(Notification).c.created_at < cutoff
+    if store == OUTBOX_IDS:
+        # the event stays in the log; only its id's claim goes, long after any retry
+        return table_of(OutboxId).c.created_at < cutoff
     if store == RATE_LIMIT_HITS:
         # a row is its key's latest window: past once that window ended before the cutoff
         ended_by = int(cutoff.timestamp()) - lifetimes.rate_limit_window_s
@@ -115,12 +123,17 @@ def _past(store: str, cutoff: datetime, lifetimes: Lifetimes) -> ColumnElement[b
 _TABLES: dict[str, type[SQLModel]] = {
     PROCESSED_EVENTS: ProcessedEvent, IDEMPOTENCY_KEYS: IdempotencyKey,
     RATE_LIMIT_HITS: RateLimitHit, OFFERS: Offer, NOTIFICATIONS: Notification,
-    TRIP_METERS: TripMeter,
+    TRIP_METERS: TripMeter, OUTBOX_IDS: OutboxId,
 }
 
 
 def _table(store: str) -> Table:
     return table_of(_TABLES[store])
+
+
+def stores_on(dialect: str) -> tuple[str, ...]:
+    """The stores whose table this kind of database has (``outbox_ids``: PostgreSQL)."""
+    return tuple(store for store in STORES if on_dialect(_table(store), dialect))
 
 
 def count_statement(store: str, cutoff: datetime, lifetimes: Lifetimes) -> Select[int]:
@@ -173,10 +186,11 @@ async def prune(db: Database, lifetimes: Lifetimes, *, dry_run: bool = False,
                 now: datetime | None = None, batch: int = BATCH,
                 progress: Progress | None = None) -> dict[str, int]:
     """Prune every store: the rows each removed (or, with ``dry_run``, would remove), by
-    store. Each store's cutoff is ``now`` less its lifetime, fixed when the run starts."""
+    store. Each store's cutoff is ``now`` less its lifetime, fixed when the run starts.
+    A store this kind of database does not have reports 0."""
     now = now or utcnow()
-    removed: dict[str, int] = {}
-    for store in STORES:
+    removed = dict.fromkeys(STORES, 0)
+    for store in stores_on(db.engine.dialect.name):
         cutoff = now - timedelta(seconds=lifetimes.keep_s[store])
         removed[store] = await prune_store(db, store, cutoff, lifetimes, dry_run=dry_run,
                                            batch=batch, progress=progress)

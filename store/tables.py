@@ -220,9 +220,9 @@ class OutboxId(SQLModel, table=True):
     went. A partitioned outbox cannot hold a unique index on ``event_id`` alone, so
     ``events.outbox.stage`` claims the id here first (``ON CONFLICT DO NOTHING``) and
     stores only the events whose id was new: a retried activity's event is stored once,
-    even when the retry falls in the next month. Rows older than
-    ``RIDEHAIL_OUTBOX_IDS_KEEP_S`` are pruned (store.partitions.prune_outbox_ids); the
-    outbox itself never is."""
+    even when the retry falls in the next month. Housekeeping prunes the rows older than
+    ``RIDEHAIL_OUTBOX_IDS_KEEP_S`` (the store ``outbox_ids`` of store.prune); the outbox
+    itself it never prunes."""
 
     __tablename__ = "outbox_ids"
     __table_args__ = {"info": {"dialects": ("postgresql",)}}

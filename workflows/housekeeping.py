@@ -1,8 +1,9 @@
 """HousekeepingWorkflow: one run of housekeeping, started by the Temporal Schedule
 ``ridehail-housekeeping`` every ``RIDEHAIL_PRUNE_EVERY_S`` (the worker creates or updates
-the schedule when it starts). It runs the ``prune`` activity, which deletes the rows past
-their lifetime from the tables that grow with traffic (``store.prune``), and returns
-what it removed, by store.
+the schedule when it starts). It runs the ``prune`` activity, which on PostgreSQL makes
+the event log's partitions for the coming months, then deletes the rows past their
+lifetime from the tables that grow with traffic (``store.prune``), and returns what it
+removed, by store, and the partitions it made.
 
 Deterministic and small: the work and its batches are the activity's; the workflow only
 retries it. The activity is idempotent (it deletes what is past its lifetime, whatever
@@ -45,12 +46,14 @@ class PruneRequest(BaseModel):
 
 class PruneReport(BaseModel):
     """What a run of ``prune`` removed (or, on a dry run, would remove), by store, with
-    the lifetime each store kept (seconds) and how long the run took."""
+    the lifetime each store kept (seconds), how long the run took, and the event log's
+    monthly partitions it made (PostgreSQL; none on a dry run)."""
 
     dry_run: bool = False
     removed: dict[str, int] = Field(default_factory=dict)
     keep_s: dict[str, float] = Field(default_factory=dict)
     seconds: float = 0.0
+    partitions_made: list[str] = Field(default_factory=list)
 
     @property
     def total(self) -> int:

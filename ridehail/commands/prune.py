@@ -47,21 +47,25 @@ def prune(dry_run: DryRun = False, as_json: AsJson = False) -> None:
     if as_json:
         print(json.dumps({"dry_run": report.dry_run, "removed": report.removed,
                           "total": report.total, "keep_s": report.keep_s,
-                          "seconds": report.seconds}))
+                          "seconds": report.seconds,
+                          "partitions_made": report.partitions_made}))
         return
     results.print(_table(report))
     verb = "would remove" if report.dry_run else "removed"
     results.print(f"{verb} {report.total} row{'s' if report.total != 1 else ''} past their "
                   f"lifetime in {report.seconds:.2f} s")
+    if report.partitions_made:
+        results.print(f"made the event log's partitions {', '.join(report.partitions_made)}")
 
 
 async def _prune(db: Database, settings: Settings, dry_run: bool) -> PruneReport:
     from sqlalchemy import inspect
 
     from activities.housekeeping import prune_once
-    from store.prune import STORES
+    from store.prune import stores_on
 
-    missing = sorted(set(STORES) - set(inspect(db.engine).get_table_names()))
+    here = stores_on(db.engine.dialect.name)
+    missing = sorted(set(here) - set(inspect(db.engine).get_table_names()))
     if missing:
         raise MissingTables(f"the database has no table {', '.join(missing)}: run "
                             "`ridehail db upgrade` (or start ridehail) first")

@@ -199,16 +199,17 @@ async def _stored(js: JetStreamContext) -> dict[str, tuple[int, float]]:
 
 
 def _rows_kept() -> Callable[[Session], dict[str, int]]:
-    """Reads how many rows each table housekeeping prunes holds."""
+    """Reads how many rows each table housekeeping prunes holds (those this kind of
+    database has: ``outbox_ids`` is PostgreSQL's)."""
     from sqlmodel import SQLModel
 
-    from store.prune import STORES
+    from store.prune import stores_on
 
     def count(session: Session) -> dict[str, int]:
-        tables = SQLModel.metadata.tables
-        return {store: session.connection().execute(
+        conn, tables = session.connection(), SQLModel.metadata.tables
+        return {store: conn.execute(
                     select(func.count()).select_from(tables[store])).scalar_one()
-                for store in STORES if store in tables}
+                for store in stores_on(conn.dialect.name)}
 
     return count
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 from store.db import Database
 from store.migrate import prepare_schema
+from store.partitions import add_months, month_start, partition_name
 from store.prune import STORES
 from store.tables import utcnow
-from tests.support.pruning import KEEP, KEPT, PAST, keys, seed
+from tests.support.pruning import KEEP, kept, keys, past, seed
 
 RIDEHAIL = str(Path(sys.executable).parent / "ridehail")
 
@@ -38,6 +39,7 @@ def _database(data_dir: Path) -> Database:
 
 def test_prune_says_what_it_would_remove_then_removes_it(tmp_path: Path) -> None:
     db = _database(tmp_path)
+    past_, kept_ = past("sqlite"), kept("sqlite")  # outbox_ids: PostgreSQL's alone, 0
     now = utcnow()
     with db.writing() as session:
         seed(session, now)
@@ -47,8 +49,9 @@ def test_prune_says_what_it_would_remove_then_removes_it(tmp_path: Path) -> None
     dry = prune(tmp_path, "--dry-run", "--json")
     assert dry.returncode == 0, dry.stderr
     report = json.loads(dry.stdout)
-    assert report["dry_run"] is True and report["removed"] == PAST
-    assert report["total"] == sum(PAST.values()) and list(report["keep_s"]) == list(STORES)
+    assert report["dry_run"] is True and report["removed"] == past_
+    assert report["total"] == sum(past_.values()) and list(report["keep_s"]) == list(STORES)
+    assert report["partitions_made"] == []
     with db.reading() as session:
         assert keys(session) == before  # nothing removed
 
@@ -56,11 +59,11 @@ def test_prune_says_what_it_would_remove_then_removes_it(tmp_path: Path) -> None
     assert text.returncode == 0, text.stderr
     lines = text.stdout.splitlines()
     assert lines[0].split() == ["store", "kept", "for", "removed"]
-    assert {line.split()[0]: int(line.split()[-1]) for line in lines[1:-1]} == PAST
+    assert {line.split()[0]: int(line.split()[-1]) for line in lines[1:-1]} == past_
     assert lines[1].split()[:2] == ["processed_events", "7d"]
-    assert lines[-1].startswith(f"removed {sum(PAST.values())} rows past their lifetime")
+    assert lines[-1].startswith(f"removed {sum(past_.values())} rows past their lifetime")
     with db.reading() as session:
-        assert keys(session) == KEPT
+        assert keys(session) == kept_
 
     again = prune(tmp_path, "--json")
     assert again.returncode == 0, again.stderr
@@ -81,3 +84,27 @@ def test_prune_refuses_lifetimes_too_short_and_a_database_without_tables(
     missing = prune(empty, "--json")
     assert missing.returncode == 1 and "ridehail db upgrade" in missing.stderr
     assert missing.stdout == ""
+
+
+def test_prune_on_postgresql_prunes_the_claims_of_event_ids_and_makes_the_months_ahead(
+        tmp_path: Path, postgres_url: str) -> None:
+    prepare_schema(postgres_url)
+    db = Database(postgres_url)
+    with db.writing() as session:
+        seed(session, utcnow())
+    ahead = partition_name(add_months(month_start(utcnow()), 2))
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql(f"DROP TABLE {ahead}")  # not made yet: no event is in it
+
+    dry = prune(tmp_path, "--dry-run", "--json", RIDEHAIL_DATABASE_URL=postgres_url)
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout)["removed"] == past("postgresql")
+    assert json.loads(dry.stdout)["partitions_made"] == []
+    run = prune(tmp_path, "--json", RIDEHAIL_DATABASE_URL=postgres_url)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report["removed"]["outbox_ids"] == 1 and report["partitions_made"] == [ahead]
+    assert report["keep_s"]["outbox_ids"] == 7 * 86400
+    with db.reading() as session:
+        assert keys(session) == kept("postgresql")
+    db.dispose()

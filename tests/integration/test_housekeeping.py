@@ -7,7 +7,9 @@ loses nothing and the next carries on. Under a live load it keeps everything a
 redelivery needs: a redelivered event whose record is recent is still a no-op after an
 unrelated old record went; an Idempotency-Key inside its lifetime still answers the
 first response. The worker schedules it (``ridehail-housekeeping``), and one run of the
-schedule's workflow prunes."""
+schedule's workflow prunes. On PostgreSQL a run also prunes the claims of event ids
+(``outbox_ids``) and makes the event log's partitions for the coming months; on SQLite,
+which has neither, it reports 0 and none."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 from sqlmodel import Session, col, func, select
 from temporalio.client import ScheduleActionStartWorkflow, ScheduleOverlapPolicy
 
@@ -27,9 +30,10 @@ from infra.config import Settings
 from ridehail.ops.replay import replayer
 from store.db import Database
 from store.migrate import prepare_schema
+from store.partitions import add_months, month_start, partition_name, partitions
 from store.prune import STORES, prune
 from store.tables import IdempotencyKey, Notification, OutboxEvent, ProcessedEvent, utcnow
-from tests.support.pruning import DAY, KEEP, KEPT, PAST, keys, seed
+from tests.support.pruning import DAY, KEEP, kept, keys, past, seed
 from tests.support.rides import DROPOFF, FARTHEST, NEAR, PICKUP, accept, drive, driver_online
 from tests.support.rides import request_ride as book
 from tests.support.stack import Stack, eventually
@@ -59,14 +63,15 @@ async def seeded(database_url: str) -> Any:
 
 async def test_pruning_removes_only_the_rows_past_their_lifetime(seeded: Any) -> None:
     db, now = seeded
+    dialect = db.engine.dialect.name
     keep = lifetimes(_settings())
     before = await db.read(keys)
     dry = await prune(db, keep, dry_run=True, now=now)
-    assert dry == PAST
+    assert dry == past(dialect)
     assert await db.read(keys) == before  # a dry run removes nothing
     removed = await prune(db, keep, now=now, batch=1)  # a row a transaction
-    assert removed == dry == PAST
-    assert await db.read(keys) == KEPT
+    assert removed == dry == past(dialect)
+    assert await db.read(keys) == kept(dialect)
     again = await prune(db, keep, now=now)  # idempotent: nothing more to do
     assert again == dict.fromkeys(STORES, 0)
 
@@ -83,8 +88,47 @@ async def test_a_run_cut_short_loses_nothing_and_the_next_carries_on(seeded: Any
     first = await db.read(lambda s: s.exec(select(func.count()).select_from(ProcessedEvent)).one())
     assert first == 2  # one record went, in its own transaction; the other is still there
     rest = await prune(db, keep, now=now, batch=1)
-    assert rest == {**PAST, "processed_events": 1}
-    assert await db.read(keys) == KEPT
+    dialect = db.engine.dialect.name
+    assert rest == {**past(dialect), "processed_events": 1}
+    assert await db.read(keys) == kept(dialect)
+
+
+async def test_a_run_makes_the_event_logs_months_ahead_on_postgresql(seeded: Any) -> None:
+    """The months ahead that are missing (here: dropped) are made by a run, and only by
+    one that is not a dry run; on SQLite there are none to make."""
+    db, _ = seeded
+    settings = _settings()
+    if db.is_sqlite:
+        report = await prune_once(db, settings)
+        assert report.partitions_made == [] and report.removed["outbox_ids"] == 0
+        return
+    this = month_start(utcnow())
+    ahead = [partition_name(add_months(this, k)) for k in (1, 2)]
+    with db.engine.begin() as conn:
+        for name in ahead:  # empty: no event is written months ahead
+            conn.execute(text(f"DROP TABLE {name}"))
+    assert (await prune_once(db, settings, dry_run=True)).partitions_made == []
+    report = await prune_once(db, settings)
+    assert report.partitions_made == ahead and report.removed["outbox_ids"] == 1
+    with db.engine.connect() as conn:
+        assert set(ahead) <= set(partitions(conn))
+    assert (await prune_once(db, settings)).partitions_made == []
+
+
+async def test_a_run_prunes_when_the_months_ahead_must_wait(seeded: Any) -> None:
+    """A partition ahead that cannot be made in time (another transaction holds the
+    event log's default partition) is left to the next run; the run prunes all the same."""
+    db, _ = seeded
+    if db.is_sqlite:
+        pytest.skip("SQLite's event log has no partitions")
+    name = partition_name(add_months(month_start(utcnow()), 2))
+    with db.engine.begin() as conn:
+        conn.execute(text(f"DROP TABLE {name}"))
+    with db.engine.connect() as holder, holder.begin():
+        holder.execute(text("LOCK TABLE outbox_default IN ACCESS EXCLUSIVE MODE"))
+        report = await prune_once(db, _settings())
+    assert report.partitions_made == [] and report.removed == past("postgresql")
+    assert (await prune_once(db, _settings())).partitions_made == [name]
 
 
 # --- on a live system ------------------------------------------------------------------

@@ -35,8 +35,8 @@ from store.partitions import (
     month_start,
     partition_name,
     partitions,
-    prune_outbox_ids,
 )
+from store.prune import OUTBOX_IDS, STORES, Lifetimes, prune_store
 from store.tables import utcnow
 
 THIS_MONTH = month_start(utcnow())
@@ -269,14 +269,18 @@ def test_making_the_partitions_ahead_is_idempotent(db: Database,
         assert list(partitions(conn)) == sorted([*made, *new])
 
 
-def test_old_ids_are_pruned_in_batches_and_the_events_stay(
+async def test_old_ids_are_pruned_in_batches_and_the_events_stay(
         db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Housekeeping's store ``outbox_ids`` (store.prune): the claims go, the events stay."""
     now = utcnow()
     old = [write_at(monkeypatch, db, now - timedelta(days=8), an_event("ride-5"))[0]
            for _ in range(3)]
     recent = write_at(monkeypatch, db, now, an_event("ride-5"))[0]
-    assert [prune_outbox_ids(db.engine, now, keep_s=7 * 86400, batch=2)
-            for _ in range(3)] == [2, 1, 0]
+    batches: list[int] = []
+    keep = Lifetimes(keep_s={**dict.fromkeys(STORES, 0.0), OUTBOX_IDS: 7 * 86400})
+    removed = await prune_store(db, OUTBOX_IDS, now - timedelta(days=7), keep, batch=2,
+                                progress=lambda _, n: batches.append(n))
+    assert removed == 3 and batches == [2, 1]
     with db.reading() as session:
         claimed = session.execute(text("SELECT event_id FROM outbox_ids")).scalars().all()
     assert claimed == [recent.event_id]

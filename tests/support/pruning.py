@@ -1,6 +1,7 @@
 """Rows in and past their lifetime in every table housekeeping prunes, and the money
 records and event log it never touches, for the tests of pruning (on SQLite and
-PostgreSQL, and through ``ridehail prune``)."""
+PostgreSQL, and through ``ridehail prune``). ``outbox_ids`` is PostgreSQL's alone: what
+a run removes (``past``) and keeps (``kept``) depend on the kind of database."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from store.tables import (
     Notification,
     Offer,
     OutboxEvent,
+    OutboxId,
     ProcessedEvent,
     RateLimitHit,
     Ride,
@@ -28,10 +30,10 @@ WINDOW_S = 60
 KEEP = {"processed_keep_s": 7 * 86400, "idempotency_keep_s": 2 * 86400,
         "rate_limit_keep_s": 3600, "offer_keep_s": 30 * 86400,
         "notification_keep_s": 30 * 86400, "trip_meter_keep_s": 30 * 86400,
-        "rate_limit_window_s": WINDOW_S}
-# what a run removes of the rows ``seed`` writes, by store
+        "outbox_ids_keep_s": 7 * 86400, "rate_limit_window_s": WINDOW_S}
+# what a run removes of the rows ``seed`` writes, by store, on PostgreSQL (``past``)
 PAST = {"processed_events": 2, "idempotency_keys": 1, "rate_limit_hits": 1, "offers": 2,
-        "notifications": 1, "trip_meters": 1}
+        "notifications": 1, "trip_meters": 1, "outbox_ids": 1}
 # the rows that stay, by table: their keys
 KEPT = {
     ProcessedEvent: {("ride-projector", "recent")},
@@ -43,7 +45,19 @@ KEPT = {
     LedgerEntry: {("old-capture",), ("m-done:settle",), ("m-open:settle",),
                   ("m-young:settle",)},
     OutboxEvent: {("old-event",)},
+    OutboxId: {("recent-event",)},
 }
+
+
+def past(dialect: str) -> dict[str, int]:
+    """What a run removes of the rows ``seed`` writes on this kind of database."""
+    return PAST if dialect == "postgresql" else {**PAST, "outbox_ids": 0}
+
+
+def kept(dialect: str) -> dict[type[SQLModel], set[tuple[Any, ...]]]:
+    """The rows that stay on this kind of database (SQLite has no ``outbox_ids``)."""
+    return KEPT if dialect == "postgresql" else {k: v for k, v in KEPT.items()
+                                                 if k is not OutboxId}
 
 
 def ride_row(ride_id: str, status: str) -> Ride:
@@ -121,10 +135,20 @@ def seed(session: Session, now: datetime) -> None:
                     body="{}", created_at=now - 400 * DAY, published_at=now - 400 * DAY),
         *offers(now), *meters(now),
     ])
+    if _dialect(session) == "postgresql":  # the claims of event ids: a week
+        session.add_all([OutboxId(event_id="old-event", position=1, created_at=now - 8 * DAY),
+                         OutboxId(event_id="recent-event", position=2,
+                                  created_at=now - 6 * DAY)])
+
+
+def _dialect(session: Session) -> str:
+    return session.connection().dialect.name
 
 
 def keys(session: Session) -> dict[type[SQLModel], set[tuple[Any, ...]]]:
     """The rows of each table, by the key KEPT names them by."""
+    ids = ({OutboxId: {(r.event_id,) for r in session.exec(select(OutboxId))}}
+           if _dialect(session) == "postgresql" else {})
     return {
         ProcessedEvent: {(r.consumer, r.event_id) for r in session.exec(select(ProcessedEvent))},
         IdempotencyKey: {(r.rider_id, r.key) for r in session.exec(select(IdempotencyKey))},
@@ -134,4 +158,5 @@ def keys(session: Session) -> dict[type[SQLModel], set[tuple[Any, ...]]]:
         TripMeter: {(r.ride_id,) for r in session.exec(select(TripMeter))},
         LedgerEntry: {(r.idempotency_key,) for r in session.exec(select(LedgerEntry))},
         OutboxEvent: {(r.event_id,) for r in session.exec(select(OutboxEvent))},
+        **ids,
     }

@@ -8,13 +8,13 @@ import pytest
 from activities.housekeeping import lifetimes
 from infra.config import Settings
 from ridehail.commands.prune import span
-from store.prune import STORES
+from store.prune import STORES, stores_on
 from workflows.housekeeping import PRUNE_ACTIVITY, SCHEDULE_ID, WORKFLOW_TYPE, PruneReport
 
 DEFAULTS = {"processed_keep_s": 7 * 86400, "idempotency_keep_s": 2 * 86400,
             "rate_limit_keep_s": 3600, "offer_keep_s": 30 * 86400,
             "notification_keep_s": 30 * 86400, "trip_meter_keep_s": 30 * 86400,
-            "stream_keep_s": 86400, "prune_every_s": 3600}
+            "outbox_ids_keep_s": 7 * 86400, "stream_keep_s": 86400, "prune_every_s": 3600}
 
 
 def settings(**update: float) -> Settings:
@@ -47,6 +47,13 @@ def test_the_other_lifetimes_may_be_short_but_not_negative(name: str) -> None:
         settings(**{name: -1})
 
 
+def test_an_event_id_is_claimed_for_some_time() -> None:
+    with pytest.raises(ValueError, match="outbox_ids_keep_s"):
+        settings(outbox_ids_keep_s=0)
+    unset = {k: v for k, v in DEFAULTS.items() if k != "outbox_ids_keep_s"}
+    assert Settings(**unset).outbox_ids_keep_s == 7 * 86400
+
+
 def test_housekeeping_runs_at_most_once_a_minute() -> None:
     with pytest.raises(ValueError, match="prune_every_s"):
         settings(prune_every_s=10)
@@ -54,18 +61,25 @@ def test_housekeeping_runs_at_most_once_a_minute() -> None:
 
 def test_each_store_has_its_setting() -> None:
     keep = lifetimes(settings(offer_keep_s=11, notification_keep_s=12, trip_meter_keep_s=13,
-                              rate_limit_keep_s=14, rate_limit_window_s=30))
+                              rate_limit_keep_s=14, outbox_ids_keep_s=15,
+                              rate_limit_window_s=30))
     assert list(keep.keep_s) == list(STORES)
     assert keep.keep_s == {"processed_events": 7 * 86400, "idempotency_keys": 2 * 86400,
                            "rate_limit_hits": 14, "offers": 11, "notifications": 12,
-                           "trip_meters": 13}
+                           "trip_meters": 13, "outbox_ids": 15}
     assert keep.rate_limit_window_s == 30
+
+
+def test_outbox_ids_is_a_store_of_postgresql_alone() -> None:
+    assert stores_on("postgresql") == STORES
+    assert stores_on("sqlite") == tuple(s for s in STORES if s != "outbox_ids")
 
 
 def test_the_names_the_temporal_ui_shows() -> None:
     assert (SCHEDULE_ID, WORKFLOW_TYPE, PRUNE_ACTIVITY) == (
         "ridehail-housekeeping", "HousekeepingWorkflow", "prune")
     assert PruneReport(removed={"offers": 2, "notifications": 3}).total == 5
+    assert PruneReport().partitions_made == []  # a report of an older worker reads too
 
 
 @pytest.mark.parametrize(("seconds", "said"), [(604800, "7d"), (172800, "2d"), (3600, "1h"),

@@ -7,18 +7,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
 from infra.config import Settings
 from store.db import create_tables, make_engine, table_of
-from store.migrate import compared
-from store.partitions import (
-    OUTBOX_IDS_KEEP_S,
-    add_months,
-    is_partition,
-    month_start,
-    partition_name,
-)
+from store.migrate import alembic_config, compared
+from store.partitions import add_months, is_partition, month_start, partition_name
 from store.tables import OutboxEvent, OutboxId
 
 
@@ -71,4 +66,11 @@ def test_the_sqlite_outbox_stays_one_table_with_a_unique_event_id(tmp_path: Path
 
 
 def test_the_setting_and_the_migration_keep_ids_as_long() -> None:
-    assert Settings.model_fields["outbox_ids_keep_s"].default == OUTBOX_IDS_KEEP_S
+    """The migration that made outbox_ids filled it with the ids of the setting's
+    default lifetime (a migration keeps its own copy of what it used)."""
+    scripts = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    migration = scripts.get_revision("0007")
+    assert migration is not None and "outbox_partitioned_by_month" in migration.path
+    assert (Settings.model_fields["outbox_ids_keep_s"].default
+            == migration.module.OUTBOX_IDS_KEEP_S)
+
