@@ -149,6 +149,11 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
+# Workflows whose state the dev server keeps in memory (its own default is 8,192: about
+# 4,000 rides, some 300 MB more than this); a ride in flight takes two entries.
+TEMPORAL_CACHED_WORKFLOWS = 1024
+
+
 def temporal_server(settings: Settings) -> ServerProcess:
     host, port = settings.temporal_host_port
     data = settings.data_dir
@@ -163,6 +168,11 @@ def temporal_server(settings: Settings) -> ServerProcess:
         "--namespace", settings.temporal_namespace,
         "--ui-disable-news-fetch",
         "--log-level", "warn",
+        # The server keeps the state of recent workflows in memory, open and closed; a
+        # bound of its own keeps its memory level once that many rides have run
+        # (docs/BENCHMARKS.md, Soak), far above the rides a dev stack has in flight.
+        "--dynamic-config-value",
+        f"history.hostLevelCacheMaxSize={TEMPORAL_CACHED_WORKFLOWS}",
     ]
     for name in SEARCH_ATTRIBUTES:
         argv += ["--search-attribute", f"{name}=Keyword"]
