@@ -27,14 +27,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import contextlib
 import dataclasses
 import json
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,10 +39,10 @@ import nats
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
+from nats_memory import nats_server
 from sizing_figures import cpu_seconds, rss_mib
 
 from events.streams import stream_configs
-from ridehail.processes.devservers import ServerProcess, binary, free_port
 
 PAYLOAD = b"e" * 800
 IN_FLIGHT = 64
@@ -71,23 +68,6 @@ def rides_stream(case: str, window_s: float) -> StreamConfig:
     if case == "purge":
         return dataclasses.replace(declared, max_age=0)
     return declared
-
-
-@contextlib.asynccontextmanager
-async def nats_server() -> AsyncIterator[tuple[int, str]]:
-    """A nats-server with JetStream on a free loopback port and a temporary store: its
-    PID and URL, once it answers."""
-    port = free_port()
-    with tempfile.TemporaryDirectory() as store:
-        argv = [binary("nats-server"), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", store]
-        server = ServerProcess("nats-server", argv, Path(store) / "nats.log", "127.0.0.1", port)
-        server.start()
-        try:
-            await server.wait_ready()
-            assert server.proc is not None
-            yield server.proc.pid, f"nats://127.0.0.1:{port}"
-        finally:
-            server.stop()
 
 
 async def sample(nc: NATS, pid: int, start: float) -> Sample:
