@@ -10,7 +10,8 @@ how to fix it (``ridehail streams migrate``, or deleting it).
 
 One change the server would make in place is left to ``ridehail streams migrate``:
 shortening a stream's age limit (``RIDEHAIL_STREAM_KEEP_S`` below what ``RIDES`` or
-``DRIVERS`` keeps, or a stream from before the limit, which keeps everything). The server
+``DRIVERS`` keeps, ``RIDEHAIL_NOTIFICATION_KEEP_S`` below what ``NOTIFICATIONS`` keeps,
+or a stream from before the limit, which keeps everything). The server
 deletes at once what the shorter limit no longer keeps, whoever has not read it yet; the
 migration does it only once every durable has acknowledged those events, and a process
 starting with a mistyped setting never does it at all.
@@ -30,7 +31,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, ConsumerInfo, StreamConfig, StreamInfo
 from nats.js.errors import APIError, NotFoundError
 
-from events.streams import STREAM_KEEP_S, stream_configs, stream_name
+from events.streams import NOTIFICATIONS_KEEP_S, STREAM_KEEP_S, stream_configs, stream_name
 from events.topology import CONSUMER_GROUPS, ConsumerGroup
 
 log = logging.getLogger(__name__)
@@ -350,15 +351,18 @@ async def check_group(js: JetStreamContext, group: ConsumerGroup, report: FitRep
 # -- the whole check -------------------------------------------------------------------
 
 async def fit_check(nc: NATS, js: JetStreamContext, *, replicas: int = 1,
-                    keep_s: float = STREAM_KEEP_S, repair: bool = True) -> FitReport:
+                    keep_s: float = STREAM_KEEP_S,
+                    notification_keep_s: float = NOTIFICATIONS_KEEP_S,
+                    repair: bool = True) -> FitReport:
     """Check the server, the streams (``keep_s``: how long RIDES and DRIVERS keep an
-    event) and the durable consumers. With ``repair``, create what is missing and update
-    in place what differs where the server allows, but for an age limit to shorten."""
+    event; ``notification_keep_s``: how long NOTIFICATIONS keeps a notification) and the
+    durable consumers. With ``repair``, create what is missing and update in place what
+    differs where the server allows, but for an age limit to shorten."""
     report = FitReport(servers=_servers(nc))
     await check_server(nc, js, report)
     if not report.server_fits:
         return report  # streams on a server that cannot hold them are beside the point
-    for declared in stream_configs(replicas, keep_s):
+    for declared in stream_configs(replicas, keep_s, notification_keep_s=notification_keep_s):
         await check_stream(js, declared, report, repair)
     for group in CONSUMER_GROUPS:
         await check_group(js, group, report, repair)
@@ -366,9 +370,11 @@ async def fit_check(nc: NATS, js: JetStreamContext, *, replicas: int = 1,
 
 
 async def require_fit(nc: NATS, js: JetStreamContext, *, replicas: int = 1,
-                      keep_s: float = STREAM_KEEP_S) -> FitReport:
+                      keep_s: float = STREAM_KEEP_S,
+                      notification_keep_s: float = NOTIFICATIONS_KEEP_S) -> FitReport:
     """The fit-check with repair; raises ``NatsUnfit`` if anything still differs."""
-    report = await fit_check(nc, js, replicas=replicas, keep_s=keep_s, repair=True)
+    report = await fit_check(nc, js, replicas=replicas, keep_s=keep_s,
+                             notification_keep_s=notification_keep_s, repair=True)
     for line in report.done:
         log.info("NATS: %s", line)
     if not report.ok:

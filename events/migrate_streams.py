@@ -11,12 +11,16 @@ same place in the rewritten stream (just after what they had acknowledged, and n
 past a message they could not read before), so nothing is skipped; what they see twice
 their handlers already ignore (events carry ids). Stop the ridehail components first.
 
-A stream that keeps events longer than ``RIDEHAIL_STREAM_KEEP_S`` (one from before the
-limit keeps them all) is given the shorter age limit in place, which deletes at once what
-it no longer keeps, so only once no durable still needs any of it: every durable has
-acknowledged every event the limit deletes. The migration waits ``wait_s`` for durables
-behind (the consumers may run meanwhile: they are what catches up), and otherwise leaves
-the limit as it was and names them. The events themselves stay in the database's outbox.
+A stream that keeps events longer than its setting says (``RIDES`` and ``DRIVERS``:
+``RIDEHAIL_STREAM_KEEP_S``; ``NOTIFICATIONS``: ``RIDEHAIL_NOTIFICATION_KEEP_S``; one from
+before the limit keeps them all) is given the shorter age limit in place, which deletes
+at once what it no longer keeps, so only once no durable still needs any of it: every
+durable of the stream, ridehail's or not, has acknowledged every event the limit deletes.
+No ridehail durable reads ``NOTIFICATIONS`` (the notifier writes it), so there only
+another service's durables can hold the shortening back. The migration waits ``wait_s``
+for durables behind (the consumers may run meanwhile: they are what catches up), and
+otherwise leaves the limit as it was and names them. The events themselves stay in the
+database's outbox.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from nats.js.errors import NotFoundError
 
 from events.envelope import logical_subject
 from events.fitcheck import SHORTEN, Finding, FitReport, NatsUnfit, fit_check, stranded_filter
-from events.streams import STREAM_KEEP_S, stream_configs, stream_name
+from events.streams import NOTIFICATIONS_KEEP_S, STREAM_KEEP_S, stream_configs, stream_name
 from events.topology import CONSUMER_GROUPS, ConsumerGroup
 
 Say = Callable[[str], None]
@@ -51,6 +55,9 @@ AGE_MARGIN_S = 10.0
 POLL_S = 2.0
 SAY_WAITING_EVERY_S = 15.0
 CONSUMERS_PAGE = 256  # JetStream lists a stream's consumers this many at a time
+# The setting that says how long each stream with an age limit keeps a message.
+KEEP_SETTINGS = {"RIDES": "RIDEHAIL_STREAM_KEEP_S", "DRIVERS": "RIDEHAIL_STREAM_KEEP_S",
+                 "NOTIFICATIONS": "RIDEHAIL_NOTIFICATION_KEEP_S"}
 
 
 class ComponentsRunning(RuntimeError):
@@ -100,6 +107,10 @@ class Behind:
     first_needed: int  # the stream sequence of the first event it has not acknowledged
     age_s: float  # how long ago that event was stored
     cutoff: int  # the last sequence the shorter limit deletes
+
+    @property
+    def stream(self) -> str:
+        return self.consumer.split(" > ", 1)[0]
 
     def __str__(self) -> str:
         return (f"{self.consumer} has not acknowledged sequence {self.first_needed} (stored "
@@ -233,11 +244,28 @@ async def recreate_durable(js: JetStreamContext, group: ConsumerGroup, durable: 
 # -- a shorter age limit ----------------------------------------------------------------
 
 def keeping(behind: list[Behind]) -> int:
-    """A RIDEHAIL_STREAM_KEEP_S that keeps every event the durables ``behind`` still
-    need, with an hour to catch up in (whole hours): shortening to it deletes only what
-    they have all acknowledged, and the consumers can start and catch up on it."""
+    """A keep (RIDEHAIL_STREAM_KEEP_S, or RIDEHAIL_NOTIFICATION_KEEP_S) that keeps every
+    event the durables ``behind`` still need, with an hour to catch up in (whole hours):
+    shortening to it deletes only what they have all acknowledged, and the consumers can
+    start and catch up on it."""
     hours = int(max((b.age_s for b in behind), default=0) // 3600) + 2
     return hours * 3600
+
+
+def keeping_settings(behind: list[Behind]) -> dict[str, int]:
+    """``keeping`` for each setting whose streams have durables ``behind`` (by name:
+    RIDEHAIL_STREAM_KEEP_S for RIDES and DRIVERS, RIDEHAIL_NOTIFICATION_KEEP_S for
+    NOTIFICATIONS), so the advice names the setting that holds the events back."""
+    by_setting: dict[str, list[Behind]] = {}
+    for b in behind:  # only these streams have an age limit to shorten
+        by_setting.setdefault(KEEP_SETTINGS[b.stream], []).append(b)
+    return {name: keeping(late) for name, late in by_setting.items()}
+
+
+def said_settings(behind: list[Behind]) -> str:
+    """The settings of ``keeping_settings`` as one would export them:
+    ``RIDEHAIL_STREAM_KEEP_S=7200``, several joined by spaces."""
+    return " ".join(f"{name}={value}" for name, value in keeping_settings(behind).items())
 
 
 async def age_cutoff(js: JetStreamContext, name: str, keep_s: float) -> int:
@@ -370,13 +398,16 @@ def _planned(report: FitReport) -> tuple[set[str], list[tuple[ConsumerGroup, str
 
 
 async def migrate(nc: NATS, js: JetStreamContext, *, replicas: int, backup_dir: Path,
-                  say: Say, keep_s: float = STREAM_KEEP_S, force: bool = False,
+                  say: Say, keep_s: float = STREAM_KEEP_S,
+                  notification_keep_s: float = NOTIFICATIONS_KEEP_S, force: bool = False,
                   wait_s: float = 0.0) -> MigrationResult:
     """Bring the streams and durables to the declared configuration (``keep_s``: how long
-    RIDES and DRIVERS keep an event). A rewrite or a recreated durable races consumers
-    that are pulling, so it is refused then unless ``force``; a shorter age limit is not,
-    and waits up to ``wait_s`` for durables behind."""
-    before = await fit_check(nc, js, replicas=replicas, keep_s=keep_s, repair=True)
+    RIDES and DRIVERS keep an event; ``notification_keep_s``: how long NOTIFICATIONS keeps
+    a notification). A rewrite or a recreated durable races consumers that are pulling,
+    so it is refused then unless ``force``; a shorter age limit is not, and waits up to
+    ``wait_s`` for durables behind."""
+    before = await fit_check(nc, js, replicas=replicas, keep_s=keep_s,
+                             notification_keep_s=notification_keep_s, repair=True)
     if not before.server_fits:
         raise NatsUnfit(before)
     rewrite, recreate = _planned(before)
@@ -389,7 +420,7 @@ async def migrate(nc: NATS, js: JetStreamContext, *, replicas: int, backup_dir: 
     result = MigrationResult(before=before, after=before)
     for line in before.done:
         say(line)
-    declared = stream_configs(replicas, keep_s)
+    declared = stream_configs(replicas, keep_s, notification_keep_s=notification_keep_s)
     for config in declared:
         if config.name in rewrite:
             await rewrite_stream(js, config, backup_dir, result, say)
@@ -398,5 +429,6 @@ async def migrate(nc: NATS, js: JetStreamContext, *, replicas: int, backup_dir: 
         say(f"recreated {group.stream} > {durable}")
     result.shortened, result.behind = await shorten_ages(
         js, before, [c for c in declared if c.name not in rewrite], wait_s=wait_s, say=say)
-    result.after = await fit_check(nc, js, replicas=replicas, keep_s=keep_s, repair=True)
+    result.after = await fit_check(nc, js, replicas=replicas, keep_s=keep_s,
+                                   notification_keep_s=notification_keep_s, repair=True)
     return result

@@ -9,8 +9,10 @@ many processes share the consumer.
 The streams are a bounded transport, not the record: ``RIDES`` and ``DRIVERS`` keep an
 event for ``RIDEHAIL_STREAM_KEEP_S`` (a stream age limit), long enough for every durable
 to read it through any outage the window covers; a ride's history is read from the
-database's outbox table, which keeps every event. nats-server's memory then holds the
-window's rides, not every ride ever booked (docs/DEPLOY.md, sizing).
+database's outbox table, which keeps every event. ``NOTIFICATIONS`` keeps a notification
+for ``RIDEHAIL_NOTIFICATION_KEEP_S``, as long as the ``notifications`` table keeps its row.
+nats-server's memory then holds the windows' rides and notices, not every one ever
+booked or sent (docs/DEPLOY.md, sizing).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from events.envelope import PARTITIONS
 
 # How long RIDES and DRIVERS keep an event unless RIDEHAIL_STREAM_KEEP_S says otherwise.
 STREAM_KEEP_S = 86400.0
+# How long NOTIFICATIONS keeps a notification unless RIDEHAIL_NOTIFICATION_KEEP_S says
+# otherwise: as long as the notifications table keeps its row (store.prune).
 NOTIFICATIONS_KEEP_S = 30 * 86400.0
 # JetStream drops a message whose Nats-Msg-Id it has seen within this window, and keeps
 # every id of the window in memory (about 200 bytes each). The outbox's copies are what it
@@ -63,12 +67,17 @@ def stream_name(config: StreamConfig) -> str:
     return config.name
 
 
-def stream_configs(replicas: int = 1, keep_s: float = STREAM_KEEP_S) -> list[StreamConfig]:
+def stream_configs(replicas: int = 1, keep_s: float = STREAM_KEEP_S, *,
+                   notification_keep_s: float = NOTIFICATIONS_KEEP_S) -> list[StreamConfig]:
     """The declared streams: ``RIDES`` and ``DRIVERS`` keep an event ``keep_s`` seconds
-    (``RIDEHAIL_STREAM_KEEP_S``), ``NOTIFICATIONS`` 30 days, ``DLQ`` until each dead letter
-    is redriven or discarded."""
-    if keep_s <= 0:
+    (``RIDEHAIL_STREAM_KEEP_S``), ``NOTIFICATIONS`` a notification ``notification_keep_s``
+    (``RIDEHAIL_NOTIFICATION_KEEP_S``, 30 days), ``DLQ`` until each dead letter is redriven
+    or discarded. An age limit of 0 would mean for good to JetStream, so neither may be."""
+    if not keep_s > 0:  # NaN too
         raise ValueError(f"RIDES and DRIVERS must keep an event for some time, not {keep_s}s")
+    if not notification_keep_s > 0:
+        raise ValueError("NOTIFICATIONS must keep a notification for some time, "
+                         f"not {notification_keep_s}s")
 
     def cfg(name: str, prefix: str, *, partitioned: bool, max_age_s: float = 0,
             window_s: float | None = None) -> StreamConfig:
@@ -88,19 +97,20 @@ def stream_configs(replicas: int = 1, keep_s: float = STREAM_KEEP_S) -> list[Str
         cfg("RIDES", "rides", partitioned=True, max_age_s=keep_s),
         cfg("DRIVERS", "drivers", partitioned=True, max_age_s=keep_s),
         cfg("NOTIFICATIONS", "notifications", partitioned=False,
-            max_age_s=NOTIFICATIONS_KEEP_S),
+            max_age_s=notification_keep_s),
         cfg("DLQ", "dlq", partitioned=False, window_s=DLQ_DUPLICATE_WINDOW_S),
     ]
 
 
 async def ensure_streams(js: JetStreamContext, replicas: int = 1,
-                         keep_s: float = STREAM_KEEP_S) -> None:
+                         keep_s: float = STREAM_KEEP_S, *,
+                         notification_keep_s: float = NOTIFICATIONS_KEEP_S) -> None:
     """Create each stream, or update it to the current configuration (replicas
     included: JetStream changes them in place); safe to repeat. For tests and tools on
     a server of their own: it shortens an age limit at once, deleting what the shorter
     one no longer keeps, where the components' fit-check leaves that to
     ``ridehail streams migrate``."""
-    for config in stream_configs(replicas, keep_s):
+    for config in stream_configs(replicas, keep_s, notification_keep_s=notification_keep_s):
         try:
             await js.stream_info(stream_name(config))
         except NotFoundError:

@@ -40,6 +40,10 @@ MIN_STREAM_KEEP_S = 60
 PROCESSED_MARGIN_S = 60
 # An Idempotency-Key answers a retry for at least a day, as payment APIs promise.
 MIN_IDEMPOTENCY_KEEP_S = 86400
+# A notification is kept at least this long (RIDEHAIL_NOTIFICATION_KEEP_S): the setting is
+# the NOTIFICATIONS stream's age limit too, where 0 would mean for good, and a minute is
+# the least any stream keeps a message (MIN_STREAM_KEEP_S).
+MIN_NOTIFICATION_KEEP_S = 60
 
 
 class SettingsError(RuntimeError):
@@ -119,7 +123,8 @@ class Settings(BaseSettings):
     idempotency_keep_s: float = Field(2 * 86400, allow_inf_nan=False)
     rate_limit_keep_s: float = Field(3600, ge=0, allow_inf_nan=False)
     offer_keep_s: float = Field(30 * 86400, ge=0, allow_inf_nan=False)
-    notification_keep_s: float = Field(30 * 86400, ge=0, allow_inf_nan=False)
+    # the notifications table's and the NOTIFICATIONS stream's (events.streams)
+    notification_keep_s: float = Field(30 * 86400, allow_inf_nan=False)
     trip_meter_keep_s: float = Field(30 * 86400, ge=0, allow_inf_nan=False)
     # PostgreSQL: how long an event id stays claimed in outbox_ids (a retried activity's
     # event within it is stored once); the migration that made the table filled it with
@@ -135,6 +140,17 @@ class Settings(BaseSettings):
                 f"RIDEHAIL_STREAM_KEEP_S is {value:g}: RIDES and DRIVERS must keep an event "
                 f"at least {MIN_STREAM_KEEP_S} seconds (longer than a consumer's "
                 "redeliveries take; the default, 86400, is a day)")
+        return value
+
+    @field_validator("notification_keep_s")
+    @classmethod
+    def _notifications_kept_long_enough(cls, value: float) -> float:
+        if not value >= MIN_NOTIFICATION_KEEP_S:  # NaN too
+            raise ValueError(
+                f"RIDEHAIL_NOTIFICATION_KEEP_S is {value:g}: a notification must be kept at "
+                f"least {MIN_NOTIFICATION_KEEP_S} seconds (it is also how long the "
+                "NOTIFICATIONS stream keeps one, where 0 would mean for good; the default, "
+                "2592000, is 30 days)")
         return value
 
     @model_validator(mode="after")

@@ -47,7 +47,8 @@ def check(as_json: AsJson = False) -> None:
 
     async def run(nc: NATS) -> FitReport:
         return await fit_check(nc, nc.jetstream(), replicas=s.stream_replicas,
-                               keep_s=s.stream_keep_s, repair=False)
+                               keep_s=s.stream_keep_s,
+                               notification_keep_s=s.notification_keep_s, repair=False)
 
     report = _connected(s, "streams-check", run)
     if as_json:
@@ -65,14 +66,16 @@ def migrate(
     wait: Annotated[float, typer.Option(
         "--wait", min=0, max=MAX_WAIT_S,
         help="seconds to wait for durables to acknowledge what a shorter "
-             "RIDEHAIL_STREAM_KEEP_S deletes")] = DEFAULT_WAIT_S,
+             "RIDEHAIL_STREAM_KEEP_S or RIDEHAIL_NOTIFICATION_KEEP_S deletes")
+    ] = DEFAULT_WAIT_S,
     as_json: AsJson = False,
 ) -> None:
     """Bring the streams and durable consumers to the declared configuration: in place
     where NATS allows, otherwise by rewriting the stream in order (a backup of every
     message is written to <data dir>/stream-backups first). Stop the ridehail
     components first, but to shorten how long RIDES and DRIVERS keep an event
-    (RIDEHAIL_STREAM_KEEP_S): that waits for every durable to acknowledge what it
+    (RIDEHAIL_STREAM_KEEP_S) or NOTIFICATIONS a notification
+    (RIDEHAIL_NOTIFICATION_KEEP_S): that waits for every durable to acknowledge what it
     deletes, and the consumers may run meanwhile."""
     from events.migrate_streams import ComponentsRunning, migrate
 
@@ -80,7 +83,9 @@ def migrate(
 
     async def run(nc: NATS) -> MigrationResult:
         return await migrate(nc, nc.jetstream(), replicas=s.stream_replicas,
-                             keep_s=s.stream_keep_s, backup_dir=s.data_dir / BACKUPS,
+                             keep_s=s.stream_keep_s,
+                             notification_keep_s=s.notification_keep_s,
+                             backup_dir=s.data_dir / BACKUPS,
                              force=force, wait_s=wait,
                              say=lambda line: console.print(line, soft_wrap=True))
 
@@ -121,11 +126,11 @@ def _print_migration(result: MigrationResult) -> None:
     for behind in result.behind:
         out.print(f"  [red]behind[/] {escape(str(behind))}", soft_wrap=True)
     if result.behind:
-        from events.migrate_streams import keeping
+        from events.migrate_streams import said_settings
 
         out.print("  let the consumers catch up, then migrate again (or give it longer: "
                   "--wait). Consumers that cannot start on these streams start with "
-                  f"RIDEHAIL_STREAM_KEEP_S={keeping(result.behind)}, which keeps every event "
+                  f"{said_settings(result.behind)}, which keeps every event "
                   "they need: migrate to it, run them until they catch up, then migrate to "
                   "the window you want", soft_wrap=True)
     _print_report(result.after)

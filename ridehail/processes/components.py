@@ -75,7 +75,8 @@ async def runtime(settings: Settings, name: str, *, temporal: bool = True,
     js = nc.jetstream()
     try:
         await require_fit(nc, js, replicas=settings.stream_replicas,
-                          keep_s=settings.stream_keep_s)
+                          keep_s=settings.stream_keep_s,
+                          notification_keep_s=settings.notification_keep_s)
         client = await connect_temporal(settings) if temporal else None
         if client is not None:
             await prepare_temporal(client, settings.temporal_namespace,

@@ -359,40 +359,44 @@ async def probe_nats(settings: Settings) -> FitReport:
         return report
     try:
         return await fit_check(nc, nc.jetstream(), replicas=settings.stream_replicas,
-                               keep_s=settings.stream_keep_s, repair=True)
+                               keep_s=settings.stream_keep_s,
+                               notification_keep_s=settings.notification_keep_s, repair=True)
     finally:
         await nc.close()
 
 
 async def shorten_own_streams(settings: Settings, say: Callable[[str], None]) -> None:
     """On a nats-server ``ridehail dev`` started on its data dir, whose consumers are its
-    own, do what ``ridehail streams migrate`` does for a shorter RIDEHAIL_STREAM_KEEP_S (a
-    store from before the limit keeps everything): shorten the streams' age limit where
-    every durable has acknowledged what that deletes. A durable behind stops the start,
-    saying what keeps its events until it catches up."""
+    own, do what ``ridehail streams migrate`` does for a shorter RIDEHAIL_STREAM_KEEP_S or
+    RIDEHAIL_NOTIFICATION_KEEP_S (a store from before the limit keeps everything): shorten
+    the streams' age limit where every durable has acknowledged what that deletes. A
+    durable behind stops the start, saying what keeps its events until it catches up."""
     from nats.aio.client import Client as NATS
 
-    from events.migrate_streams import keeping, shorten_ages
+    from events.migrate_streams import keeping_settings, said_settings, shorten_ages
     from events.streams import stream_configs
 
+    keep_s, notification_keep_s = settings.stream_keep_s, settings.notification_keep_s
     nc = NATS()
     await nc.connect(servers=settings.nats_servers, connect_timeout=3, allow_reconnect=False,
                      **settings.nats_connect_options())
     try:
         js = nc.jetstream()
-        report = await fit_check(nc, js, replicas=settings.stream_replicas,
-                                 keep_s=settings.stream_keep_s, repair=True)
+        report = await fit_check(nc, js, replicas=settings.stream_replicas, keep_s=keep_s,
+                                 notification_keep_s=notification_keep_s, repair=True)
         _, behind = await shorten_ages(
-            js, report, stream_configs(settings.stream_replicas, settings.stream_keep_s),
+            js, report, stream_configs(settings.stream_replicas, keep_s,
+                                       notification_keep_s=notification_keep_s),
             wait_s=0, say=say)
     finally:
         await nc.close()
     if behind:
         raise DevStackError(
-            "the streams keep events longer than RIDEHAIL_STREAM_KEEP_S, and shortening "
-            f"that would delete events a durable has not read: {'; '.join(map(str, behind))}"
-            f". Start ridehail dev once with RIDEHAIL_STREAM_KEEP_S={keeping(behind)} (it "
-            "keeps them) until its consumers catch up, then with the value you want.")
+            f"the streams keep events longer than {' and '.join(keeping_settings(behind))}, "
+            "and shortening that would delete events a durable has not read: "
+            f"{'; '.join(map(str, behind))}. Start ridehail dev once with "
+            f"{said_settings(behind)} (it keeps them) until its consumers catch up, then "
+            "with the value you want.")
 
 
 async def probe_temporal(settings: Settings) -> str | None:

@@ -79,6 +79,9 @@ def test_prune_refuses_lifetimes_too_short_and_a_database_without_tables(
     below = prune(tmp_path, "--json", RIDEHAIL_STREAM_KEEP_S="86400",
                   RIDEHAIL_PROCESSED_KEEP_S="86400")
     assert below.returncode == 2 and "RIDEHAIL_STREAM_KEEP_S (86400) plus 60" in below.stderr
+    # a notification's lifetime is the NOTIFICATIONS stream's age limit too (0: for good)
+    never = prune(tmp_path, "--dry-run", RIDEHAIL_NOTIFICATION_KEEP_S="0")
+    assert never.returncode == 2 and "RIDEHAIL_NOTIFICATION_KEEP_S is 0" in never.stderr
     empty = tmp_path / "empty"
     empty.mkdir()
     missing = prune(empty, "--json")

@@ -1,7 +1,8 @@
 """The NATS fit-check against real servers: one without JetStream, Debian's 2.9 (where
 installed), a RIDES stream left without its partitioning transform, durables with the
-wrong configuration, streams from before the age limit. Each is refused with what to do,
-or migrated, and rides run afterwards; an event leaves RIDES once its window is over."""
+wrong configuration, streams from before the age limit, a NOTIFICATIONS stream keeping
+longer than its setting. Each is refused with what to do, or migrated, and rides run
+afterwards; an event leaves RIDES once its window is over."""
 
 from __future__ import annotations
 
@@ -18,12 +19,12 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy
+from nats.js.api import AckPolicy, ConsumerConfig
 
 from events.catalog import Point, RideRequested
 from events.envelope import new_event
 from events.fitcheck import NatsUnfit, fit_check, parse_version
-from events.migrate_streams import migrate
+from events.migrate_streams import keeping_settings, migrate
 from events.streams import stream_configs
 from events.topology import RIDE_PROJECTOR, WORKFLOW_TRIGGER
 from infra.config import Settings
@@ -438,6 +439,131 @@ async def test_streams_migrate_moves_a_deployment_to_the_window(own_nats) -> Non
     assert "RIDES: keeps an event 60s now" in moved.stderr
     check = await asyncio.to_thread(ridehail, "streams", "check")
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+async def _notifications_messages(js: JetStreamContext) -> int:
+    return int((await js.stream_info("NOTIFICATIONS")).state.messages)
+
+
+async def _streams_with_a_notice(js: JetStreamContext) -> None:
+    """The streams as declared with the default keeps (NOTIFICATIONS: 30 days, as every
+    ridehail made it before the setting bounded it), and one notification sent."""
+    for config in stream_configs():
+        await js.add_stream(config)
+    await js.publish("notifications.notice-rider.sent", b"{}")
+
+
+async def test_a_notifications_stream_longer_than_its_setting_shortens_by_migration(
+        own_nats, settings: Settings, tmp_path: Path) -> None:
+    # (model_copy does not validate: a keep of 2 s, below what the setting allows)
+    s = settings.model_copy(update={"nats_url": own_nats.url, "notification_keep_s": 2})
+    nc = await _connect(own_nats.url)
+    js = nc.jetstream()
+    try:
+        await _streams_with_a_notice(js)
+        found = await fit_check(nc, js, keep_s=s.stream_keep_s, notification_keep_s=2,
+                                repair=True)
+        assert {(f.target, f.field, f.found, f.needed) for f in found.findings} == {
+            ("stream NOTIFICATIONS", "max_age", "2592000s", "2s")}
+        assert "ridehail streams migrate" in found.findings[0].fix
+        assert any("duplicate_window" in line for line in found.done)  # that, in place
+        await asyncio.sleep(3)
+        assert await _notifications_messages(js) == 1  # the check deleted nothing
+
+        # every component refuses to shorten it itself
+        with pytest.raises(NatsUnfit) as refused:
+            async with runtime(s, "test", temporal=False):
+                pass
+        assert ("stream NOTIFICATIONS: max_age is 2592000s; needed 2s. Fix: run `ridehail "
+                "streams migrate`") in str(refused.value)
+
+        # no ridehail durable reads NOTIFICATIONS; another service's that has not
+        # acknowledged the notice holds the shortening back, as on RIDES
+        await js.add_consumer("NOTIFICATIONS", ConsumerConfig(
+            durable_name="push-gateway", ack_policy=AckPolicy.EXPLICIT,
+            filter_subject="notifications.>"))
+        result = await migrate(nc, js, replicas=1, keep_s=s.stream_keep_s,
+                               notification_keep_s=2, backup_dir=tmp_path,
+                               say=lambda _: None)
+        assert not result.ok
+        assert [b.consumer for b in result.behind] == ["NOTIFICATIONS > push-gateway"]
+        assert keeping_settings(result.behind) == {"RIDEHAIL_NOTIFICATION_KEEP_S": 7200}
+        assert result.shortened == {"NOTIFICATIONS": "left at 2592000s: 1 durable(s) behind"}
+        assert await _notifications_messages(js) == 1
+
+        sub = await js.pull_subscribe_bind(durable="push-gateway", stream="NOTIFICATIONS")
+        await (await sub.fetch(1, timeout=5))[0].ack_sync()
+        said: list[str] = []
+        result = await migrate(nc, js, replicas=1, keep_s=s.stream_keep_s,
+                               notification_keep_s=2, backup_dir=tmp_path, say=said.append)
+        assert result.ok, result.after.explain()
+        assert result.shortened == {"NOTIFICATIONS": "2592000s → 2s"}
+        assert result.rewritten == {} and result.recreated == []
+        assert any(line.startswith("NOTIFICATIONS: keeps an event 2s now") for line in said)
+        assert await _notifications_messages(js) == 0
+        assert (await js.stream_info("RIDES")).config.max_age == s.stream_keep_s
+        assert (await fit_check(nc, js, keep_s=s.stream_keep_s, notification_keep_s=2,
+                                repair=False)).ok
+    finally:
+        await nc.close()
+
+
+async def test_dev_shortens_notifications_of_its_own_nats_with_no_durable_to_wait_for(
+        own_nats, settings: Settings) -> None:
+    s = settings.model_copy(update={"nats_url": own_nats.url, "notification_keep_s": 2})
+    nc = await _connect(own_nats.url)
+    js = nc.jetstream()
+    try:
+        await _streams_with_a_notice(js)
+        await asyncio.sleep(2.5)
+        said: list[str] = []
+        await shorten_own_streams(s, said.append)
+        assert any(line.startswith("NOTIFICATIONS: keeps an event 2s now") for line in said), said
+        assert await _notifications_messages(js) == 0
+        # and a notification sent now leaves once it is older than the keep
+        await js.publish("notifications.notice-rider.sent", b"{}")
+
+        async def gone() -> bool:
+            return await _notifications_messages(js) == 0
+
+        await eventually(gone, "the notification leaving NOTIFICATIONS", timeout=20)
+        assert (await fit_check(nc, js, keep_s=s.stream_keep_s, notification_keep_s=2,
+                                repair=False)).ok
+    finally:
+        await nc.close()
+
+
+async def test_streams_migrate_moves_notifications_to_their_setting(own_nats) -> None:
+    nc = await _connect(own_nats.url)
+    try:
+        await _streams_with_a_notice(nc.jetstream())
+    finally:
+        await nc.close()
+    env = {**os.environ, "RIDEHAIL_NATS_URL": own_nats.url, "RIDEHAIL_STREAM_KEEP_S": "86400",
+           "RIDEHAIL_NOTIFICATION_KEEP_S": "60"}
+
+    def ridehail(*args: str, **more: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(ridehail_command(*args), env={**env, **more},
+                              capture_output=True, text=True, timeout=120)
+
+    check = await asyncio.to_thread(ridehail, "streams", "check", "--json")
+    assert check.returncode == 1, check.stderr
+    findings = {(f["target"], f["field"], f["found"], f["needed"]): f["fix"]
+                for f in json.loads(check.stdout)["findings"]}
+    assert set(findings) == {("stream NOTIFICATIONS", "max_age", "2592000s", "60s"),
+                             ("stream NOTIFICATIONS", "duplicate_window", "300s", "60s")}
+    assert "ridehail streams migrate" in findings[
+        ("stream NOTIFICATIONS", "max_age", "2592000s", "60s")]
+    moved = await asyncio.to_thread(ridehail, "streams", "migrate", "--json")
+    assert moved.returncode == 0, moved.stderr
+    assert json.loads(moved.stdout)["shortened"] == {"NOTIFICATIONS": "2592000s → 60s"}
+    check = await asyncio.to_thread(ridehail, "streams", "check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    # a keep JetStream would read as "for good" is refused before NATS is asked
+    refused = await asyncio.to_thread(ridehail, "streams", "check",
+                                      RIDEHAIL_NOTIFICATION_KEEP_S="0")
+    assert refused.returncode == 2
+    assert "RIDEHAIL_NOTIFICATION_KEEP_S is 0" in refused.stderr
 
 
 def test_streams_migrate_refuses_an_unreachable_server() -> None:

@@ -25,7 +25,7 @@ from events.fitcheck import (
 )
 from events.streams import stream_configs
 from events.topology import ACK_WAIT_S, CONSUMER_GROUPS, NOTIFIER, RIDE_PROJECTOR, WORKFLOW_TRIGGER
-from infra.config import MIN_STREAM_KEEP_S, Settings
+from infra.config import MIN_NOTIFICATION_KEEP_S, MIN_STREAM_KEEP_S, Settings
 
 
 def test_versions_compare_as_numbers() -> None:
@@ -94,9 +94,11 @@ def test_a_group_that_reads_some_types_filters_on_their_stored_subjects() -> Non
     assert RIDE_PROJECTOR.config(durable, subject).filter_subject == "rides.0.>"
 
 
-def _by_name(keep_s: float = 86400) -> dict[str | None, tuple[float, float]]:
-    """Each declared stream's (age limit, duplicate window), for a keep of ``keep_s``."""
-    return {c.name: (c.max_age, c.duplicate_window) for c in stream_configs(keep_s=keep_s)}
+def _by_name(keep_s: float = 86400, **keeps: float) -> dict[str | None, tuple[float, float]]:
+    """Each declared stream's (age limit, duplicate window), for a keep of ``keep_s`` (and
+    ``notification_keep_s``, where given)."""
+    return {c.name: (c.max_age, c.duplicate_window)
+            for c in stream_configs(keep_s=keep_s, **keeps)}
 
 
 def test_rides_and_drivers_keep_an_event_for_the_setting_and_no_longer() -> None:
@@ -110,6 +112,47 @@ def test_rides_and_drivers_keep_an_event_for_the_setting_and_no_longer() -> None
     assert _by_name(2)["DRIVERS"] == (2, 2)
     with pytest.raises(ValueError, match="must keep an event"):
         stream_configs(keep_s=0)
+
+
+def test_notifications_keep_a_notification_for_its_setting_and_no_longer() -> None:
+    assert _by_name(notification_keep_s=3600) == {
+        "RIDES": (86400, 300), "DRIVERS": (86400, 300),
+        "NOTIFICATIONS": (3600, 300), "DLQ": (0, 3600)}
+    # the duplicate window follows the keep as RIDES' and DRIVERS' do
+    assert _by_name(notification_keep_s=60)["NOTIFICATIONS"] == (60, 60)
+    assert _by_name(notification_keep_s=2)["NOTIFICATIONS"] == (2, 2)
+    # and each stream follows its own setting alone
+    assert _by_name(120, notification_keep_s=7 * 86400)["RIDES"] == (120, 120)
+    assert _by_name(120, notification_keep_s=7 * 86400)["NOTIFICATIONS"] == (7 * 86400, 300)
+    for never in (0, -1, float("nan")):
+        with pytest.raises(ValueError, match="NOTIFICATIONS must keep a notification"):
+            stream_configs(notification_keep_s=never)
+
+
+def test_the_notification_keep_setting_is_30_days_and_at_least_a_minute() -> None:
+    assert Settings().notification_keep_s == 30 * 86400
+    assert MIN_NOTIFICATION_KEEP_S == 60
+    assert Settings(notification_keep_s=60).notification_keep_s == 60
+    for bad in (59, 0, -1, float("nan"), float("inf")):
+        with pytest.raises(ValidationError) as refused:
+            Settings(notification_keep_s=bad)
+        assert "notification_keep_s" in str(refused.value)
+    with pytest.raises(ValidationError, match=r"RIDEHAIL_NOTIFICATION_KEEP_S is 0: .* at least "
+                                              r"60 seconds .*NOTIFICATIONS stream"):
+        Settings(notification_keep_s=0)
+
+
+def test_a_notifications_stream_kept_longer_shortens_only_by_migration() -> None:
+    """A NOTIFICATIONS stream made with the fixed 30 days, and a shorter setting."""
+    declared = next(c for c in stream_configs(notification_keep_s=3600)
+                    if c.name == "NOTIFICATIONS")
+    as_made = next(c for c in stream_configs() if c.name == "NOTIFICATIONS")
+    assert stream_differences(declared, as_made) == [("max_age", "2592000s", "3600s")]
+    assert shortens_age(declared, as_made)
+    assert in_place_update(declared, as_made).max_age == 30 * 86400
+    # a longer setting is given in place
+    assert not shortens_age(as_made, declared)
+    assert in_place_update(as_made, declared) is as_made
 
 
 def test_the_keep_setting_is_a_day_and_at_least_a_minute() -> None:

@@ -39,12 +39,20 @@ def test_an_idempotency_key_is_kept_at_least_a_day() -> None:
     assert settings(idempotency_keep_s=86400).idempotency_keep_s == 86400
 
 
-@pytest.mark.parametrize("name", ["rate_limit_keep_s", "offer_keep_s", "notification_keep_s",
-                                  "trip_meter_keep_s"])
+@pytest.mark.parametrize("name", ["rate_limit_keep_s", "offer_keep_s", "trip_meter_keep_s"])
 def test_the_other_lifetimes_may_be_short_but_not_negative(name: str) -> None:
     assert getattr(settings(**{name: 0}), name) == 0
     with pytest.raises(ValueError, match=name):
         settings(**{name: -1})
+
+
+def test_a_notification_is_kept_at_least_a_minute() -> None:
+    """Its lifetime is the NOTIFICATIONS stream's age limit too, where 0 means for good."""
+    assert settings(notification_keep_s=60).notification_keep_s == 60
+    for bad in (59, 0, -1):
+        with pytest.raises(ValueError, match=r"notification_keep_s\n.*"
+                                             rf"RIDEHAIL_NOTIFICATION_KEEP_S is {bad}: "):
+            settings(notification_keep_s=bad)
 
 
 def test_an_event_id_is_claimed_for_some_time() -> None:
@@ -60,12 +68,12 @@ def test_housekeeping_runs_at_most_once_a_minute() -> None:
 
 
 def test_each_store_has_its_setting() -> None:
-    keep = lifetimes(settings(offer_keep_s=11, notification_keep_s=12, trip_meter_keep_s=13,
+    keep = lifetimes(settings(offer_keep_s=11, notification_keep_s=72, trip_meter_keep_s=13,
                               rate_limit_keep_s=14, outbox_ids_keep_s=15,
                               rate_limit_window_s=30))
     assert list(keep.keep_s) == list(STORES)
     assert keep.keep_s == {"processed_events": 7 * 86400, "idempotency_keys": 2 * 86400,
-                           "rate_limit_hits": 14, "offers": 11, "notifications": 12,
+                           "rate_limit_hits": 14, "offers": 11, "notifications": 72,
                            "trip_meters": 13, "outbox_ids": 15}
     assert keep.rate_limit_window_s == 30
 
