@@ -1,10 +1,13 @@
-"""Bearer JWT authentication (HS256, claims ``sub``, ``role``, ``exp``) and role checks.
+"""Bearer JWT authentication (HS256, claims ``sub``, ``role``, ``iat``, ``exp``) and role
+checks.
 
 A token must be signed with ``RIDEHAIL_JWT_SECRET`` using HS256 (no other algorithm is
-accepted, ``none`` least of all), carry an ``exp`` in the future (a JSON number, RFC
-7519's NumericDate), a known ``role`` and a ``sub`` that can stand in a NATS subject and
-a database key. Anything else is a 401;
-a good token for the wrong role is a 403.
+accepted, ``none`` least of all), carry an ``iat`` and an ``exp`` in the future (JSON
+numbers, RFC 7519's NumericDate) no more than ``RIDEHAIL_JWT_MAX_TTL_S`` apart nor
+``exp`` further than that from now, a known ``role`` and a ``sub`` that can stand in a
+NATS subject and a database key (the rules are in infra.tokens). Anything else is a 401
+whose detail says what is wrong in the caller's terms, never the decoder's; a good token
+for the wrong role is a 403.
 
 The dependencies are coroutines although they never wait: FastAPI runs a plain function
 dependency on a worker thread, and the hop there and back (and the wait for the GIL
@@ -16,19 +19,17 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-import jwt
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import Scope
 
 from api.problems import Problem
-from infra.tokens import ALGORITHM, ROLES, Role, issue_token
+from infra.tokens import ROLES, SUB_PATTERN, Role, TokenRefused, issue_token, read_token
 
-__all__ = ["ROLES", "Principal", "Role", "issue_token", "principal", "require", "verify"]
-# Ids become NATS subject tokens (``drivers.<id>.online``) and database keys: no dots,
-# wildcards or whitespace, and no longer than the columns that hold them.
-SUB_PATTERN = r"^[A-Za-z0-9_@:|+-]{1,128}$"
+__all__ = ["MISSING", "ROLES", "Principal", "Role", "issue_token", "principal", "require",
+           "verify"]
+MISSING = "Missing bearer token (Authorization: Bearer <token>)"
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `ridehail token`")
 
@@ -60,38 +61,22 @@ async def principal(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None:
-        raise _unauthorized("Missing bearer token (Authorization: Bearer <token>)")
+        raise _unauthorized(MISSING)
     seen = request.scope.get("state", {}).get(_CALLER)
     if seen is not None and seen[0] == credentials.credentials:
         return seen[1]  # this very token, verified earlier in this request
-    return verify(credentials.credentials,
-                  request.app.state.services.settings.require_jwt_secret())
+    settings = request.app.state.services.settings
+    return verify(credentials.credentials, settings.require_jwt_secret(),
+                  settings.jwt_max_ttl_s)
 
 
-def verify(token: str, secret: str) -> Principal:
+def verify(token: str, secret: str, max_ttl_s: int) -> Principal:
     """The caller a bearer token names, or a 401 problem saying what is wrong with it."""
     try:
-        claims = jwt.decode(token, secret, algorithms=[ALGORITHM],
-                            options={"require": ["exp", "sub", "role"]})
-    except jwt.ExpiredSignatureError:
-        raise _unauthorized("The token has expired") from None
-    except jwt.PyJWTError as e:
-        raise _unauthorized(f"Invalid token: {e}") from None
-    except (ValueError, TypeError, OverflowError):  # a header PyJWT chokes on is still a 401
-        raise _unauthorized("Invalid token: malformed") from None
-    exp = claims["exp"]
-    if isinstance(exp, bool) or not isinstance(exp, int | float):
-        # PyJWT takes a numeric string ("9999999999") for the number it spells; RFC 7519
-        # says a NumericDate is a JSON number
-        raise _unauthorized("Invalid token: exp must be a NumericDate (a JSON number)")
-    try:
-        return Principal.model_validate({"sub": claims["sub"], "role": claims["role"]})
-    except ValidationError as e:
-        bad = {str(err["loc"][0]) for err in e.errors() if err.get("loc")}
-        if "role" in bad:
-            raise _unauthorized("Invalid token: role must be rider, driver or admin") from None
-        raise _unauthorized("Invalid token: sub must be 1-128 letters, digits or _-@:|+") \
-            from None
+        sub, role = read_token(token, secret, max_ttl_s)
+    except TokenRefused as e:
+        raise _unauthorized(str(e)) from None
+    return Principal(sub=sub, role=role)
 
 
 def require(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:

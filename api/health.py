@@ -40,8 +40,9 @@ def _is_admin(request: Request) -> bool:
     if scheme.lower() != "bearer" or not token.strip():
         return False
     try:
-        return verify(token.strip(),
-                      request.app.state.services.settings.require_jwt_secret()).role == "admin"
+        settings = request.app.state.services.settings
+        return verify(token.strip(), settings.require_jwt_secret(),
+                      settings.jwt_max_ttl_s).role == "admin"
     except Problem:
         return False
 

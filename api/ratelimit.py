@@ -61,7 +61,7 @@ def limit_for(path: str, subject: str | None, address: str, settings: Settings) 
     return Limit(f"writes:{subject}", settings.rate_limit_writes)
 
 
-def verified_subject(scope: Scope, secret: str) -> str | None:
+def verified_subject(scope: Scope, secret: str, max_ttl_s: int) -> str | None:
     """The ``sub`` of the request's bearer token if the route would accept the token,
     else None (the route says what is wrong). Verified here too: counting an unverified
     ``sub`` would let anyone use up another rider's allowance. The caller it names is
@@ -73,7 +73,7 @@ def verified_subject(scope: Scope, secret: str) -> str | None:
     if scheme.lower() != "bearer" or not token:
         return None
     try:
-        who = verify(token, secret)
+        who = verify(token, secret, max_ttl_s)
     except Problem:
         return None
     remember_caller(scope, token, who)
@@ -169,6 +169,7 @@ class RateLimit:
         if not limited(method, path):
             return None  # a read: no token to verify here (the route does)
         subject = (None if path == "/readyz"
-                   else verified_subject(scope, settings.require_jwt_secret()))
+                   else verified_subject(scope, settings.require_jwt_secret(),
+                                         settings.jwt_max_ttl_s))
         client = scope.get("client")
         return limit_for(path, subject, client[0] if client else "unknown", settings)

@@ -79,15 +79,18 @@ class Api:
     person (signed here with the stack's secret, as ``ridehail token`` does)."""
 
     def __init__(self, base_url: str, secret: str, max_connections: int = 100,
-                 timeout_s: float = 30.0, http: httpx.AsyncClient | None = None) -> None:
+                 timeout_s: float = 30.0, http: httpx.AsyncClient | None = None,
+                 token_ttl_s: int = 86400) -> None:
         """``http``: a client of the caller's to use (tests pass theirs) instead of a
-        new pool for ``base_url``."""
+        new pool for ``base_url``. ``token_ttl_s``: how long each token lives, a day
+        unless the API allows less (``RIDEHAIL_JWT_MAX_TTL_S``), which it would refuse."""
         import httpx
 
         from infra.tokens import issue_token
 
         self._issue = issue_token
         self._secret = secret
+        self._token_ttl_s = token_ttl_s
         self._tokens: dict[tuple[str, str], str] = {}
         self.calls = 0
         self.http = http or httpx.AsyncClient(
@@ -101,7 +104,7 @@ class Api:
     def headers(self, role: str, sub: str) -> dict[str, str]:
         token = self._tokens.get((role, sub))
         if token is None:
-            token = self._issue(self._secret, role, sub, 24 * 3600)  # type: ignore[arg-type]  # a plain str; the API judges the role
+            token = self._issue(self._secret, role, sub, self._token_ttl_s)  # type: ignore[arg-type]  # a plain str; the API judges the role
             self._tokens[(role, sub)] = token
         return {"Authorization": f"Bearer {token}"}
 

@@ -326,7 +326,8 @@ async def run_bench(settings: Settings, *, rides: int, drivers: int, concurrency
         side: RidehailSide | None = None
         if ridehail:
             api = Api(settings.api_url, settings.require_jwt_secret(),
-                      max_connections=4 * concurrency + 20)
+                      max_connections=4 * concurrency + 20,
+                      token_ttl_s=min(86400, settings.jwt_max_ttl_s))
             stack.push_async_callback(api.aclose)
             work = RidehailWorkload(api, city or City(), drivers, seed, ride_timeout_s)
             side = await RidehailSide.start(rt, work, roles, console)

@@ -347,7 +347,8 @@ async def run_simulation(settings: Settings, cfg: SimConfig, console: Console, *
                          until: Callable[[SimState], bool] | None = None,
                          live: bool = True) -> Summary:
     """Run the city until Ctrl-C, ``duration_s`` or ``until(state)``; returns the summary."""
-    api = Api(settings.api_url, settings.require_jwt_secret(), max_connections=4 * cfg.drivers + 50)
+    api = Api(settings.api_url, settings.require_jwt_secret(), max_connections=4 * cfg.drivers + 50,
+              token_ttl_s=min(86400, settings.jwt_max_ttl_s))
     state = SimState()
     stop = asyncio.Event()
     sim = Simulation(api, cfg, state, stop)

@@ -302,7 +302,8 @@ async def run_soak(settings: Settings, *, duration_s: float, rate: float, rate_f
     report.processes = {r: ProcessMemory(pid) for r, pid in roles.items()}
     async with runtime(settings, "soak", temporal=True, prepare=False) as rt:
         dlq_before = await dlq_depth(rt.js)
-        api = Api(settings.api_url, settings.require_jwt_secret(), max_connections=200)
+        api = Api(settings.api_url, settings.require_jwt_secret(), max_connections=200,
+                  token_ttl_s=min(86400, settings.jwt_max_ttl_s))
         try:
             work = RidehailWorkload(api, city, drivers, seed, ride_timeout_s)
             await work.drivers_online()

@@ -45,6 +45,7 @@ def test_token_is_signed_with_the_secret(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     claims = jwt.decode(out.stdout.strip(), "s" * 32, algorithms=["HS256"])
     assert claims["role"] == "driver" and claims["sub"] == "bob" and claims["exp"] > 0
+    assert claims["exp"] - claims["iat"] == 3600  # the default --ttl, from iat
 
 
 def test_token_refuses_without_a_secret_and_rejects_bad_roles(tmp_path: Path) -> None:
@@ -56,6 +57,22 @@ def test_token_refuses_without_a_secret_and_rejects_bad_roles(tmp_path: Path) ->
     assert bad.returncode == 2 and "rider, driver, admin" in bad.stderr
     refused = run(settings, "api")
     assert refused.returncode == 2 and "RIDEHAIL_JWT_SECRET" in refused.stderr
+
+
+def test_token_refuses_a_lifetime_the_api_would_refuse(tmp_path: Path) -> None:
+    """--ttl above RIDEHAIL_JWT_MAX_TTL_S (a day) is refused, naming the maximum; a day
+    exactly is signed, with iat now and exp a day later."""
+    settings = Settings(data_dir=tmp_path, jwt_secret="s" * 32)
+    for ttl in ("999999", "86401", "0"):
+        refused = run(settings, "token", "--role", "rider", "--sub", "a", "--ttl", ttl,
+                      secret=True)
+        assert refused.returncode == 2 and not refused.stdout, refused
+        assert "--ttl" in refused.stderr and "86400" in refused.stderr
+    out = run(settings, "token", "--role", "rider", "--sub", "a", "--ttl", "86400",
+              secret=True)
+    assert out.returncode == 0, out.stderr
+    claims = jwt.decode(out.stdout.strip(), "s" * 32, algorithms=["HS256"])
+    assert claims["exp"] - claims["iat"] == 86400
 
 
 def test_token_uses_the_secret_ridehail_dev_keeps_and_says_where(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import jwt
 import pytest
 
 from infra.config import Settings, SettingsError
-from infra.tokens import issue_token
+from infra.tokens import issue_token, not_a_number
 from tests.support.stack import Stack, running_stack
 
 PICKUP = {"lat": 40.75, "lng": -73.99}
@@ -124,8 +124,8 @@ async def test_requests_without_a_valid_token_are_limited_by_address(
     secret = limited.require_jwt_secret()
     later = int(time.time()) + 3600
     signed = [jwt.encode(claims, secret, algorithm="HS256") for claims in (
-        {"sub": "ann", "role": "pilot", "exp": later},
-        {"sub": "ann", "role": "rider", "exp": str(later)},
+        {"sub": "ann", "role": "pilot", "iat": later - 3600, "exp": later},
+        {"sub": "ann", "role": "rider", "iat": later - 3600, "exp": str(later)},
     )]
     assert limited.rate_limit_writes > 12
     async with running_stack(limited, components=("api",)) as api:
@@ -148,10 +148,10 @@ def _free_port() -> int:
 async def test_an_exp_that_is_not_a_number_is_refused(api: Stack) -> None:
     secret = api.settings.require_jwt_secret()
     for exp in (str(int(time.time()) + 3600), "tomorrow"):
-        token = jwt.encode({"sub": "ann", "role": "rider", "exp": exp}, secret,
-                           algorithm="HS256")
+        token = jwt.encode({"sub": "ann", "role": "rider", "iat": int(time.time()),
+                            "exp": exp}, secret, algorithm="HS256")
         r = await api.http.get("/v1/rides", headers={"Authorization": f"Bearer {token}"})
-        assert_problem(r, 401)
+        assert assert_problem(r, 401)["detail"] == not_a_number("exp")
     assert (await api.call("GET", "/v1/rides", "rider", "ann")).status_code == 200
 
 

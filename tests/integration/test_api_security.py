@@ -15,7 +15,18 @@ import jwt
 import pytest
 from sqlmodel import Session
 
+from api.auth import MISSING
 from domain.status import RideStatus
+from infra.tokens import (
+    BAD_SIGNATURE,
+    BAD_SUB,
+    EXPIRED,
+    MALFORMED,
+    NOT_YET_VALID,
+    UNKNOWN_ROLE,
+    missing_claim,
+    too_long,
+)
 from store.tables import Offer, Ride, utcnow
 from tests.support.problems import RFC9110_PHRASES
 from tests.support.stack import Stack
@@ -68,18 +79,52 @@ async def test_tokens_are_verified(api: Stack) -> None:
                                         secret, algorithm="HS512"),
         "garbage": "not-a-token",
     }
+    says = {"expired": EXPIRED, "signed with another secret": BAD_SIGNATURE,
+            "forged role": BAD_SIGNATURE, "unknown role": UNKNOWN_ROLE,
+            "no role": missing_claim("role"), "no exp": missing_claim("exp"),
+            "no sub": missing_claim("sub"), "sub unfit for an id": BAD_SUB,
+            "not yet valid": NOT_YET_VALID, "alg none": BAD_SIGNATURE,
+            "another algorithm": BAD_SIGNATURE, "garbage": MALFORMED}
     for what, bad in bad_tokens.items():
         r = await api.http.get("/v1/rides", headers={"Authorization": f"Bearer {bad}"})
         body = assert_problem(r, 401)
         assert r.headers["www-authenticate"] == "Bearer", what
-        if what == "expired":
-            assert "expired" in body["detail"]
+        assert body["detail"] == says[what], what
 
     for headers in ({}, {"Authorization": f"Basic {good}"}, {"Authorization": good},
                     {"Authorization": "Bearer"}):
-        assert_problem(await api.http.get("/v1/rides", headers=headers), 401)
+        body = assert_problem(await api.http.get("/v1/rides", headers=headers), 401)
+        assert body["detail"] == MISSING
 
     r = await api.http.get("/v1/rides", headers={"Authorization": f"Bearer {good}"})
+    assert r.status_code == 200, r.text
+
+
+async def test_long_lived_and_garbage_tokens_are_refused_in_plain_words(api: Stack) -> None:
+    """A token good until the year 9999 is refused (RIDEHAIL_JWT_MAX_TTL_S, a day by
+    default), with an ``iat`` or without one; a token of bytes that are not UTF-8 is
+    "malformed", with nothing of the decoder's own words; a day exactly is accepted."""
+    secret = api.settings.require_jwt_secret()
+    now = int(time.time())
+    max_ttl_s = api.settings.jwt_max_ttl_s
+    garbage = ".".join([base64.urlsafe_b64encode(b"\xb7\xfe\xff").decode(), b64({}), "x"])
+    refused = {
+        token(secret, exp=253402300799): too_long(max_ttl_s),
+        token(secret, iat=now - 2 * max_ttl_s, exp=now + 600): too_long(max_ttl_s),
+        jwt.encode({"sub": "alice", "role": "rider", "exp": 253402300799}, secret,
+                   algorithm="HS256"): too_long(max_ttl_s),
+        garbage: MALFORMED,
+    }
+    for bad, detail in refused.items():
+        for method, path in (("GET", "/v1/rides"), ("POST", "/v1/quotes")):
+            r = await api.http.request(method, path, headers={"Authorization": f"Bearer {bad}"},
+                                       json={"pickup": PICKUP, "dropoff": DROPOFF})
+            body = assert_problem(r, 401)
+            assert body["detail"] == detail and r.headers["www-authenticate"] == "Bearer"
+            for internal in ("utf-8", "codec", "0xb7", "Invalid header"):
+                assert internal not in r.text
+    a_day = token(secret, exp=now + max_ttl_s)
+    r = await api.http.get("/v1/rides", headers={"Authorization": f"Bearer {a_day}"})
     assert r.status_code == 200, r.text
 
 
