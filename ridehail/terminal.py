@@ -20,10 +20,11 @@ results = Console(highlight=False, soft_wrap=True,
                   width=None if sys.stdout.isatty() else 10_000)
 
 
-def settings_or_exit(data_dir: Path | None = None, **overrides: object) -> Settings:
-    """The settings (environment, then ``overrides`` that are not None, then the addresses
-    of a ``ridehail dev`` running on the data dir for those not set); an invalid value is
-    reported and the command exits with status 2."""
+def settings_or_exit(data_dir: Path | None = None, *, find_dev: bool = True,
+                     **overrides: object) -> Settings:
+    """The settings (environment, then ``overrides`` that are not None, then, with
+    ``find_dev``, the addresses of a ``ridehail dev`` running on the data dir for those not
+    set); an invalid value is reported and the command exits with status 2."""
     values = {k: v for k, v in overrides.items() if v is not None}
     if data_dir is not None:
         values["data_dir"] = data_dir
@@ -32,6 +33,8 @@ def settings_or_exit(data_dir: Path | None = None, **overrides: object) -> Setti
     except Exception as e:  # noqa: BLE001 — pydantic explains what is wrong
         console.print(f"[red]invalid settings:[/] {e}")
         raise typer.Exit(2) from None
+    if not find_dev:
+        return settings
     settings, found = settings.running_dev()
     if found is not None:
         console.print(f"using the servers of the ridehail dev running on {found.parent} "

@@ -43,7 +43,7 @@ def run_service(main: Coroutine[Any, Any, None]) -> None:
 def _logging(verbose: bool) -> None:
     from infra.logs import configure_logging
 
-    configure_logging(verbose, settings_or_exit().log_format)
+    configure_logging(verbose, settings_or_exit(find_dev=False).log_format)
 
 
 def dev(
@@ -53,10 +53,12 @@ def dev(
 ) -> None:
     """Run the whole stack on this machine: Temporal dev server, nats-server, the worker,
     the consumers, the outbox relay and the API."""
+    from ridehail.processes.devlock import data_dir_lock
     from ridehail.processes.devstack import DevStackError, run_dev
 
     _logging(verbose)
-    settings = with_secret(settings_or_exit(data_dir, api_port=api_port).with_dev_secret())
+    # (not the addresses of a dev running on the data dir: that one is refused below)
+    settings = settings_or_exit(data_dir, find_dev=False, api_port=api_port)
 
     def say(line: str) -> None:
         console.print(f"[bold cyan]ridehail[/] {escape(line)}", soft_wrap=True)
@@ -64,7 +66,9 @@ def dev(
     from infra.telemetry import shutdown_tracing
 
     try:
-        run_service(run_dev(settings, say, verbose))
+        # the data dir's lock first: a second dev on it is refused having changed nothing
+        with data_dir_lock(settings):
+            run_service(run_dev(with_secret(settings.with_dev_secret()), say, verbose))
     except DevStackError as e:
         console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
         raise typer.Exit(1) from None

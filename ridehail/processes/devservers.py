@@ -49,6 +49,7 @@ __all__ = [
     "die_with_parent",
     "free_port",
     "nats_server",
+    "own_nats_port",
     "temporal_server",
     "terminate",
 ]
@@ -84,6 +85,28 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+# Where ridehail dev notes the port it chose for a nats-server of its own, to take it
+# again on the next start when it is free.
+NATS_PORT_FILE = "nats.port"
+
+
+def own_nats_port(data_dir: Path, host: str) -> int:
+    """The port for a nats-server of ridehail dev's own on this data dir: the one it had
+    last time if that is free (tools pointed at it keep working across restarts), else a
+    new free one; noted in the data dir either way."""
+    path = data_dir / NATS_PORT_FILE
+    try:
+        port = int(path.read_text().strip())
+        with socket.socket() as s:
+            # as nats-server binds: a port its last run left in TIME_WAIT is free
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+    except (OSError, ValueError, OverflowError):
+        port = free_port(host)
+        path.write_text(f"{port}\n")
+    return port
 
 
 def die_with_parent() -> None:  # pragma: no cover — runs in the child before exec
@@ -255,7 +278,7 @@ class DevStack:
                 "uses no other; unset it to let ridehail dev start a nats-server of its own.")
         why = "; ".join(f"{f.target}: {f.field} is {f.found}, needed {f.needed}"
                         for f in report.findings)
-        port = free_port(server.host)
+        port = own_nats_port(self.settings.data_dir, server.host)
         self.settings = self.settings.model_copy(
             update={"nats_url": f"nats://{server.host}:{port}"})
         self.say(f"the nats-server on {where} does not fit ridehail ({why}); "

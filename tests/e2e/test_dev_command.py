@@ -192,3 +192,54 @@ def test_dev_refuses_an_api_port_something_else_answers_on(dev_env: dict[str, st
     temporal_port = int(dev_env["RIDEHAIL_TEMPORAL_ADDRESS"].rsplit(":", 1)[1])
     assert not answering("127.0.0.1", nats_port)
     assert not answering("127.0.0.1", temporal_port)
+
+
+def test_a_second_dev_on_the_same_data_dir_is_refused_and_changes_nothing(
+    dev_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Another ``ridehail dev`` on a data dir a running one holds is refused before it
+    starts anything: it names the running one, starts no server, leaves its ``dev.json``
+    as it was, and the first goes on answering."""
+    dev = DevProcess(dev_env, tmp_path / "dev.log")
+    try:
+        dev.wait_ready()
+        data = Path(dev_env["RIDEHAIL_DATA_DIR"])
+        written = {name: (data / name).read_bytes() for name in ("dev.json", "dev.lock")}
+        tree = sorted(descendants(dev.proc.pid))
+        # its own ports, so that a server it started would be seen answering there
+        second_env = {**dev_env, **{k: v for k, v in dev_environment(tmp_path / "2").items()
+                                    if k != "RIDEHAIL_DATA_DIR" and k.startswith("RIDEHAIL_")}}
+        out = subprocess.run([RIDEHAIL, "dev"], env=second_env, capture_output=True,
+                             text=True, timeout=60)
+        printed = (out.stdout + out.stderr).replace("\n", "")
+        assert out.returncode == 1, printed
+        assert f"PID {dev.proc.pid}" in printed and dev.base in printed, printed
+        assert "RIDEHAIL_DATA_DIR" in printed and "Ctrl-C to stop" not in printed
+        for key in ("RIDEHAIL_NATS_URL", "RIDEHAIL_TEMPORAL_ADDRESS"):
+            assert not answering("127.0.0.1", int(second_env[key].rsplit(":", 1)[1]))
+        assert not answering("127.0.0.1", int(second_env["RIDEHAIL_API_PORT"]))
+        assert {name: (data / name).read_bytes() for name in written} == written
+        assert sorted(descendants(dev.proc.pid)) == tree
+        assert httpx.get(dev.base + "/readyz", timeout=5).status_code == 200
+        assert dev.interrupt() == []
+        assert not (data / "dev.json").exists()  # removed by the dev that wrote it
+    finally:
+        dev.kill()
+
+
+def test_dev_takes_the_data_dir_again_once_the_first_stopped(
+    dev_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The lock goes with the process: killed, its data dir is free for the next dev."""
+    dev = DevProcess(dev_env, tmp_path / "dev.log")
+    try:
+        dev.wait_ready()
+    finally:
+        dev.kill()
+    dev.proc.wait(30)
+    again = DevProcess(dev_env, tmp_path / "dev2.log")
+    try:
+        again.wait_ready()
+        assert again.interrupt() == []
+    finally:
+        again.kill()
