@@ -10,13 +10,15 @@ from activities.lifecycle import LifecycleActivities
 from activities.matching import MatchingActivities
 from activities.payments import PaymentActivities, SandboxGateway
 from activities.pricing import PricingActivities
+from domain.pricing import MAX_TRIP_KM
 from events.outbox import Outbox
 from store.db import Database
 
 
-def build_activities(db: Database, outbox: Outbox) -> list[Callable[..., Any]]:
+def build_activities(db: Database, outbox: Outbox,
+                     max_trip_km: float = MAX_TRIP_KM) -> list[Callable[..., Any]]:
     pricing = PricingActivities(db)
-    payments = PaymentActivities(db, outbox, SandboxGateway())
+    payments = PaymentActivities(db, outbox, SandboxGateway(), max_trip_km)
     matching = MatchingActivities(db, outbox)
     lifecycle = LifecycleActivities(outbox)
     return [

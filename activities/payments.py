@@ -9,7 +9,9 @@ compensation races a step that is still running.
 
 The built-in gateway is a sandbox: ``payment_method="card_declined"`` is refused (a
 business failure, never retried) and ``"card_flaky"`` fails twice with a transient error
-before it succeeds, so both paths can be exercised end to end.
+before it succeeds, so both paths can be exercised end to end. A token not of the
+gateway's format (``domain.payments.PAYMENT_METHOD_PATTERN``; the API refuses one at the
+door) is declined.
 """
 
 from __future__ import annotations
@@ -23,7 +25,13 @@ from temporalio.exceptions import ApplicationError
 from activities.facts import fact, step_key
 from domain.meter import Figures, settle_trip, trip_so_far
 from domain.money import to_decimal
-from domain.payments import cancellation_fee_cents, final_charge_cents, hold_cents
+from domain.payments import (
+    cancellation_fee_cents,
+    final_charge_cents,
+    hold_cents,
+    is_payment_method,
+)
+from domain.pricing import MAX_TRIP_KM
 from events.catalog import PaymentAuthorized, PaymentDeclined, PaymentMoved
 from events.envelope import CloudEvent
 from events.outbox import Outbox
@@ -63,6 +71,8 @@ class SandboxGateway:
     FLAKY_FAILURES = 2
 
     def authorize(self, payment_method: str, amount_cents: int, key: str, attempt: int) -> str:
+        if not is_payment_method(payment_method):
+            raise Declined(f"{payment_method!r} is not a payment method token")
         if payment_method == "card_declined":
             raise Declined("the card was declined by the issuer")
         if payment_method == "card_flaky" and attempt <= self.FLAKY_FAILURES:
@@ -126,17 +136,19 @@ def _record(session: Session, ride_id: str, kind: str, amount_cents: int, curren
 
 
 class PaymentActivities:
-    def __init__(self, db: Database, outbox: Outbox, gateway: SandboxGateway) -> None:
+    def __init__(self, db: Database, outbox: Outbox, gateway: SandboxGateway,
+                 max_trip_km: float = MAX_TRIP_KM) -> None:
         self.db = db
         self.outbox = outbox
         self.gateway = gateway
+        self.max_trip_km = max_trip_km  # RIDEHAIL_MAX_TRIP_KM: it caps the hold
 
     @activity.defn(name=Step.AUTHORIZE_PAYMENT)
     async def authorize_payment(self, req: AuthorizeRequest) -> Authorization:
         """Place the hold. A declined card raises a non-retryable PaymentDeclined; a
         gateway outage raises an ordinary error, which Temporal retries with backoff."""
         key = step_key(AUTHORIZE)
-        amount = hold_cents(req.quote.fare_cents)
+        amount = hold_cents(req.quote.fare_cents, self.max_trip_km)
         currency = req.quote.currency
         existing = await self.db.read(lambda s: _first(ledger(s, req.ride_id), AUTHORIZE))
         if existing is not None:  # a retry whose first attempt went through

@@ -11,6 +11,7 @@ from api.auth import Rider
 from api.problems import error_responses
 from api.schemas import QuoteIn, QuoteOut
 from api.services import Deps
+from api.trip_rules import check_trip
 from domain.money import fmt
 from store.quotes import make_quote
 from store.tables import Quote
@@ -22,7 +23,9 @@ router = APIRouter(prefix="/v1", tags=["rides"])
              responses=error_responses(401, 403, 422))
 async def create_quote(body: QuoteIn, who: Rider, svc: Deps) -> QuoteOut:
     """A priced quote (fare, surge, distance and duration); request a ride with its
-    `quote_id` before `expires_at` to keep the price."""
+    `quote_id` before `expires_at` to keep the price. Pickup and dropoff must be inside
+    the service area, at least 100 m and at most the longest trip apart (else 422)."""
+    check_trip(svc.settings, body.pickup.point, body.dropoff.point)
 
     def run(session: Session) -> Quote:
         return make_quote(session, who.sub, body.pickup.point, body.dropoff.point,

@@ -36,6 +36,7 @@ from api.schemas import (
 )
 from api.services import Deps
 from api.streams import SSE, ride_events, wants_event_stream
+from api.trip_rules import check_trip, check_trip_report
 from domain.status import FINAL, RideStatus
 from events import catalog as c
 from events.envelope import CloudEvent, new_event
@@ -91,7 +92,9 @@ async def request_ride(
 ) -> RideOut:
     """Ask for a ride. The saga starts at once; follow it with `GET /v1/rides/{id}` or
     its events. One at a time: while one of your rides has not ended, another request is
-    a 409 naming it (`open_ride_id`)."""
+    a 409 naming it (`open_ride_id`). Pickup and dropoff must be inside the service
+    area, at least 100 m and at most the longest trip apart (else 422)."""
+    check_trip(svc.settings, body.pickup.point, body.dropoff.point)
     try:
         booked = await booking.book_ride(svc.outbox, who.sub, body, idempotency_key)
     except booking.Refused as refused:
@@ -346,13 +349,15 @@ async def start_ride(ride_id: RideId, who: Caller, svc: Deps) -> Accepted:
              responses=error_responses(401, 403, 404, 409, 422))
 async def complete_ride(ride_id: RideId, body: TripReport, who: Caller, svc: Deps) -> Accepted:
     """As the assigned driver, end the trip with its distance and duration (the ride must
-    be `in_progress`)."""
+    be `in_progress`; a distance longer than the longest trip may be driven, twice
+    `RIDEHAIL_MAX_TRIP_KM`, is a 422)."""
     _must_be_driver(who, "complete a trip")
 
     def decide(session: Session, ride: Ride) -> c.Payload:
         _must_be_assigned(ride, who, "complete the trip")
         if ride.status != RideStatus.IN_PROGRESS:
             raise _conflict(ride, "complete")
+        check_trip_report(svc.settings, body.distance_m)
         stop_meter(session, ride_id, utcnow())
         return c.TripEnded(ride_id=ride_id, driver_id=who.sub, distance_m=body.distance_m,
                            duration_s=body.duration_s)

@@ -15,6 +15,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from domain.geo import Point
 from domain.money import fmt
+from domain.payments import PAYMENT_METHOD_MAX_LENGTH, PAYMENT_METHOD_PATTERN
+from domain.pricing import MAX_TRIP_KM_LIMIT, longest_route_m
 from domain.status import RideStatus
 from store.tables import Driver, Offer, Ride
 
@@ -91,9 +93,11 @@ class RideIn(Body):
     quote_id: Id | None = Field(
         default=None, description="From `POST /v1/quotes`, to keep its price while it lasts")
     payment_method: str = Field(
-        default="card", min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9_]*$",
-        description='A card token; the sandbox declines "card_declined" and fails '
-        '"card_flaky" twice before it succeeds',
+        default="card", min_length=1, max_length=PAYMENT_METHOD_MAX_LENGTH,
+        pattern=PAYMENT_METHOD_PATTERN, examples=["card", "pm_4f2a9c"],
+        description='A payment gateway token: "card", a test card ("card_<name>") or a '
+        'saved method ("pm_" and letters and digits); the sandbox declines '
+        '"card_declined" and fails "card_flaky" twice before it succeeds',
     )
 
 
@@ -102,7 +106,11 @@ class CancelIn(Body):
 
 
 class TripReport(Body):
-    distance_m: WholeNumber = Field(ge=0, le=2_000_000, description="Distance driven, in metres")
+    # The schema's cap is the longest RIDEHAIL_MAX_TRIP_KM allows (1000 km); the route
+    # refuses a distance longer than the configured longest trip may be driven.
+    distance_m: WholeNumber = Field(
+        ge=0, le=longest_route_m(MAX_TRIP_KM_LIMIT),
+        description="Distance driven, in metres; at most twice RIDEHAIL_MAX_TRIP_KM")
     duration_s: WholeNumber = Field(ge=0, le=86_400, description="Trip duration, in seconds")
 
 
@@ -114,7 +122,7 @@ class TripFiguresOut(BaseModel):
 class FareAdjustedOut(BaseModel):
     """Why the final fare is not computed from the driver's reported trip."""
 
-    reason: str = Field(examples=["reported distance 2000000 m disagrees with the route "
+    reason: str = Field(examples=["reported distance 9000 m disagrees with the route "
                                   "estimate (2431 m)"])
     reported: TripFiguresOut | None = Field(
         description="What the driver reported (null for a trip cancelled in progress)")

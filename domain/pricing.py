@@ -32,6 +32,12 @@ _RES9_CENTRE_SPACING_M = 174.4 * math.sqrt(3)
 # A quote is for one trip: a ride whose pickup or dropoff is further than this from the
 # quote's is priced afresh.
 QUOTE_MATCH_M = 100.0
+# The longest trip, pickup to dropoff in a straight line (RIDEHAIL_MAX_TRIP_KM's default).
+MAX_TRIP_KM = 150.0
+MAX_TRIP_KM_LIMIT = 1000.0  # the most RIDEHAIL_MAX_TRIP_KM may be set to
+# A driven route may be up to this many times its straight line (detours, a closed
+# road): the trip report's distance cap is the longest trip times this.
+DRIVEN_ROUTE_FACTOR = 2.0
 
 
 @dataclass(frozen=True)
@@ -77,3 +83,15 @@ def surge_multiplier(open_requests: int, available_drivers: int) -> float:
     # half-up in steps of 0.1 (round() would round 1.25 to 1.2 but 1.35 to 1.4)
     steps = math.floor(surge / SURGE_STEP + 0.5 + 1e-9)
     return min(SURGE_MAX, max(1.0, round(steps * SURGE_STEP, 1)))
+
+
+def largest_fare_cents(max_trip_km: float) -> int:
+    """The largest fare a trip of at most ``max_trip_km`` (straight line) is quoted: the
+    route estimate of the longest such trip at the highest surge."""
+    distance = max_trip_km * 1000 * DETOUR_FACTOR
+    return fare_cents(distance, distance / AVERAGE_SPEED_MPS, SURGE_MAX)
+
+
+def longest_route_m(max_trip_km: float) -> int:
+    """The longest distance a driver may report for a trip of at most ``max_trip_km``."""
+    return round(max_trip_km * 1000 * DRIVEN_ROUTE_FACTOR)

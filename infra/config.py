@@ -8,8 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypedDict
 from urllib.parse import urlparse
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from domain.area import Area, circle_of, polygon_of
+from domain.pricing import MAX_TRIP_KM, MAX_TRIP_KM_LIMIT
 
 if TYPE_CHECKING:  # imported where used, at run time
     import ssl
@@ -44,6 +47,9 @@ MIN_IDEMPOTENCY_KEEP_S = 86400
 # the NOTIFICATIONS stream's age limit too, where 0 would mean for good, and a minute is
 # the least any stream keeps a message (MIN_STREAM_KEEP_S).
 MIN_NOTIFICATION_KEEP_S = 60
+# Where rides may start and end (RIDEHAIL_SERVICE_AREA) unless set: New York City, 40 km
+# around Times Square (every place the README, the simulator and the bench ride).
+DEFAULT_SERVICE_AREA = "40.758,-73.9855,40"
 
 
 class SettingsError(RuntimeError):
@@ -73,6 +79,9 @@ class Settings(BaseSettings):
     api_port: int = 8000
     temporal_ui_port: int = 8233
     jwt_secret: str | None = None
+    # the longest a bearer token may live, from its iat and from now (infra.tokens); a
+    # day, so a leaked token is good for a day at most
+    jwt_max_ttl_s: int = Field(86400, gt=0)
     offer_timeout_s: float = Field(15, gt=0)
     matching_deadline_s: float = Field(120, gt=0)
     free_cancel_s: float = Field(120, ge=0)
@@ -131,6 +140,12 @@ class Settings(BaseSettings):
     # the ids of as long (store/migrations/versions/0007_outbox_partitioned_by_month.py)
     outbox_ids_keep_s: float = Field(7 * 86400, gt=0, allow_inf_nan=False)
     prune_every_s: float = Field(3600, ge=60, allow_inf_nan=False)
+    # Rides within reason (domain.area): pickup and dropoff inside the service area (a
+    # GeoJSON Polygon file, or LAT,LNG,RADIUS_KM) and at most max_trip_km apart in a
+    # straight line; the hold and the trip report's distance cap follow from the latter
+    service_area: str = DEFAULT_SERVICE_AREA
+    max_trip_km: float = Field(MAX_TRIP_KM, ge=1, le=MAX_TRIP_KM_LIMIT, allow_inf_nan=False)
+    _area: Area | None = PrivateAttr(default=None)
 
     @field_validator("stream_keep_s")
     @classmethod
@@ -173,6 +188,20 @@ class Settings(BaseSettings):
                 "seconds (24 hours, as payment APIs promise; the default, 172800, is two "
                 "days)")
         return self
+
+    @model_validator(mode="after")
+    def _service_area(self) -> Settings:
+        """RIDEHAIL_SERVICE_AREA read once, here, so a wrong one stops the process at
+        start rather than refusing every ride."""
+        self._area = read_area(self.service_area)
+        return self
+
+    @property
+    def area(self) -> Area:
+        """Where a ride may start and end (RIDEHAIL_SERVICE_AREA)."""
+        if self._area is None:
+            self._area = read_area(self.service_area)
+        return self._area
 
     @model_validator(mode="after")
     def _secrets_from_files(self) -> Settings:
@@ -327,6 +356,28 @@ def _long_enough(secret: str, where: str) -> str:
             f"{MIN_JWT_SECRET_BYTES} (make one with: python3 -c 'import secrets; "
             "print(secrets.token_urlsafe(32))')")
     return secret
+
+
+def read_area(value: str) -> Area:
+    """The service area RIDEHAIL_SERVICE_AREA names: LAT,LNG,RADIUS_KM, or the path of a
+    GeoJSON file holding a Polygon; ValueError saying what is wrong."""
+    path = Path(value).expanduser()
+    if value.count(",") == 2 and not path.is_file():
+        try:
+            return circle_of(value)
+        except ValueError as e:
+            raise ValueError(f"RIDEHAIL_SERVICE_AREA: {e}") from None
+    try:
+        geojson = json.loads(path.read_text())
+    except OSError as e:
+        raise ValueError(f"RIDEHAIL_SERVICE_AREA: {value!r} is not LAT,LNG,RADIUS_KM and "
+                         f"cannot be read as a GeoJSON file: {e.strerror}") from None
+    except ValueError as e:  # UnicodeDecodeError and JSONDecodeError too
+        raise ValueError(f"RIDEHAIL_SERVICE_AREA: {path} is not JSON: {e}") from None
+    try:
+        return polygon_of(geojson, str(path))
+    except ValueError as e:
+        raise ValueError(f"RIDEHAIL_SERVICE_AREA: {path}: {e}") from None
 
 
 def temporal_environment() -> ClientConnectConfig:

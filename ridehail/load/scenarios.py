@@ -19,6 +19,9 @@ from typing import Any
 from domain.status import RideStatus
 from ridehail.load.apiclient import Api, poll_until
 
+# Concurrent scenes each get a patch of a grid this big (more scenes share patches).
+PATCH_COLUMNS, PATCH_ROWS = 4, 3
+
 
 class ScenarioError(RuntimeError):
     pass
@@ -41,9 +44,12 @@ class Scene:
         self.timeouts = timeouts
         self.wait_s = wait_s
         self.tag = uuid.uuid4().hex[:6]
-        # patches ~50 km apart: no scenario's driver is ever near another's pickup
-        self.lat = -60.0 + index * 0.5
-        self.lng = 20.0
+        # patches on a grid ~17 km apart around Times Square, inside the default service
+        # area: further apart than matching searches (~13 km), so no scenario's driver is
+        # ever offered another's ride
+        row, column = divmod(index % (PATCH_COLUMNS * PATCH_ROWS), PATCH_COLUMNS)
+        self.lat = round(40.758 + (row - 1) * 0.15, 6)
+        self.lng = round(-73.9855 + (column - 1.5) * 0.2, 6)
         self.rider = f"rider-{self.tag}"
 
     def at(self, dlat: float = 0.0, dlng: float = 0.0) -> dict[str, float]:

@@ -200,7 +200,7 @@ async def run_dev(settings: Settings, say: Callable[[str], None], verbose: bool 
             if failed:
                 raise DevStackError(failed)
     finally:
-        (settings.data_dir / DEV_FILE).unlink(missing_ok=True)
+        _remove_dev_file(settings)
         say("stopping …")
         stack.stop_servers()
         say("stopped")
@@ -211,6 +211,18 @@ def _write_dev_file(settings: Settings) -> None:
     uses (``Settings.running_dev``)."""
     running = {"pid": os.getpid(), **{k: getattr(settings, k) for k in DEV_ADDRESSES}}
     (settings.data_dir / DEV_FILE).write_text(json.dumps(running, indent=2) + "\n")
+
+
+def _remove_dev_file(settings: Settings) -> None:
+    """Remove ``dev.json`` if this process wrote it (a file left by a stack that was
+    killed stays until the next one writes its own)."""
+    path = settings.data_dir / DEV_FILE
+    try:
+        mine = json.loads(path.read_text()).get("pid") == os.getpid()
+    except (OSError, ValueError, AttributeError):
+        return
+    if mine:
+        path.unlink(missing_ok=True)
 
 
 def _with_metrics_ports(settings: Settings) -> Settings:
@@ -236,6 +248,8 @@ def _say_ready(settings: Settings, say: Callable[[str], None], notes: list[str],
         + (f" · consumers and relay {metrics_url}" if metrics_url else ""))
     for note in notes:
         say(note)
+    say(f"area       rides {settings.area.describe()}, at most {settings.max_trip_km:g} km "
+        "(RIDEHAIL_SERVICE_AREA, RIDEHAIL_MAX_TRIP_KM)")
     say(f"data       {settings.data_dir.resolve()}")
     # ridehail token finds the secret in the data dir itself; named absolutely, the line
     # works from any folder

@@ -73,12 +73,13 @@ def build_worker(client: Client, db: Database, outbox: Outbox,
     """The worker: the saga's workflow and activities, and housekeeping's, which prunes
     with the lifetimes of ``settings`` (the environment's when None)."""
     compile_workflow_modules()
-    housekeeping = HousekeepingActivities(db, settings or Settings())
+    settings = settings or Settings()
+    housekeeping = HousekeepingActivities(db, settings)
     return Worker(
         client,
         task_queue=TASK_QUEUE,
         workflows=[RideWorkflow, HousekeepingWorkflow],
-        activities=[*build_activities(db, outbox), housekeeping.prune],
+        activities=[*build_activities(db, outbox, settings.max_trip_km), housekeeping.prune],
         interceptors=[RideLogContext()],
         max_concurrent_activities=64,
         graceful_shutdown_timeout=timedelta(seconds=10),

@@ -57,9 +57,43 @@ async def test_coordinates_are_numbers_in_range(api: Stack) -> None:
                                 headers={**api.auth("rider", "ann"),
                                          "Content-Type": "application/json"})
         invalid(r, "body.pickup.lat")
-    # the edges are fine, and integers are numbers
+    # the edges are numbers in range, and integers are numbers: past the schema, they
+    # are refused only for being outside the service area
+    r = await api.call("POST", "/v1/quotes", "rider", "ann",
+                       json={"pickup": {"lat": 90, "lng": -180},
+                             "dropoff": {"lat": -90, "lng": 180}})
+    invalid(r, "body.pickup", "body.dropoff")
     await api.call("POST", "/v1/quotes", "rider", "ann", want=201,
-                   json={"pickup": {"lat": 90, "lng": -180}, "dropoff": {"lat": -90, "lng": 180}})
+                   json={"pickup": {"lat": 41, "lng": -74}, "dropoff": PICKUP})
+
+
+async def test_rides_within_reason(api: Stack) -> None:
+    tokyo = {"lat": 35.68, "lng": 139.76}
+    mid_atlantic = {"lat": 40.0, "lng": -40.0}
+    cases: list[tuple[dict[str, Any], str, str]] = [
+        ({"pickup": PICKUP, "dropoff": tokyo}, "body.dropoff", "service area"),
+        ({"pickup": mid_atlantic, "dropoff": DROPOFF}, "body.pickup", "service area"),
+        ({"pickup": PICKUP, "dropoff": PICKUP}, "body.dropoff", "at least 100 m apart"),
+        ({"pickup": PICKUP, "dropoff": {"lat": 40.7505, "lng": -73.9905}}, "body.dropoff",
+         "at least 100 m apart"),
+        ({"pickup": PICKUP, "dropoff": DROPOFF, "payment_method": "bitcoin"},
+         "body.payment_method", "pattern"),
+    ]
+    for body, field, says in cases:
+        paths = ("/v1/rides",) if "payment_method" in body else ("/v1/quotes", "/v1/rides")
+        for path in paths:
+            problem = invalid(await api.call("POST", path, "rider", "ann", json=body), field)
+            assert says in str(problem["errors"]), problem
+    # the area is named, and New York to Tokyo is also too long a trip
+    problem = invalid(await api.call("POST", "/v1/rides", "rider", "ann",
+                                     json={"pickup": PICKUP, "dropoff": tokyo}))
+    assert "within 40 km of 40.758,-73.9855" in problem["detail"], problem
+    assert "the longest is 150 km" in problem["detail"], problem
+    # nothing was booked: a ride in the area, with a saved payment method, still is
+    ride = await api.call("POST", "/v1/rides", "rider", "ann", want=202,
+                          json={"pickup": PICKUP, "dropoff": DROPOFF,
+                                "payment_method": "pm_4f2a9c"})
+    assert ride.json()["status"] == "requested", ride.text
 
 
 async def test_bodies_and_fields(api: Stack) -> None:
@@ -91,6 +125,8 @@ async def test_bodies_and_fields(api: Stack) -> None:
          {"distance_m": 12.5, "duration_s": "60"}, "body.distance_m"),
         ("POST", "/v1/rides/some-ride/complete", "driver",
          {"distance_m": 10, "duration_s": 86_401}, "body.duration_s"),
+        ("POST", "/v1/rides/some-ride/complete", "driver",
+         {"distance_m": 2_000_001, "duration_s": 60}, "body.distance_m"),
     ]
     for method, path, role, body, field in cases:
         r = await api.call(method, path, role, "someone" if role != "driver" else "dora",

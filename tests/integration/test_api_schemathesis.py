@@ -32,9 +32,10 @@ algorithms = []
 
 # Valid by the schema yet refused with a 422, rightly: a well-formed quote_id that names
 # no live quote of yours, an Idempotency-Key reused with another body, a well-formed
-# cursor that is not one we issued. Everywhere else, schema-valid input must be accepted.
+# cursor that is not one we issued, a pickup or dropoff outside the service area (or a
+# trip too long or too short). Everywhere else, schema-valid input must be accepted.
 [[operations]]
-include-operation-id = ["request_ride", "list_rides"]
+include-operation-id = ["request_ride", "list_rides", "create_quote"]
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "422"]
 
 # The driver's actions on rides that are theirs, so they reach the state checks rather
@@ -44,8 +45,15 @@ include-operation-id = ["accept_ride", "decline_ride"]
 parameters = { ride_id = "st-offered-ride" }
 
 [[operations]]
-include-operation-id = ["arrive_ride", "start_ride", "complete_ride"]
+include-operation-id = ["arrive_ride", "start_ride"]
 parameters = { ride_id = "st-assigned-ride" }
+
+# A trip report's distance within the schema's cap (the most RIDEHAIL_MAX_TRIP_KM may be)
+# but longer than this stack's longest trip may be driven is refused with a 422, rightly.
+[[operations]]
+include-operation-id = ["complete_ride"]
+parameters = { ride_id = "st-assigned-ride" }
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "422"]
 """
 
 

@@ -60,13 +60,13 @@ async def complete(stack: Stack, ride_id: str, distance_m: int, duration_s: int)
 
 async def test_an_absurd_trip_report_does_not_set_the_fare(stack: Stack) -> None:
     ride_id = await on_the_trip(stack, route=False)  # no points: the route estimate rules
-    done = await complete(stack, ride_id, 2_000_000, 86_400)
+    done = await complete(stack, ride_id, 290_000, 86_400)
 
     fare, quoted = Decimal(done["fare"]["final"]), Decimal(done["fare"]["quoted"])
     assert fare <= Decimal("1.5") * quoted
     assert done["payment"]["captured"] == done["fare"]["final"]
     adjusted = done["fare"]["adjusted"]
-    assert adjusted["reported"] == {"distance_m": 2_000_000, "duration_s": 86_400}
+    assert adjusted["reported"] == {"distance_m": 290_000, "duration_s": 86_400}
     estimate = estimate_trip(Point(**PICKUP), Point(**DROPOFF)).distance_m
     assert adjusted["used"]["distance_m"] == estimate
     assert adjusted["used"]["duration_s"] < 60  # the seconds between start and end

@@ -8,13 +8,15 @@ import pytest
 
 from activities.payments import Declined as CardDeclined
 from activities.payments import GatewayUnavailable, SandboxGateway
+from domain.geo import Point
 from domain.payments import (
     CANCELLATION_FEE_CENTS,
     cancellation_fee_cents,
     final_charge_cents,
     hold_cents,
+    is_payment_method,
 )
-from domain.pricing import fare_cents
+from domain.pricing import MAX_TRIP_KM, estimate_trip, fare_cents, largest_fare_cents
 
 
 @pytest.mark.parametrize(
@@ -30,6 +32,37 @@ from domain.pricing import fare_cents
 def test_the_hold_is_the_quote_plus_a_buffer(quoted: int, held: int) -> None:
     assert hold_cents(quoted) == held
     assert hold_cents(quoted) - quoted >= 500
+
+
+def test_the_hold_is_never_above_the_largest_fare_of_the_longest_trip() -> None:
+    largest = largest_fare_cents(MAX_TRIP_KM)
+    # the longest trip's estimate at the highest surge is that fare
+    times_square = Point(lat=40.758, lng=-73.9855)
+    far = Point(lat=40.758 + MAX_TRIP_KM / 111.2, lng=-73.9855)  # ~150 km north
+    trip = estimate_trip(times_square, far)
+    assert fare_cents(trip.distance_m, trip.duration_s, 3.0) <= largest * 1.01
+    assert hold_cents(2_707_605) == largest  # New York to Tokyo's quote, once
+    assert hold_cents(largest) == largest
+    assert hold_cents(largest - 100) == largest
+    assert hold_cents(10_000) == 12_500  # an ordinary ride is untouched
+    # a shorter longest trip lowers the cap
+    assert hold_cents(10_000, max_trip_km=5) == largest_fare_cents(5) < 12_500
+
+
+@pytest.mark.parametrize("token", ["card", "card_declined", "card_flaky", "pm_4f2a9c",
+                                   "pm_ABC123"])
+def test_payment_method_tokens(token: str) -> None:
+    assert is_payment_method(token)
+    assert SandboxGateway().authorize(token if token != "card_declined" else "card",
+                                      1000, "k", attempt=9)
+
+
+@pytest.mark.parametrize("token", ["bitcoin", "", "Card", "card_", "pm_", "pm_a-b",
+                                   "cash", "pm_" + "a" * 62])
+def test_other_tokens_are_not_payment_methods(token: str) -> None:
+    assert not is_payment_method(token)
+    with pytest.raises(CardDeclined):
+        SandboxGateway().authorize(token, 1000, "k", attempt=1)
 
 
 def test_the_final_charge_is_the_trip_fare_at_the_quoted_surge() -> None:
