@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.metadata import version
 
 from fastapi import FastAPI
 
@@ -79,7 +80,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
             await nc.drain()
             db.dispose()
 
-    app = FastAPI(title="ridehail", version="0.1.0", description=DESCRIPTION,
+    app = FastAPI(title="ridehail", version=version("ridehail"), description=DESCRIPTION,
                   openapi_tags=TAGS, lifespan=lifespan,
                   # served from installed assets, not a CDN (api.docs)
                   docs_url=None, redoc_url=None,

@@ -4,7 +4,8 @@ installed with the package, so they work on a machine without internet access.
 FastAPI's own docs pages load Swagger UI and ReDoc from a CDN. The same pages are built
 here with FastAPI's helpers, pointed at the distribution files that the
 ``fastapi-offline`` package ships (Swagger UI's bundle and CSS, ReDoc's standalone
-build), served as static files under ``/docs/assets``.
+build), served as static files under ``/docs/assets`` (ReDoc's without the address of
+its logo on Redocly's CDN).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from fastapi.openapi.docs import (
     get_swagger_ui_html,
     get_swagger_ui_oauth2_redirect_html,
 )
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 DOCS_URL = "/docs"
@@ -26,8 +27,13 @@ REDOC_URL = "/redoc"
 OAUTH2_REDIRECT_URL = "/docs/oauth2-redirect"
 ASSETS_URL = "/docs/assets"
 ASSETS_DIR = Path(str(files("fastapi_offline") / "static"))
-# The pages load nothing from elsewhere: ReDoc's side menu would fetch a "powered by"
-# logo from Redocly's CDN (it hides the image when that fails). Swagger UI's page starts
+# ReDoc's side menu shows a "powered by" logo from Redocly's CDN, hidden when it does not
+# load: its script is served with that address replaced by an empty image of its own, so
+# the page asks no other host for anything.
+REDOC_JS_URL = f"{ASSETS_URL}/redoc.offline.js"
+REDOC_CDN_LOGO = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
+NO_IMAGE = b"data:,"
+# The pages load nothing from elsewhere. Swagger UI's page starts
 # it with an inline script; ReDoc searches in a blob: worker.
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self' 'unsafe-inline'; "
@@ -44,6 +50,13 @@ def _own_assets_only(page: HTMLResponse) -> HTMLResponse:
 def install_docs(app: FastAPI) -> None:
     """Add ``/docs``, ``/redoc`` and their assets; build the app with ``docs_url=None,
     redoc_url=None`` so FastAPI does not add its CDN-backed pages."""
+    redoc_js = (ASSETS_DIR / "redoc.standalone.js").read_bytes().replace(
+        REDOC_CDN_LOGO, NO_IMAGE)
+
+    @app.get(REDOC_JS_URL, include_in_schema=False)  # before the mount, which would take it
+    async def redoc_script() -> Response:
+        return Response(redoc_js, media_type="text/javascript")
+
     app.mount(ASSETS_URL, StaticFiles(directory=ASSETS_DIR), name="docs-assets")
     title = app.title
 
@@ -65,7 +78,7 @@ def install_docs(app: FastAPI) -> None:
     async def redoc() -> HTMLResponse:
         return _own_assets_only(get_redoc_html(
             openapi_url=str(app.openapi_url), title=f"{title} — API reference",
-            redoc_js_url=f"{ASSETS_URL}/redoc.standalone.js",
+            redoc_js_url=REDOC_JS_URL,
             redoc_favicon_url=f"{ASSETS_URL}/favicon.png",
             with_google_fonts=False,
         ))

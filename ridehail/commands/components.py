@@ -48,7 +48,8 @@ def _logging(verbose: bool) -> None:
 
 def dev(
     data_dir: DataDir = None,
-    api_port: Annotated[int | None, typer.Option(help="RIDEHAIL_API_PORT")] = None,
+    api_port: Annotated[int | None, typer.Option(
+        help="the port the API listens on (RIDEHAIL_API_PORT)")] = None,
     verbose: Verbose = False,
 ) -> None:
     """Run the whole stack on this machine: Temporal dev server, nats-server, the worker,

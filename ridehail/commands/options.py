@@ -23,5 +23,8 @@ JsonLines = Annotated[bool, json_option("one JSON object per line")]
 # The figures of a long run written to this file, besides the text on the terminal.
 JsonFile = Annotated[Path | None, json_option("also write the results to this file")]
 
-Verbose = Annotated[bool, typer.Option("--verbose", "-v")]
-DataDir = Annotated[Path | None, typer.Option("--data-dir", help="RIDEHAIL_DATA_DIR")]
+Verbose = Annotated[bool, typer.Option(
+    "--verbose", "-v", help="log what it does (INFO), not only warnings")]
+DataDir = Annotated[Path | None, typer.Option(
+    "--data-dir", help="the folder its servers and database keep their data in "
+    "(RIDEHAIL_DATA_DIR)")]

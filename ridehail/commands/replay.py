@@ -34,7 +34,8 @@ def replay(
     if (directory is None) == (query is None):
         console.print("[red]error:[/] give exactly one of --dir or --query")
         raise typer.Exit(2)
-    settings = settings_or_exit()
+    # histories from files need no Temporal server; --query asks the running one
+    settings = settings_or_exit(find_dev=directory is None)
     try:
         outcomes = asyncio.run(_replayed(settings, directory, query or "", limit))
     except (FileNotFoundError, RuntimeError) as e:

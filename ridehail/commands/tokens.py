@@ -25,7 +25,7 @@ def token(
     if not sub.strip():
         console.print("[red]error:[/] --sub must not be empty")
         raise typer.Exit(2)
-    settings = settings_or_exit()
+    settings = settings_or_exit(find_dev=False)  # signs alone: uses no server
     if not 0 < ttl <= settings.jwt_max_ttl_s:
         console.print(f"[red]error:[/] --ttl must be between 1 and {settings.jwt_max_ttl_s} "
                       "seconds (RIDEHAIL_JWT_MAX_TTL_S): the API refuses a token that "
