@@ -84,6 +84,14 @@ def test_the_readme_walk_through_completes_a_ride(
     ride, events = answers[-2], answers[-1]
     assert ride["status"] == "completed" and ride["payment"]["status"] == "captured", ride
     assert [e["type"] for e in events["events"]][-1] == "ride.completed"
+    # the trip report agrees with the trip meter: charged as reported, nothing adjusted
+    ended = next(e["data"] for e in events["events"] if e["type"] == "ride.trip_ended")
+    completed = events["events"][-1]["data"]
+    assert ride["fare"]["adjusted"] is None, ride
+    assert completed.get("fare_adjusted") is None, completed
+    assert ended["duration_s"] > 0, ended  # the trip took time
+    assert (completed["distance_m"], completed["duration_s"]) == (
+        ended["distance_m"], ended["duration_s"]), (ended, completed)
     assert "using the JWT secret in " + str(folder / ".ridehail" / "jwt_secret") in done.stderr
 
     # from another folder it stops at once, saying what it looked for
