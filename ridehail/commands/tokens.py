@@ -15,8 +15,8 @@ def token(
     ttl: Annotated[int, typer.Option(
         help="seconds until it expires; at most RIDEHAIL_JWT_MAX_TTL_S (86400)")] = 3600,
 ) -> None:
-    """Print a signed bearer token (HS256 with RIDEHAIL_JWT_SECRET, with ``iat`` now and
-    ``exp`` ``--ttl`` seconds later); a lifetime the API would refuse is refused here."""
+    """Print a signed bearer token (HS256 with RIDEHAIL_JWT_SECRET, with `iat` now and
+    `exp` `--ttl` seconds later); a lifetime the API would refuse is refused here."""
     from infra.tokens import ROLES, issue_token
 
     if role not in ROLES:
