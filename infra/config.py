@@ -389,27 +389,3 @@ def temporal_environment() -> ClientConnectConfig:
         return ClientConfigProfile.load().to_client_connect_config()
     except Exception as e:  # noqa: BLE001 — a broken profile file is the user's to fix
         raise ValueError(f"Temporal's environment configuration: {e}") from None
-
-
-class OtelSettings(BaseSettings):
-    """The standard OpenTelemetry variables that decide whether a process traces at all;
-    the SDK reads the rest itself (sampler, headers, timeouts, resource attributes)."""
-
-    model_config = SettingsConfigDict(env_prefix="OTEL_", extra="ignore")
-
-    sdk_disabled: bool = False
-    exporter_otlp_endpoint: str | None = None
-    exporter_otlp_traces_endpoint: str | None = None
-    exporter_otlp_protocol: str = "http/protobuf"
-    exporter_otlp_traces_protocol: str | None = None
-    service_name: str | None = None
-
-    @property
-    def tracing(self) -> bool:
-        """On only with somewhere to send spans, and not switched off."""
-        return not self.sdk_disabled and bool(
-            self.exporter_otlp_traces_endpoint or self.exporter_otlp_endpoint)
-
-    @property
-    def protocol(self) -> str:
-        return self.exporter_otlp_traces_protocol or self.exporter_otlp_protocol

@@ -78,7 +78,7 @@ def test_log_lines_carry_the_trace_id_when_tracing_is_on() -> None:
 
 
 def test_tracing_is_on_only_with_an_endpoint_and_not_disabled(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from infra.config import OtelSettings
+    from infra.telemetry import OtelSettings
 
     for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
                  "OTEL_SDK_DISABLED", "OTEL_EXPORTER_OTLP_PROTOCOL"):
