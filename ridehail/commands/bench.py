@@ -1,6 +1,6 @@
 """``ridehail bench``: options, settings and errors as a person running the bench, or its
 soak (``--duration``), sees them. The work is in ``ridehail.load.bench`` and
-``ridehail.load.soak``."""
+``ridehail.load.soak`` (its printing ``ridehail.load.soakprint``)."""
 
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ from ridehail.load.city import City
 from ridehail.load.soak import (
     SoakReport,
     default_rate,
-    print_soak,
     remember_throughput,
     run_soak,
 )
+from ridehail.load.soakprint import print_soak
 from ridehail.terminal import console, settings_or_exit, with_secret
 
 

@@ -1,12 +1,9 @@
 """``ridehail bench``: a fixed workload through the HTTP API against a running stack, and
 (``--baseline``) the same workload on bare Temporal in the same run.
 
-Each of ``concurrency`` riders requests a ride, follows it on its event stream
-(``GET /v1/rides/{id}/events``, Server-Sent Events) and, acting for the driver the saga
-picked, accepts the offer and reports arrival, start and end at once; then requests the
-next ride, until ``rides`` have been requested. Latencies are measured by the client,
-from just before ``POST /v1/rides`` to the moment the ``ride.driver_assigned`` and the
-ending event arrive on the stream. The CPU time and memory of the process serving the API
+Each of ``concurrency`` riders requests a ride and follows it to its end, acting for the
+driver the saga picked (``ridehail.load.workload``); then requests the next ride, until
+``rides`` have been requested. The CPU time and memory of the process serving the API
 (under ``ridehail dev``, the one process that also runs the worker, the consumers and the
 relay), of the Temporal server and of nats-server are read from the operating system.
 At the end the bench checks that every ride ended, that the consumers caught up, that
@@ -17,17 +14,14 @@ server, with ridehail's worker settings, its worker in this process. The two sid
 in alternating blocks (``rounds``), so that the background load of a shared machine
 weighs on both alike; ridehail's block ends when its consumers have caught up too.
 """
-
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
-import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -42,7 +36,7 @@ from rich.progress import (
 
 from domain.status import RideStatus
 from infra.config import Settings
-from ridehail.load.apiclient import TERMINAL_EVENTS, Api, ApiError
+from ridehail.load.apiclient import Api
 from ridehail.load.benchchecks import caught_up, check_ridehail, unreachable
 from ridehail.load.benchfigures import (
     BenchReport,
@@ -52,7 +46,7 @@ from ridehail.load.benchfigures import (
     percentiles,
     print_report,
 )
-from ridehail.load.city import City, coords
+from ridehail.load.city import City
 from ridehail.load.procwatch import (
     ProcessUsage,
     ProcessWatch,
@@ -60,6 +54,7 @@ from ridehail.load.procwatch import (
     machine_info,
     stack_processes,
 )
+from ridehail.load.workload import RidehailWorkload
 
 __all__ = ["BenchReport", "RideResult", "RunFigures", "percentiles", "print_report",
            "run_bench", "unreachable"]
@@ -68,9 +63,6 @@ if TYPE_CHECKING:
     from temporalio.client import Client
 
     from ridehail.processes.components import Runtime
-
-RIDER_PREFIX = "bench-r"
-DRIVER_PREFIX = "bench-d"
 
 
 # --- the workload ------------------------------------------------------------------------------
@@ -103,106 +95,6 @@ async def run_workload(rides: int, concurrency: int,
 
     await asyncio.gather(*(rider() for _ in range(min(concurrency, rides))))
     return results, last_end - start
-
-
-class RidehailWorkload:
-    """Riders and drivers of the bench, through the HTTP API."""
-
-    def __init__(self, api: Api, city: City, drivers: int, seed: int,
-                 ride_timeout_s: float) -> None:
-        self.api = api
-        self.city = city
-        self.drivers = [f"{DRIVER_PREFIX}{i}" for i in range(drivers)]
-        self.rng = random.Random(seed)
-        self.ride_timeout_s = ride_timeout_s
-
-    async def drivers_online(self) -> None:
-        """Every bench driver online at a random place, and available (a driver left
-        reserved by an interrupted earlier run is waited for)."""
-        sem = asyncio.Semaphore(10)
-
-        async def online(driver_id: str) -> None:
-            async with sem:
-                await self.api.driver_online(driver_id, self.city.random_point(self.rng))
-
-        await asyncio.gather(*(online(d) for d in self.drivers))
-        deadline = time.monotonic() + 60
-        waiting = list(self.drivers)
-        while waiting:
-            still = []
-            for d in waiting:
-                me = await self.api.expect("GET", "/v1/drivers/me", "driver", d)
-                if me["status"] != "available":
-                    still.append(d)
-            waiting = still
-            if waiting:
-                if time.monotonic() > deadline:
-                    raise ApiError(f"{len(waiting)} drivers not available after 60 s, "
-                                   f"e.g. {waiting[0]}")
-                await asyncio.sleep(0.1)
-
-    async def drivers_offline(self) -> None:
-        sem = asyncio.Semaphore(10)
-
-        async def offline(driver_id: str) -> None:
-            async with sem:
-                await self.api.call("POST", "/v1/drivers/me/offline", "driver", driver_id)
-
-        await asyncio.gather(*(offline(d) for d in self.drivers))
-
-    async def ride(self, i: int) -> RideResult:
-        rider = f"{RIDER_PREFIX}{i}"
-        pickup, dropoff = self.city.random_trip(self.rng)
-        t0 = time.perf_counter()
-        ride = await self.api.expect("POST", "/v1/rides", "rider", rider,
-                                     {"pickup": coords(pickup), "dropoff": coords(dropoff)})
-        ride_id = ride["ride_id"]
-        result = RideResult("timeout")
-        try:
-            async with asyncio.timeout(self.ride_timeout_s):
-                await self._follow(ride_id, rider, t0, result)
-        except TimeoutError:
-            result.status = "timeout"
-            result.error = f"ride {ride_id} did not end within {self.ride_timeout_s:.0f} s"
-        return result
-
-    async def _follow(self, ride_id: str, rider: str, t0: float, result: RideResult) -> None:
-        """Read the ride's events; act for its driver as soon as each step allows."""
-        driver: str | None = None
-        async with self.api.ride_events(ride_id, "rider", rider) as events:
-            async for e in events:
-                kind = e.event
-                if kind.startswith("ride."):  # parsed once, for the timing and the driver
-                    event = e.json()
-                    result.events.append((kind, _component(event.get("source", "")),
-                                          datetime.fromisoformat(event["time"])))
-                if kind == "ride.driver_offered":
-                    driver = event["data"]["driver_id"]
-                    await self.api.expect("POST", f"/v1/rides/{ride_id}/accept", "driver",
-                                          driver)
-                elif kind == "ride.driver_assigned":
-                    result.to_assigned_s = time.perf_counter() - t0
-                    driver = event["data"]["driver_id"]
-                    result.retries += await self.api.driver_report(ride_id, driver, "arrive")
-                elif kind == "ride.driver_arrived" and driver:
-                    result.retries += await self.api.driver_report(ride_id, driver, "start")
-                elif kind == "ride.trip_started" and driver:
-                    trip = {"distance_m": self.rng.randint(800, 6000),
-                            "duration_s": self.rng.randint(180, 1200)}
-                    result.retries += await self.api.driver_report(ride_id, driver, "complete",
-                                                                   trip)
-                elif kind in TERMINAL_EVENTS:
-                    result.to_end_s = time.perf_counter() - t0
-                    result.status = kind.removeprefix("ride.")
-                    return
-                elif kind == "problem":
-                    raise ApiError(f"the event stream of ride {ride_id} broke: {e.data}")
-        raise ApiError(f"the event stream of ride {ride_id} ended before the ride did")
-
-
-def _component(source: str) -> str:
-    """``ridehail/api`` → ``api``: who committed an event."""
-    return source.rpartition("/")[2] or source
 
 
 # --- running it --------------------------------------------------------------------------------

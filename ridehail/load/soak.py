@@ -12,7 +12,8 @@ stream is writing in memory, in a buffer of 1, 4 or 8 MiB (docs/BENCHMARKS.md, S
 Memory is judged over the soak's second half (``rss_second_half_pct``), once caches and
 write buffers have filled; and at the end of each minute the report gives what each
 stream stores and how many rows each table housekeeping prunes holds, so a reader sees
-those level off too when the lifetimes are shorter than the soak."""
+those level off too when the lifetimes are shorter than the soak. What the soak prints at
+its end is ``ridehail.load.soakprint``."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ from ridehail.load.procwatch import stack_processes
 from store.db import Database
 
 if TYPE_CHECKING:
-    from ridehail.load.bench import RidehailWorkload
+    from ridehail.load.workload import RidehailWorkload
     from ridehail.processes.components import Runtime
 
 LAST_BENCH = "bench-last.json"  # in the data dir: the last full bench's throughput
@@ -293,7 +294,7 @@ async def run_soak(settings: Settings, *, duration_s: float, rate: float, rate_f
                    drivers: int, city: City, seed: int, ride_timeout_s: float,
                    console: Console) -> SoakReport:
     from events.dlq import dlq_depth
-    from ridehail.load.bench import RidehailWorkload
+    from ridehail.load.workload import RidehailWorkload
     from ridehail.processes.components import runtime
 
     warm_up = min(MAX_WARM_UP_S, duration_s * 0.2)
@@ -386,62 +387,3 @@ async def _judge(report: SoakReport, settings: Settings, rt: Runtime, work: Ride
     bench = BenchReport()
     await check_ridehail(settings, bench, run, drained, rt, dlq_before)
     report.checks = bench.checks
-
-
-def print_soak(report: SoakReport, console: Console) -> None:
-    console.print(f"soak: {report.rides} rides over {report.duration_s:.0f} s at "
-                  f"{report.rate_per_s:.2f} rides/s — {report.statuses}")
-    for m in report.per_minute:
-        p = m["to_completed"]
-        console.print(f"  minute {m['minute']}: {m['rides']} rides, p50 "
-                      f"{_ms(p['p50'])} ms, p95 {_ms(p['p95'])} ms to completion")
-    drift = report.p95_drift
-    console.print(f"  p95 last whole minute / first: {'—' if drift is None else f'{drift:.2f}'}")
-    for role, mem in report.processes.items():
-        growth = mem.rss_growth_pct
-        half = mem.rss_second_half_pct
-        console.print(f"  {role:<9} RSS {_mb(mem.rss_warm_mb)} → {_mb(mem.rss_end_mb)} MB "
-                      f"({'—' if growth is None else f'{growth:+.1f}%'}; second half "
-                      f"{'—' if half is None else f'{half:+.1f}%'}), peak "
-                      f"{mem.rss_peak_mb:.0f} MB")
-        by_minute = [(m["rss_mb"].get(role), m["cpu_ms_per_ride"].get(role))
-                     for m in report.per_minute]
-        if len(by_minute) > 1:
-            console.print(f"  {'':<9} by minute: RSS "
-                          f"{', '.join(_mb(r) for r, _ in by_minute)} MB; CPU per ride "
-                          f"{', '.join(_mb(c) for _, c in by_minute)} ms")
-    _print_kept(report, console)
-    if report.streams:
-        console.print(f"  {'streams':<9} stored "
-                      + ", ".join(f"{name} {_mib(s.warm_mib)} → {_mib(s.end_mib)} MiB"
-                                  for name, s in report.streams.items())
-                      + " (nats-server holds the block each writes, up to 8 MiB)")
-    for name, check in report.checks.items():
-        console.print(f"  {'ok  ' if check.get('ok') else 'FAIL'} {name}", markup=False)
-
-
-def _print_kept(report: SoakReport, console: Console) -> None:
-    """What the streams and the pruned tables held at the end of each minute."""
-    if not report.kept_by_minute:
-        return
-    streams = dict.fromkeys(s for k in report.kept_by_minute for s in k["streams"])
-    for name in streams:
-        console.print(f"  {'':<9} {name} by minute: " + ", ".join(
-            f"{k['streams'][name]['messages']}" if name in k["streams"] else "—"
-            for k in report.kept_by_minute) + " messages")
-    tables = dict.fromkeys(s for k in report.kept_by_minute for s in k["rows"])
-    for table in tables:
-        console.print(f"  {'':<9} {table} by minute: " + ", ".join(
-            str(k["rows"].get(table, "—")) for k in report.kept_by_minute) + " rows")
-
-
-def _ms(v: float | None) -> str:
-    return "—" if v is None else f"{v * 1000:.0f}"
-
-
-def _mib(v: float | None) -> str:
-    return "—" if v is None else f"{v:.1f}"
-
-
-def _mb(v: float | None) -> str:  # or any figure already in its unit
-    return "—" if v is None else f"{v:.0f}"

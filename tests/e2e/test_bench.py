@@ -25,10 +25,10 @@ from ridehail.load.soak import (
     StreamSize,
     _per_minute,
     default_rate,
-    print_soak,
     remember_throughput,
     run_soak,
 )
+from ridehail.load.soakprint import print_soak
 from store.tables import Ride
 from tests.support.stack import Stack
 from workflows.steps import runs_locally
