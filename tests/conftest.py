@@ -22,7 +22,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from infra.config import Settings
 from infra.connections import connect_temporal
-from ridehail.processes.devservers import SEARCH_ATTRIBUTES, ServerProcess, binary
+from ridehail.processes.devservers import SEARCH_ATTRIBUTES
+from ridehail.processes.serverprocess import ServerProcess, binary
 from tests.support.servers import (
     RestartableNats,
     free_port,

@@ -36,7 +36,7 @@ import nats
 from sizing_figures import rss_mib
 
 from events.streams import stream_configs
-from ridehail.processes.devservers import ServerProcess, binary, free_port
+from ridehail.processes.serverprocess import ServerProcess, binary, free_port
 
 PAYLOAD = b"e" * 800  # about one CloudEvent
 IN_FLIGHT = 64

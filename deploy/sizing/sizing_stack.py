@@ -33,13 +33,8 @@ from sizing_figures import rss_mib
 from domain.status import RideStatus
 from ridehail.healthcheck import COMPONENTS as KINDS  # api, worker, consumers, relay
 from ridehail.load.apiclient import Api, poll_until
-from ridehail.processes.devservers import (
-    SEARCH_ATTRIBUTES,
-    binary,
-    die_with_parent,
-    free_port,
-    terminate,
-)
+from ridehail.processes.devservers import SEARCH_ATTRIBUTES
+from ridehail.processes.serverprocess import binary, die_with_parent, free_port, terminate
 
 STOP_TIMEOUT_S = 30.0
 

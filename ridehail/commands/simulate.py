@@ -38,7 +38,7 @@ def simulate(
     """Simulate a small city — drivers moving and answering offers, riders requesting
     rides — through the HTTP API of the running stack, with a live view; Ctrl-C stops
     it with a summary."""
-    from ridehail.processes.devservers import answering
+    from ridehail.processes.serverprocess import answering
 
     settings = with_secret(settings_or_exit())
     try:

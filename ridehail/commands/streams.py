@@ -126,7 +126,7 @@ def _print_migration(result: MigrationResult) -> None:
     for behind in result.behind:
         out.print(f"  [red]behind[/] {escape(str(behind))}", soft_wrap=True)
     if result.behind:
-        from events.migrate_streams import said_settings
+        from events.stream_age import said_settings
 
         out.print("  let the consumers catch up, then migrate again (or give it longer: "
                   "--wait). Consumers that cannot start on these streams start with "

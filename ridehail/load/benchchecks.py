@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 def unreachable(settings: Settings, api: bool = True) -> list[str]:
     """The stack's services that do not answer (``name host:port``)."""
-    from ridehail.processes.devservers import answering
+    from ridehail.processes.serverprocess import answering
 
     wanted = {"NATS": settings.nats_host_port, "Temporal": settings.temporal_host_port}
     if api:

@@ -20,7 +20,7 @@ from infra.config import Settings
 from infra.connections import connect_temporal
 from ridehail.load.apiclient import Api
 from ridehail.load.scenarios import SCENARIOS, Scene, Timeouts
-from ridehail.processes.devservers import binary
+from ridehail.processes.serverprocess import binary
 from workflows.contract import workflow_id
 
 

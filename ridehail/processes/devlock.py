@@ -16,7 +16,7 @@ import os
 from collections.abc import Iterator
 
 from infra.config import DEV_FILE, Settings
-from ridehail.processes.devservers import DevStackError
+from ridehail.processes.serverprocess import DevStackError
 
 LOCK_FILE = "dev.lock"
 

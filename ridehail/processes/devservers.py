@@ -6,33 +6,32 @@ A server already answering at its address is reused only if it fits ridehail (th
 fit-checks of ``events.fitcheck`` and ``ridehail.processes.temporalcheck``); otherwise one of
 ridehail's own is started, on a free port when the default one is taken. While the
 stack runs, a server it started that dies is started again on its data.
+
+Starting, waiting for and stopping a server binary is ``ridehail.processes.serverprocess``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
-import logging
-import shutil
-import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from temporalio.client import Client
 
 from events.fitcheck import FitReport, fit_check
 from infra.config import Settings
+from ridehail.processes.serverprocess import (
+    STARTUP_TIMEOUT_S,
+    DevStackError,
+    ServerProcess,
+    answering,
+    binary,
+    free_port,
+)
 from ridehail.processes.temporalcheck import SEARCH_ATTRIBUTES, TemporalUnfit, prepare_temporal
 
-log = logging.getLogger(__name__)
-
-STARTUP_TIMEOUT_S = 60.0
 # A server that dies is started again within this long (and retried if it fails).
 RESTART_MAX_DELAY_S = 30.0
 # How often ridehail dev looks at the servers it runs or reuses.
@@ -41,50 +40,11 @@ WATCH_INTERVAL_S = 1.0
 __all__ = [
     "SEARCH_ATTRIBUTES",
     "DevStack",
-    "DevStackError",
-    "ServerProcess",
-    "answering",
-    "binary",
     "connect_temporal_when_up",
-    "die_with_parent",
-    "free_port",
     "nats_server",
     "own_nats_port",
     "temporal_server",
-    "terminate",
 ]
-
-
-class DevStackError(RuntimeError):
-    pass
-
-
-def binary(name: str) -> str:
-    """A server binary installed by the dev extra (beside this Python, or on PATH)."""
-    beside = Path(sys.executable).parent / name
-    if beside.exists():
-        return str(beside)
-    found = shutil.which(name)
-    if found:
-        return found
-    raise DevStackError(
-        f"`{name}` is not installed; install the project with its dev extra: "
-        'pip install -e ".[dev]"'
-    )
-
-
-def answering(host: str, port: int, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 # Where ridehail dev notes the port it chose for a nats-server of its own, to take it
@@ -107,69 +67,6 @@ def own_nats_port(data_dir: Path, host: str) -> int:
         port = free_port(host)
         path.write_text(f"{port}\n")
     return port
-
-
-def die_with_parent() -> None:  # pragma: no cover — runs in the child before exec
-    """Ask Linux to SIGTERM the child if ridehail dev itself is killed."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def terminate(proc: subprocess.Popen[bytes] | None, name: str, timeout: float) -> None:
-    """SIGTERM a child that still runs, wait for it, and kill it after ``timeout``."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        log.warning("%s did not stop in %.0fs; killing it", name, timeout)
-        proc.kill()
-        proc.wait()
-
-
-@dataclass
-class ServerProcess:
-    name: str
-    argv: list[str]
-    log_path: Path
-    host: str
-    port: int
-    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-
-    def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        out = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            self.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,  # Ctrl-C reaches us; we stop the servers in order
-            preexec_fn=die_with_parent if sys.platform == "linux" else None,
-        )
-        out.close()
-
-    async def wait_ready(self, timeout: float = STARTUP_TIMEOUT_S) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise DevStackError(
-                    f"{self.name} exited with code {self.proc.returncode}; see {self.log_path}:\n"
-                    + _tail(self.log_path)
-                )
-            if answering(self.host, self.port):
-                return
-            await asyncio.sleep(0.1)
-        raise DevStackError(f"{self.name} did not answer on {self.host}:{self.port} "
-                            f"within {timeout:.0f}s; see {self.log_path}")
-
-    def stop(self, timeout: float = 15.0) -> None:
-        terminate(self.proc, self.name, timeout)
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
 
 
 # Workflows whose state the dev server keeps in memory (its own default is 8,192: about
@@ -396,7 +293,7 @@ async def shorten_own_streams(settings: Settings, say: Callable[[str], None]) ->
     durable behind stops the start, saying what keeps its events until it catches up."""
     from nats.aio.client import Client as NATS
 
-    from events.migrate_streams import keeping_settings, said_settings, shorten_ages
+    from events.stream_age import keeping_settings, said_settings, shorten_ages
     from events.streams import stream_configs
 
     keep_s, notification_keep_s = settings.stream_keep_s, settings.notification_keep_s

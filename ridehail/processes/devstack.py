@@ -29,9 +29,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from infra.config import DEV_ADDRESSES, DEV_FILE, Settings
-from ridehail.processes.devservers import (
+from ridehail.processes.devservers import DevStack
+from ridehail.processes.serverprocess import (
     STARTUP_TIMEOUT_S,
-    DevStack,
     DevStackError,
     answering,
     die_with_parent,

@@ -18,8 +18,8 @@ import pytest
 
 from domain.status import RideStatus
 from infra.config import Settings
-from ridehail.processes.devservers import answering
 from ridehail.processes.devstack import ridehail_command, runs_component
+from ridehail.processes.serverprocess import answering
 from tests.support.devprocess import (
     RIDEHAIL,
     DevProcess,

@@ -24,7 +24,7 @@ from domain.status import RideStatus
 from infra.config import Settings
 from ridehail.ops.audit import run_audit
 from ridehail.processes.components import runtime
-from ridehail.processes.devservers import answering
+from ridehail.processes.serverprocess import answering
 from store.tables import LedgerEntry
 from tests.conftest import POSTGRES_URL
 from tests.support.ridestream import ride_history

@@ -19,7 +19,7 @@ from cryptography.x509.oid import NameOID
 
 from infra.config import Settings
 from infra.connections import connect_nats, connect_temporal
-from ridehail.processes.devservers import answering, binary
+from ridehail.processes.serverprocess import answering, binary
 from tests.support.servers import free_port
 from tests.support.stack import eventually
 

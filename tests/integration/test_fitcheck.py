@@ -24,20 +24,16 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from events.catalog import Point, RideRequested
 from events.envelope import new_event
 from events.fitcheck import NatsUnfit, fit_check, parse_version
-from events.migrate_streams import keeping_settings, migrate
+from events.migrate_streams import migrate
+from events.stream_age import keeping_settings
 from events.streams import stream_configs
 from events.topology import RIDE_PROJECTOR, WORKFLOW_TRIGGER
 from infra.config import Settings
 from infra.connections import connect_temporal
 from ridehail.processes.components import runtime
-from ridehail.processes.devservers import (
-    DevStack,
-    DevStackError,
-    ServerProcess,
-    binary,
-    shorten_own_streams,
-)
+from ridehail.processes.devservers import DevStack, shorten_own_streams
 from ridehail.processes.devstack import ridehail_command
+from ridehail.processes.serverprocess import DevStackError, ServerProcess, binary
 from ridehail.processes.temporalcheck import missing_search_attributes, namespace_exists
 from tests.support.servers import free_port
 from tests.support.stack import Stack, eventually, running_stack

@@ -7,7 +7,8 @@ import socket
 from pathlib import Path
 
 from infra.config import Settings
-from ridehail.processes.devservers import ServerProcess, nats_server, temporal_server
+from ridehail.processes.devservers import nats_server, temporal_server
+from ridehail.processes.serverprocess import ServerProcess
 
 
 def free_port() -> int:

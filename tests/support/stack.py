@@ -28,7 +28,7 @@ from ridehail.processes.components import (
     run_temporal_worker,
     runtime,
 )
-from ridehail.processes.devservers import answering
+from ridehail.processes.serverprocess import answering
 from tests.support.problems import PROBLEM_JSON, problem_shape_errors
 
 T = TypeVar("T")

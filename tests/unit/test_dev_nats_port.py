@@ -12,12 +12,8 @@ from pathlib import Path
 import pytest
 
 from infra.config import Settings
-from ridehail.processes.devservers import (
-    NATS_PORT_FILE,
-    DevStack,
-    ServerProcess,
-    own_nats_port,
-)
+from ridehail.processes.devservers import NATS_PORT_FILE, DevStack, own_nats_port
+from ridehail.processes.serverprocess import ServerProcess
 
 
 def test_the_port_of_last_time_is_taken_again_when_free(tmp_path: Path) -> None:

@@ -18,15 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra.config import Settings
-from ridehail.processes.devservers import (
-    ServerProcess,
-    answering,
-    binary,
-    free_port,
-    temporal_server,
-    terminate,
-)
+from ridehail.processes.devservers import temporal_server
 from ridehail.processes.devstack import ridehail_command
+from ridehail.processes.serverprocess import ServerProcess, answering, binary, free_port, terminate
 
 COMPONENTS = ("api", "worker", "consumers", "relay")
 READY_TIMEOUT_S = 90.0
